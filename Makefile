@@ -1,0 +1,57 @@
+# backup-cloud developer / CI entry points.
+#   make deps           system packages (scripts/install-deps)
+#   make services       LocalStack + instance simulator + PostgreSQL + MariaDB (idempotent)
+#   make services-down  stop them all
+#   make test           services, then cargo test with the env below
+#   make lint           cargo fmt --check, clippy -D warnings
+#   make demo           services, cargo build, scripts/demo
+
+SHELL := /bin/bash
+
+# Everything the tests need to find the services.
+export BACKUP_CLOUD_TEST_ENDPOINT ?= http://127.0.0.1:4566
+export BACKUP_CLOUD_TEST_STATE_DIR ?= $(CURDIR)/.state
+export BACKUP_CLOUD_TEST_SIM_DIR ?= $(CURDIR)/.state/sim
+export BACKUP_CLOUD_TEST_PG_HOST ?= 127.0.0.1
+export BACKUP_CLOUD_TEST_PG_PORT ?= 55432
+export BACKUP_CLOUD_TEST_PG_USER ?= backup
+export BACKUP_CLOUD_TEST_PG_PASSWORD ?= backup-test-pw
+export BACKUP_CLOUD_TEST_PG_SUPERUSER ?= postgres
+export BACKUP_CLOUD_TEST_PG_SUPERUSER_PASSWORD ?= postgres-admin-pw
+export BACKUP_CLOUD_TEST_PG_SOCKET_DIR ?= $(CURDIR)/.state/pg-socket
+export BACKUP_CLOUD_TEST_MYSQL_HOST ?= 127.0.0.1
+export BACKUP_CLOUD_TEST_MYSQL_PORT ?= 53306
+export BACKUP_CLOUD_TEST_MYSQL_USER ?= backup
+export BACKUP_CLOUD_TEST_MYSQL_PASSWORD ?= backup-test-pw
+export BACKUP_CLOUD_TEST_MYSQL_SOCKET ?= $(CURDIR)/.state/mariadb.sock
+export AWS_ACCESS_KEY_ID ?= test
+export AWS_SECRET_ACCESS_KEY ?= test
+export AWS_REGION ?= us-east-1
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_EC2_METADATA_DISABLED ?= true
+
+.PHONY: deps services services-down test lint demo
+
+deps:
+	scripts/install-deps
+
+services: deps
+	localstack/up
+	tests/harness/postgres-up
+	tests/harness/mariadb-up
+
+services-down:
+	-localstack/down
+	-tests/harness/postgres-down
+	-tests/harness/mariadb-down
+
+test: services
+	cargo test --all-targets
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+demo: services
+	cargo build
+	scripts/demo
