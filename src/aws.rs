@@ -1,0 +1,76 @@
+//! One place that turns configuration into AWS clients.
+//!
+//! The controller and the agent both talk to S3, SSM and (the controller)
+//! EC2. Endpoint overrides for LocalStack, path-style addressing and the
+//! standard credential chain are decided here once, so both sides agree.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Clients for every service backup-cloud uses.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub s3: aws_sdk_s3::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub region: Option<String>,
+}
+
+impl AwsClients {
+    /// Loads the standard chain (profiles, environment, instance role) and
+    /// applies the optional region and endpoint overrides. The endpoint also
+    /// comes from `AWS_ENDPOINT_URL` through the chain; whenever one is set,
+    /// S3 uses path-style addressing, which emulators such as LocalStack need.
+    pub async fn load(region: Option<&str>, endpoint_url: Option<&str>) -> AwsClients {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region.to_owned()));
+        }
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        AwsClients::from_sdk_config(&sdk)
+    }
+
+    fn from_sdk_config(sdk: &SdkConfig) -> AwsClients {
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(sdk.endpoint_url().is_some())
+            .build();
+        AwsClients {
+            s3: aws_sdk_s3::Client::from_conf(s3_config),
+            ssm: aws_sdk_ssm::Client::new(sdk),
+            ec2: aws_sdk_ec2::Client::new(sdk),
+            region: sdk.region().map(|r| r.to_string()),
+        }
+    }
+}
+
+/// Renders an AWS SDK error with its service code and message, which the
+/// SDK's own `Display` hides behind "service error".
+pub fn describe_sdk_error<E, R>(err: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_s3::error::SdkError;
+    match err {
+        SdkError::ServiceError(service) => {
+            let inner = service.err();
+            match (inner.code(), inner.message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                _ => inner.to_string(),
+            }
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Planning a job: everything decided before anything is launched.
+//!
+//! The plan turns configuration into concrete names — job id, S3 keys, the
+//! status parameter, tags — and the job spec the agent will read. It makes
+//! no AWS calls, so `--dry-run` and the real launch share it exactly.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use time::OffsetDateTime;
+
+use crate::config::{Config, JobConfig};
+use crate::schema::{DatabaseTarget, JobSpec, UploadSettings, SCHEMA_VERSION};
+
+/// Tag marking resources backup-cloud manages (and may terminate).
+pub const TAG_MANAGED: &str = "backup-cloud:managed";
+pub const TAG_JOB: &str = "backup-cloud:job";
+pub const TAG_JOB_ID: &str = "backup-cloud:job-id";
+
+/// A job made concrete.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub spec: JobSpec,
+    pub spec_key: String,
+    /// Key prefix under which agent binaries are stored by SHA-256.
+    pub agent_prefix: String,
+    pub tags: BTreeMap<String, String>,
+    pub max_lifetime_minutes: u64,
+}
+
+/// Formats a time as the compact ISO-8601 stamp used in keys and job ids.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    at.format(&format).expect("UTC timestamps always format")
+}
+
+/// A job id: the job name, the launch time and a random suffix, so two
+/// launches in the same second never collide.
+pub fn new_job_id(job_name: &str, at: OffsetDateTime) -> String {
+    let suffix: u32 = rand::rng().random();
+    format!("{job_name}-{}-{suffix:08x}", timestamp(at))
+}
+
+impl JobPlan {
+    /// Plans `job` launched at `at` on `ami_id`.
+    pub fn new(config: &Config, job: &JobConfig, ami_id: &str, at: OffsetDateTime) -> JobPlan {
+        let job_id = new_job_id(&job.name, at);
+        let prefix = config.key_prefix();
+        let backup_prefix = format!("{prefix}backup/{}/{}/", job.name, timestamp(at));
+        let spec_key = format!("{prefix}jobs/{}/{job_id}/spec.json", job.name);
+        let spec = JobSpec {
+            schema_version: SCHEMA_VERSION,
+            job_name: job.name.clone(),
+            job_id: job_id.clone(),
+            engine: job.engine,
+            database: DatabaseTarget {
+                host: job.host.clone(),
+                port: job.port,
+                user: job.user.clone(),
+                name: job.database.clone(),
+            },
+            password_parameter: job.password_parameter.clone(),
+            bucket: config.storage.bucket.clone(),
+            prefix: config.storage.prefix.clone(),
+            backup_prefix,
+            status_parameter: config.status_parameter(&job.name),
+            upload: UploadSettings {
+                part_size_bytes: config.upload.part_size_mib * 1024 * 1024,
+                concurrency: config.upload.concurrency,
+            },
+            ami_id: ami_id.to_owned(),
+            instance_type: job.instance_type.clone(),
+            heartbeat_interval_secs: (config.status.heartbeat_timeout.as_secs() / 4).max(1),
+        };
+        let mut tags = config.instance.tags.clone();
+        tags.insert("Name".to_owned(), format!("backup-cloud {}", job.name));
+        tags.insert(TAG_MANAGED.to_owned(), "true".to_owned());
+        tags.insert(TAG_JOB.to_owned(), job.name.clone());
+        tags.insert(TAG_JOB_ID.to_owned(), job_id);
+        JobPlan {
+            spec,
+            spec_key,
+            agent_prefix: format!("{prefix}agent/"),
+            tags,
+            max_lifetime_minutes: job.max_lifetime.as_secs().div_ceil(60),
+        }
+    }
+
+    /// Key of the agent binary with the given SHA-256.
+    pub fn agent_key(&self, sha256: &str) -> String {
+        format!("{}{sha256}/backup-cloud", self.agent_prefix)
+    }
+
+    /// Key of the manifest that will mark this backup complete.
+    pub fn manifest_key(&self) -> String {
+        format!("{}manifest.json", self.spec.backup_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(prefix: &str) -> Config {
+        let text = format!(
+            r#"
+[storage]
+bucket = "backups"
+prefix = "{prefix}"
+[instance]
+max_lifetime = "90m"
+tags = {{ team = "data" }}
+[jobs.orders]
+engine = "postgres"
+host = "db"
+user = "backup"
+database = "orders"
+password_parameter = "/p"
+"#
+        );
+        Config::parse(Path::new("t.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let config = config("prod");
+        let at = time::macros::datetime!(2026-11-27 21:00:00 UTC);
+        let plan = JobPlan::new(&config, config.job("orders").unwrap(), "ami-1", at);
+        assert_eq!(
+            plan.spec.backup_prefix,
+            "prod/backup/orders/20261127T210000Z/"
+        );
+        assert_eq!(
+            plan.manifest_key(),
+            "prod/backup/orders/20261127T210000Z/manifest.json"
+        );
+        assert!(plan
+            .spec_key
+            .starts_with("prod/jobs/orders/orders-20261127T210000Z-"));
+        assert_eq!(plan.agent_key("ab"), "prod/agent/ab/backup-cloud");
+        assert_eq!(plan.spec.status_parameter, "/backup-cloud/jobs/orders");
+        assert_eq!(plan.max_lifetime_minutes, 90);
+    }
+
+    #[test]
+    fn an_empty_prefix_puts_keys_at_the_bucket_root() {
+        let config = config("");
+        let at = time::macros::datetime!(2026-01-02 03:04:05 UTC);
+        let plan = JobPlan::new(&config, config.job("orders").unwrap(), "ami-1", at);
+        assert_eq!(plan.spec.backup_prefix, "backup/orders/20260102T030405Z/");
+        assert_eq!(plan.agent_key("ab"), "agent/ab/backup-cloud");
+    }
+
+    #[test]
+    fn tags_mark_the_instance_as_ours_and_keep_user_tags() {
+        let config = config("");
+        let at = OffsetDateTime::now_utc();
+        let plan = JobPlan::new(&config, config.job("orders").unwrap(), "ami-1", at);
+        assert_eq!(plan.tags[TAG_MANAGED], "true");
+        assert_eq!(plan.tags[TAG_JOB], "orders");
+        assert_eq!(plan.tags[TAG_JOB_ID], plan.spec.job_id);
+        assert_eq!(plan.tags["team"], "data");
+    }
+
+    #[test]
+    fn the_spec_carries_no_secret() {
+        let config = config("");
+        let plan = JobPlan::new(
+            &config,
+            config.job("orders").unwrap(),
+            "ami-1",
+            OffsetDateTime::now_utc(),
+        );
+        let json = serde_json::to_string(&plan.spec).unwrap();
+        assert!(json.contains("\"password_parameter\":\"/p\""));
+        assert!(!json.to_lowercase().contains("\"password\":"));
+    }
+
+    #[test]
+    fn job_ids_are_unique_within_a_second() {
+        let at = OffsetDateTime::now_utc();
+        let ids: std::collections::HashSet<_> = (0..50).map(|_| new_job_id("j", at)).collect();
+        assert_eq!(ids.len(), 50);
+    }
+}

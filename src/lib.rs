@@ -1,0 +1,15 @@
+//! backup-cloud: encrypted backups of large databases, taken on an EC2
+//! instance that exists only for as long as the backup takes.
+//!
+//! One binary holds both halves: the controller (`run`), which launches and
+//! watches the instance, and the agent (`agent`), which runs on it and
+//! streams dump → encrypt → upload.
+
+pub mod agent;
+pub mod aws;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod schema;
+pub mod status_store;
+pub mod userdata;

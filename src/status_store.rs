@@ -1,0 +1,173 @@
+//! Where job status lives: one SSM parameter per job, JSON inside.
+//!
+//! The agent writes, the controller reads. Both go through the
+//! [`StatusStore`] trait so the watch loop and the progress reporter can be
+//! unit-tested against an in-memory store.
+
+use aws_sdk_ssm::types::ParameterType;
+
+use crate::aws::describe_sdk_error;
+use crate::schema::{Status, SCHEMA_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot read status parameter {name}: {reason}")]
+    Read { name: String, reason: String },
+    #[error("cannot write status parameter {name}: {reason}")]
+    Write { name: String, reason: String },
+    #[error("status parameter {name} is not a backup-cloud status document: {reason}")]
+    Malformed { name: String, reason: String },
+    #[error("status parameter {name} has schema version {found}; this build reads version {SCHEMA_VERSION}")]
+    Version { name: String, found: u32 },
+    #[error("status parameter {name} was throttled")]
+    Throttled { name: String },
+}
+
+/// Reads and writes job status documents by parameter name.
+#[allow(async_fn_in_trait)]
+pub trait StatusStore {
+    async fn read(&self, name: &str) -> Result<Option<Status>, StatusError>;
+    async fn write(&self, name: &str, status: &Status) -> Result<(), StatusError>;
+}
+
+/// The production store: SSM Parameter Store.
+#[derive(Clone, Debug)]
+pub struct SsmStatusStore {
+    client: aws_sdk_ssm::Client,
+}
+
+impl SsmStatusStore {
+    pub fn new(client: aws_sdk_ssm::Client) -> Self {
+        SsmStatusStore { client }
+    }
+}
+
+/// Parses a status document, checking its schema version.
+pub fn parse_status(name: &str, text: &str) -> Result<Status, StatusError> {
+    let version: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| StatusError::Malformed {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let found = version
+        .get("schema_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    if found != SCHEMA_VERSION {
+        return Err(StatusError::Version {
+            name: name.to_owned(),
+            found,
+        });
+    }
+    serde_json::from_value(version).map_err(|e| StatusError::Malformed {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl StatusStore for SsmStatusStore {
+    async fn read(&self, name: &str) -> Result<Option<Status>, StatusError> {
+        let result = self.client.get_parameter().name(name).send().await;
+        match result {
+            Ok(output) => {
+                let value = output
+                    .parameter()
+                    .and_then(|p| p.value())
+                    .unwrap_or_default();
+                parse_status(name, value).map(Some)
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(StatusError::Read {
+                name: name.to_owned(),
+                reason: describe_sdk_error(&err),
+            }),
+        }
+    }
+
+    async fn write(&self, name: &str, status: &Status) -> Result<(), StatusError> {
+        let value = serde_json::to_string(status).expect("status serialises");
+        let result = self
+            .client
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(err) if is_throttling(&err) => Err(StatusError::Throttled {
+                name: name.to_owned(),
+            }),
+            Err(err) => Err(StatusError::Write {
+                name: name.to_owned(),
+                reason: describe_sdk_error(&err),
+            }),
+        }
+    }
+}
+
+fn is_throttling<E, R>(err: &aws_sdk_ssm::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_ssm::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.contains("Throttl") || code == "TooManyUpdates")
+}
+
+#[cfg(test)]
+pub mod memory {
+    //! An in-memory [`StatusStore`] for unit tests.
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct MemoryStatusStore {
+        pub documents: Mutex<HashMap<String, Status>>,
+        pub writes: Mutex<Vec<Status>>,
+    }
+
+    impl StatusStore for MemoryStatusStore {
+        async fn read(&self, name: &str) -> Result<Option<Status>, StatusError> {
+            Ok(self.documents.lock().unwrap().get(name).cloned())
+        }
+
+        async fn write(&self, name: &str, status: &Status) -> Result<(), StatusError> {
+            self.documents
+                .lock()
+                .unwrap()
+                .insert(name.to_owned(), status.clone());
+            self.writes.lock().unwrap().push(status.clone());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Phase;
+
+    #[test]
+    fn parse_refuses_unknown_schema_versions() {
+        let mut doc = serde_json::to_value(Status::new("j", Phase::Dumping)).unwrap();
+        doc["schema_version"] = 99.into();
+        let err = parse_status("/p", &doc.to_string()).unwrap_err();
+        assert!(matches!(err, StatusError::Version { found: 99, .. }));
+    }
+
+    #[test]
+    fn parse_refuses_garbage_with_the_parameter_name() {
+        let err = parse_status("/backup-cloud/jobs/x", "not json").unwrap_err();
+        assert!(err.to_string().contains("/backup-cloud/jobs/x"));
+    }
+}

@@ -1,0 +1,238 @@
+//! Renders the instance's user-data: the bash script that arms the
+//! dead-man shutdown, installs the tools, fetches and checks the agent and
+//! runs it.
+//!
+//! Quoting is done once, by [`ShellQuote`], which `askama.toml` registers as
+//! the escaper for `.sh` templates: every `{{ value }}` is single-quoted
+//! whether or not the template author remembered. Values containing NUL are
+//! refused (bash cannot hold them), and the result must fit EC2's 16 KB
+//! user-data limit.
+
+use askama::Template;
+
+/// EC2's limit on raw user-data.
+pub const USER_DATA_LIMIT: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserDataError {
+    #[error("user-data value `{field}` contains a NUL byte, which a shell script cannot carry")]
+    Nul { field: &'static str },
+    #[error("rendering user-data failed: {0}")]
+    Render(#[from] askama::Error),
+    #[error("user-data is {size} bytes; EC2 accepts at most {USER_DATA_LIMIT}")]
+    TooLarge { size: usize },
+}
+
+/// Everything the script needs. None of it is secret: the database
+/// password is fetched on the instance by name.
+#[derive(Debug, Clone, Template)]
+#[template(path = "user-data.sh")]
+pub struct UserData {
+    pub job_id: String,
+    pub status_parameter: String,
+    pub spec_bucket: String,
+    pub spec_key: String,
+    pub agent_url: String,
+    pub agent_sha256: String,
+    pub max_lifetime_minutes: u64,
+    pub region: String,
+}
+
+impl UserData {
+    /// Renders the script, refusing values a shell cannot hold and results
+    /// EC2 would refuse.
+    pub fn render_script(&self) -> Result<String, UserDataError> {
+        let fields: [(&'static str, &str); 7] = [
+            ("job_id", &self.job_id),
+            ("status_parameter", &self.status_parameter),
+            ("spec_bucket", &self.spec_bucket),
+            ("spec_key", &self.spec_key),
+            ("agent_url", &self.agent_url),
+            ("agent_sha256", &self.agent_sha256),
+            ("region", &self.region),
+        ];
+        if let Some((field, _)) = fields.iter().find(|(_, value)| value.contains('\0')) {
+            return Err(UserDataError::Nul { field });
+        }
+        let script = self.render()?;
+        if script.len() > USER_DATA_LIMIT {
+            return Err(UserDataError::TooLarge { size: script.len() });
+        }
+        Ok(script)
+    }
+}
+
+/// Quotes text for bash: wraps it in single quotes, writing each embedded
+/// single quote as `'\''`. Inside single quotes bash interprets nothing, so
+/// `$(...)`, backticks, `$VAR`, globs and newlines stay literal.
+pub fn shell_quote(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    ShellQuote
+        .write_quoted(&mut quoted, text)
+        .expect("writing to a String cannot fail");
+    quoted
+}
+
+/// The askama escaper for `.sh` templates (registered in `askama.toml`).
+#[derive(Debug, Clone, Copy)]
+pub struct ShellQuote;
+
+impl ShellQuote {
+    fn write_quoted<W: std::fmt::Write>(&self, mut dest: W, text: &str) -> std::fmt::Result {
+        dest.write_char('\'')?;
+        for (i, piece) in text.split('\'').enumerate() {
+            if i > 0 {
+                dest.write_str("'\\''")?;
+            }
+            dest.write_str(piece)?;
+        }
+        dest.write_char('\'')
+    }
+}
+
+impl askama::filters::Escaper for ShellQuote {
+    fn write_escaped_str<W: std::fmt::Write>(&self, dest: W, string: &str) -> std::fmt::Result {
+        self.write_quoted(dest, string)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn sample() -> UserData {
+        UserData {
+            job_id: "orders-20261127T210000Z-ab12".into(),
+            status_parameter: "/backup-cloud/jobs/orders".into(),
+            spec_bucket: "backups".into(),
+            spec_key: "prod/jobs/orders/orders-20261127T210000Z-ab12/spec.json".into(),
+            agent_url: "http://127.0.0.1:4566/backups/agent?X-Amz-Signature=abc&b=c".into(),
+            agent_sha256: "0".repeat(64),
+            max_lifetime_minutes: 120,
+            region: "us-east-1".into(),
+        }
+    }
+
+    fn bash_n(script: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user-data");
+        std::fs::write(&path, script).unwrap();
+        let out = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+        assert!(
+            out.status.success(),
+            "bash -n failed: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `bash -c` on an assignment of the quoted value and echoes it back.
+    fn round_trip(value: &str) -> String {
+        let script = format!("v={}; printf '%s' \"$v\"", shell_quote(value));
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    const HOSTILE: &[&str] = &[
+        "",
+        "plain",
+        "it's",
+        "'",
+        "''",
+        "$(touch /tmp/pwned)",
+        "`touch /tmp/pwned`",
+        "${HOME}",
+        "a\nb; touch /tmp/pwned",
+        "\\'; touch /tmp/pwned; echo '",
+        "*",
+        "-rf /",
+        "ünïcödé ✓",
+        "\"double\" and 'single'",
+    ];
+
+    #[test]
+    fn quoting_round_trips_hostile_values_literally() {
+        for value in HOSTILE {
+            assert_eq!(&round_trip(value), value, "value {value:?}");
+        }
+        let long = "x'$(y)".repeat(4000);
+        assert_eq!(round_trip(&long), long);
+    }
+
+    #[test]
+    fn rendered_script_passes_bash_n_and_fits() {
+        let script = sample().render_script().unwrap();
+        bash_n(&script);
+        assert!(script.starts_with("#!/bin/bash\n"));
+        assert!(script.contains("readonly JOB_ID='orders-20261127T210000Z-ab12'"));
+        assert!(script.len() < USER_DATA_LIMIT);
+    }
+
+    #[test]
+    fn the_dead_man_is_armed_before_anything_can_fail() {
+        let script = sample().render_script().unwrap();
+        let dead_man = script
+            .find("shutdown -h \"+$MAX_LIFETIME_MINUTES\"")
+            .unwrap();
+        let first_install = script.find("apt-get update").unwrap();
+        let fetch = script.find("curl -fsS").unwrap();
+        assert!(dead_man < first_install && dead_man < fetch);
+    }
+
+    #[test]
+    fn hostile_values_stay_inert_when_the_script_runs() {
+        let canary_dir = tempfile::tempdir().unwrap();
+        let canary = canary_dir.path().join("pwned");
+        let canary_str = canary.display().to_string();
+        for template in HOSTILE {
+            let value = template.replace("/tmp/pwned", &canary_str);
+            let mut data = sample();
+            data.job_id = value.clone();
+            data.spec_key = value.clone();
+            data.status_parameter = value.clone();
+            data.agent_url = value.clone();
+            data.region = value.clone();
+            let script = data.render_script().unwrap();
+            bash_n(&script);
+            // Run the script's assignment block, then print the values back.
+            let assignments = &script[..script
+                .find("\n# The agent reports")
+                .expect("the assignment block ends before this comment")];
+            let probe = format!(
+                "{assignments}\nprintf '%s\\0%s\\0%s\\0%s\\0%s' \"$JOB_ID\" \"$SPEC_KEY\" \"$STATUS_PARAMETER\" \"$AGENT_URL\" \"$AWS_REGION\""
+            );
+            let out = Command::new("bash").arg("-c").arg(&probe).output().unwrap();
+            assert!(out.status.success(), "{probe}");
+            let echoed = String::from_utf8(out.stdout).unwrap();
+            let parts: Vec<&str> = echoed.split('\0').collect();
+            assert_eq!(parts, vec![value.as_str(); 5], "value {value:?}");
+            assert!(!canary.exists(), "injection ran for {value:?}");
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_with_the_field_name() {
+        let mut data = sample();
+        data.spec_key = "a\0b".into();
+        let err = data.render_script().unwrap_err().to_string();
+        assert!(err.contains("spec_key"), "{err}");
+    }
+
+    #[test]
+    fn templates_interpolate_only_on_assignment_lines() {
+        let template = include_str!("../userdata-templates/user-data.sh");
+        for line in template.lines().filter(|l| l.contains("{{")) {
+            let trimmed = line.trim_start();
+            assert!(
+                trimmed.starts_with("readonly ") || trimmed.starts_with("export "),
+                "interpolation outside an assignment: {line}"
+            );
+            assert!(!line.contains("|safe"), "unquoted interpolation: {line}");
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Shared set-up for the end-to-end tests: real LocalStack, real
+//! PostgreSQL, real gpg, and the real `backup-cloud` binary run as a
+//! subprocess. `make test` starts the services; these helpers only find
+//! them and fail loudly when they are missing.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_ssm::types::ParameterType;
+use backup_cloud::aws::AwsClients;
+use rand::Rng;
+
+pub const REGION: &str = "us-east-1";
+/// The Amazon Linux 2023 public parameter LocalStack ships.
+pub const LOCALSTACK_AMI_PARAMETER: &str =
+    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
+
+pub fn endpoint() -> String {
+    std::env::var("BACKUP_CLOUD_TEST_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".into())
+}
+
+pub fn pg_port() -> u16 {
+    std::env::var("BACKUP_CLOUD_TEST_PG_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(55432)
+}
+
+pub const PG_ADMIN_PASSWORD: &str = "postgres-admin-pw";
+pub const PG_BACKUP_USER: &str = "backup";
+
+pub fn pg_backup_password() -> String {
+    std::env::var("BACKUP_CLOUD_TEST_PG_PASSWORD").unwrap_or_else(|_| "backup-test-pw".into())
+}
+
+/// Panics with the fix when a service the tests need is not listening.
+pub fn require_service(name: &str, port: u16) {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+        panic!("{name} is not listening on 127.0.0.1:{port}; run the tests with `make test`, which starts it");
+    }
+}
+
+pub fn require_services() {
+    let port = endpoint()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .unwrap_or(4566);
+    require_service("LocalStack", port);
+    require_service("PostgreSQL", pg_port());
+}
+
+pub async fn aws() -> AwsClients {
+    AwsClients::load(Some(REGION), Some(&endpoint())).await
+}
+
+/// A lowercase random suffix for names that must not collide between tests.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand::rng().random();
+    format!("{prefix}{n:08x}")
+}
+
+/// Runs a command and returns its output, panicking with stderr on failure.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    output
+}
+
+/// A throwaway gpg home with one cv25519 key pair, used as the offline key
+/// holder: the backup is encrypted to its public key and decrypted with
+/// the `gpg` CLI, never with our code.
+pub struct KeyHolder {
+    pub home: tempfile::TempDir,
+    pub fingerprint: String,
+}
+
+impl KeyHolder {
+    pub fn generate(name: &str) -> KeyHolder {
+        let home = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new("gpg")
+                .arg("--homedir")
+                .arg(home.path())
+                .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+                .arg(format!("{name} <{name}@backup-cloud.invalid>"))
+                .args(["future-default", "default", "never"]),
+        );
+        let listing = run_ok(Command::new("gpg").arg("--homedir").arg(home.path()).args([
+            "--batch",
+            "--with-colons",
+            "--list-keys",
+        ]));
+        let fingerprint = String::from_utf8(listing.stdout)
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("a fingerprint")
+            .to_owned();
+        KeyHolder { home, fingerprint }
+    }
+
+    pub fn public_key(&self) -> Vec<u8> {
+        run_ok(self.gpg().args(["--armor", "--export", &self.fingerprint])).stdout
+    }
+
+    pub fn gpg(&self) -> Command {
+        let mut command = Command::new("gpg");
+        command
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--batch", "--quiet"]);
+        command
+    }
+
+    /// Decrypts `ciphertext` with the stock gpg CLI.
+    pub fn decrypt(&self, ciphertext: &Path, plaintext: &Path) {
+        run_ok(
+            self.gpg()
+                .arg("--output")
+                .arg(plaintext)
+                .arg("--decrypt")
+                .arg(ciphertext),
+        );
+    }
+}
+
+/// Runs `psql` as the test cluster's superuser against `database`.
+pub fn psql(database: &str, sql: &str) -> String {
+    let output = run_ok(
+        Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres dbname={database}",
+                pg_port()
+            ))
+            .env("PGPASSWORD", PG_ADMIN_PASSWORD)
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql]),
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Creates a database with several tables covering the awkward cases
+/// (NULLs, non-ASCII text, bytea, numerics, timestamps), about `rows` × 300
+/// bytes of data.
+pub fn create_sample_database(name: &str, rows: u32) {
+    psql("postgres", &format!("CREATE DATABASE {name}"));
+    psql(
+        name,
+        &format!(
+            "CREATE TABLE customers (
+                id integer PRIMARY KEY,
+                name text NOT NULL,
+                city text,
+                note text,
+                photo bytea,
+                balance numeric(12,2),
+                created timestamptz NOT NULL
+             );
+             INSERT INTO customers
+             SELECT g,
+                    'customer ' || g || ' Grüße 東京 ✓',
+                    CASE WHEN g % 7 = 0 THEN NULL ELSE 'city-' || (g % 113) END,
+                    repeat(md5(random()::text), 6),
+                    CASE WHEN g % 5 = 0 THEN NULL
+                         ELSE decode(md5(random()::text) || md5(random()::text), 'hex') END,
+                    CASE WHEN g % 11 = 0 THEN NULL ELSE (g * 3.17)::numeric(12,2) END,
+                    timestamptz '2026-01-01 00:00:00+00' + g * interval '37 seconds'
+             FROM generate_series(1, {rows}) AS g;
+             CREATE TABLE orders (
+                id bigserial PRIMARY KEY,
+                customer_id integer REFERENCES customers(id),
+                items jsonb,
+                emoji text
+             );
+             INSERT INTO orders (customer_id, items, emoji)
+             SELECT 1 + (g % {rows}), jsonb_build_object('sku', g, 'qty', g % 9),
+                    CASE WHEN g % 3 = 0 THEN NULL ELSE '🚀 naïve café' END
+             FROM generate_series(1, {rows}) AS g;
+             CREATE TABLE empty_table (id int);
+             CREATE VIEW big_customers AS SELECT id, name FROM customers WHERE balance > 100;
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {PG_BACKUP_USER};
+             GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {PG_BACKUP_USER};"
+        ),
+    );
+}
+
+/// A digest of every table's full contents, for comparing a restore.
+pub fn table_digests(database: &str) -> Vec<(String, String)> {
+    let tables = psql(
+        database,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+    );
+    tables
+        .lines()
+        .map(|table| {
+            let digest = psql(
+                database,
+                &format!(
+                    "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '-') FROM {table} t"
+                ),
+            );
+            (table.to_owned(), digest.trim().to_owned())
+        })
+        .collect()
+}
+
+/// A bucket with the key holder's public key under the configured prefix,
+/// the database password in an SSM SecureString, and a config file.
+pub struct Fixture {
+    pub aws: AwsClients,
+    pub bucket: String,
+    pub prefix: String,
+    pub job: String,
+    pub password_parameter: String,
+    pub status_prefix: String,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+}
+
+impl Fixture {
+    pub async fn new(key_holder: &KeyHolder, database: &str, password: &str) -> Fixture {
+        let aws = aws().await;
+        let bucket = unique("bc-test-");
+        let prefix = "backups/prod".to_owned();
+        let job = unique("job-");
+        let password_parameter = format!("/backup-cloud-test/{job}/db-password");
+        let status_prefix = format!("/backup-cloud-test/{job}/status");
+        aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        aws.s3
+            .put_object()
+            .bucket(&bucket)
+            .key(format!("{prefix}/config/public-keys/holder.asc"))
+            .body(ByteStream::from(key_holder.public_key()))
+            .send()
+            .await
+            .unwrap();
+        aws.ssm
+            .put_parameter()
+            .name(&password_parameter)
+            .value(password)
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("backups.toml");
+        let fixture = Fixture {
+            aws,
+            bucket,
+            prefix,
+            job,
+            password_parameter,
+            status_prefix,
+            dir,
+            config_path,
+        };
+        fixture.write_config(database, "");
+        fixture
+    }
+
+    /// Writes the config file; `extra_job_keys` are appended to the job table.
+    pub fn write_config(&self, database: &str, extra_job_keys: &str) {
+        let text = format!(
+            r#"[aws]
+region = "{REGION}"
+endpoint_url = "{endpoint}"
+
+[storage]
+bucket = "{bucket}"
+prefix = "{prefix}"
+
+[instance]
+ami_parameter = "{LOCALSTACK_AMI_PARAMETER}"
+instance_type = "t3.micro"
+max_lifetime = "20m"
+
+[status]
+parameter_prefix = "{status_prefix}"
+heartbeat_timeout = "60s"
+poll_interval = "1s"
+boot_timeout = "120s"
+
+[upload]
+part_size_mib = 5
+concurrency = 3
+
+[jobs.{job}]
+engine = "postgres"
+host = "127.0.0.1"
+port = {port}
+user = "{PG_BACKUP_USER}"
+database = "{database}"
+password_parameter = "{password_parameter}"
+{extra_job_keys}
+"#,
+            endpoint = endpoint(),
+            bucket = self.bucket,
+            prefix = self.prefix,
+            status_prefix = self.status_prefix,
+            job = self.job,
+            port = pg_port(),
+            password_parameter = self.password_parameter,
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// Runs `backup-cloud ARGS --config <fixture config>`.
+    pub fn backup_cloud(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap()
+    }
+
+    pub fn run_job(&self) -> Output {
+        self.backup_cloud(&["run", "--job", &self.job])
+    }
+
+    pub fn status_parameter(&self) -> String {
+        format!("{}/{}", self.status_prefix, self.job)
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let out = self
+            .aws
+            .ssm
+            .get_parameter()
+            .name(self.status_parameter())
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_str(out.parameter().unwrap().value().unwrap()).unwrap()
+    }
+
+    /// Every key in the bucket under `prefix`.
+    pub async fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .aws
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        let out = self
+            .aws
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        out.body.collect().await.unwrap().into_bytes().to_vec()
+    }
+
+    pub async fn incomplete_uploads(&self) -> usize {
+        let out = self
+            .aws
+            .s3
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .unwrap();
+        out.uploads().len()
+    }
+
+    /// States of every instance launched for this fixture's job.
+    pub async fn instance_states(&self) -> Vec<String> {
+        let out = self
+            .aws
+            .ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:backup-cloud:job")
+                    .values(&self.job)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_owned())
+            })
+            .collect()
+    }
+}
+
+/// Asserts that every instance of the job is terminated or on its way.
+pub async fn assert_instances_gone(fixture: &Fixture) {
+    let states = fixture.instance_states().await;
+    assert!(!states.is_empty(), "no instance was launched");
+    for state in states {
+        assert!(
+            state == "terminated" || state == "shutting-down",
+            "instance left in state {state}"
+        );
+    }
+}
+
+pub fn show(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
