@@ -70,7 +70,14 @@ pub enum Command {
 /// Parses arguments, runs the command, prints a one-line reason on failure.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The agent's log is the instance console: informative by default. The
+    // controller prints its own progress lines, so its log is quiet unless
+    // RUST_LOG asks for more.
+    init_logging(if matches!(cli.command, Command::Agent { .. }) {
+        "info"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,11 +130,14 @@ async fn dispatch(command: Command) -> (Exit, Option<anyhow::Error>) {
     }
 }
 
-fn init_logging() {
+fn init_logging(default_level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
