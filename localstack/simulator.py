@@ -19,6 +19,12 @@ systemctl/mkfs/mount/apt-get...: shutdown requests are written to
 Per-instance directory: .state/sim/<instance-id>/ with user-data, console.log,
 shims.log, tmp/, exit-code, shutdown-at, shutdown-action, status.
 
+Endpoint override (fault tests): an instance tagged
+``backup-cloud-sim:endpoint=http://127.0.0.1:PORT`` gets that URL as its
+``AWS_ENDPOINT_URL`` instead of LocalStack's, so a test can route the agent
+through localstack/faultproxy.py while user-data and agent stay unchanged.
+Only http://127.0.0.1:<port> is honoured: a tag cannot send a script elsewhere.
+
 Environment:
   BACKUP_CLOUD_SIM_ENDPOINT        default http://127.0.0.1:4566
   BACKUP_CLOUD_SIM_STATE_DIR       default <repo>/.state
@@ -35,6 +41,7 @@ import base64
 import fcntl
 import gzip
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +65,8 @@ POLL = float(os.environ.get("BACKUP_CLOUD_SIM_POLL_SECONDS", "0.5"))
 KILL_GRACE = 3.0
 MANAGED_TAG = "backup-cloud:managed"
 GONE_STATES = {"shutting-down", "terminated", "stopping", "stopped"}
+ENDPOINT_TAG = "backup-cloud-sim:endpoint"
+LOOPBACK_URL = re.compile(r"^http://127\.0\.0\.1:[0-9]{1,5}$")
 
 stop_requested = threading.Event()
 
@@ -201,6 +210,7 @@ class Simulator:
             aws_access_key_id="test", aws_secret_access_key="test", config=cfg,
         )
         self.instances = {}
+        self.endpoints = {}  # instance id -> endpoint override tag value
         self.use_ns = namespace_works()
         self.base_path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
         # never hand our own venv to the scripts
@@ -232,13 +242,17 @@ class Simulator:
 
     # --- LocalStack -------------------------------------------------------
     def describe_managed(self):
-        """Returns {instance_id: state} for all managed instances (any state)."""
+        """Returns {instance_id: state} for all managed instances (any state),
+        and remembers each one's endpoint override tag in self.endpoints."""
         states = {}
         pager = self.ec2.get_paginator("describe_instances")
         for page in pager.paginate(Filters=[{"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]}]):
             for res in page.get("Reservations", []):
                 for i in res.get("Instances", []):
                     states[i["InstanceId"]] = i.get("State", {}).get("Name", "unknown")
+                    for tag in i.get("Tags", []):
+                        if tag.get("Key") == ENDPOINT_TAG:
+                            self.endpoints[i["InstanceId"]] = tag.get("Value", "")
         return states
 
     def fetch_user_data(self, iid):
@@ -278,6 +292,14 @@ class Simulator:
         tmp = os.path.join(inst.dir, "tmp")
         os.makedirs(tmp, exist_ok=True)
         mins = minute_seconds()
+        endpoint = ENDPOINT
+        override = self.endpoints.get(iid)
+        if override is not None:
+            if LOOPBACK_URL.match(override):
+                endpoint = override
+                log(f"{iid}: AWS endpoint overridden by tag {ENDPOINT_TAG}: {endpoint}")
+            else:
+                log(f"{iid}: ignoring tag {ENDPOINT_TAG}={override!r}: only http://127.0.0.1:PORT is allowed")
         env = {
             "PATH": f"{SHIM_DIR}:{self.base_path}",
             "HOME": inst.dir,
@@ -286,7 +308,7 @@ class Simulator:
             "LOGNAME": "root",
             "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
-            "AWS_ENDPOINT_URL": ENDPOINT,
+            "AWS_ENDPOINT_URL": endpoint,
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             # a real instance learns its region from IMDS; there is none here,
