@@ -1,0 +1,502 @@
+//! The database's own client tools, driven for one backup.
+//!
+//! Everything engine-specific the agent does lives here: how credentials
+//! reach the tools (a private file, never argv), how the server is asked
+//! for its version and size, and which dump command produces the stream.
+//! Another engine (MySQL) is another arm in each `match` on [`Engine`];
+//! another dump format (a directory dump, one object per file) is another
+//! [`DumpFormat`]. The rest of the agent only sees a [`DumpCommand`] and the
+//! [`DumpProcess`] it starts.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use crate::schema::{DatabaseTarget, Engine};
+
+/// How much of a tool's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 4096;
+
+/// How long a client tool may take to connect.
+const CONNECT_TIMEOUT_SECS: &str = "30";
+
+/// A database client tool failed or could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: &'static str,
+        source: io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: &'static str,
+        status: String,
+        stderr: String,
+    },
+    #[error("{program} printed output this agent does not understand: {output:?}")]
+    UnexpectedOutput {
+        program: &'static str,
+        output: String,
+    },
+    #[error("cannot wait for {program}: {source}")]
+    Wait {
+        program: &'static str,
+        source: io::Error,
+    },
+    #[error("cannot write the database password file: {0}")]
+    PasswordFile(io::Error),
+    #[error("the database password contains a line break, which a password file cannot hold")]
+    PasswordNotRepresentable,
+}
+
+/// The database password. Its `Debug` output is redacted so it cannot leak
+/// through a log line or an error.
+pub struct DatabasePassword(String);
+
+impl DatabasePassword {
+    pub fn new(password: String) -> Self {
+        DatabasePassword(password)
+    }
+}
+
+impl std::fmt::Debug for DatabasePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabasePassword(<redacted>)")
+    }
+}
+
+/// Writes `password` to a new file at `path`, readable by this user only,
+/// in the format `engine`'s client tools read.
+pub fn write_password_file(
+    engine: Engine,
+    path: &Path,
+    password: &DatabasePassword,
+) -> Result<(), DumpError> {
+    let contents = match engine {
+        Engine::Postgres => pgpass_line(&password.0)?,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(DumpError::PasswordFile)?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(DumpError::PasswordFile)
+}
+
+/// A `.pgpass` line matching any server, database and user: the file is
+/// private to this one job, so wildcards cannot pick up a wrong password.
+fn pgpass_line(password: &str) -> Result<String, DumpError> {
+    if password.contains(['\n', '\r']) {
+        return Err(DumpError::PasswordNotRepresentable);
+    }
+    let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
+    Ok(format!("*:*:*:*:{escaped}\n"))
+}
+
+/// What the server says about itself before the dump.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFacts {
+    pub version: String,
+    pub database_bytes: u64,
+}
+
+/// The shape of a dump: what the tool writes and what the object is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// `pg_dump --format=custom`, one stream, restorable with `pg_restore`.
+    PostgresCustom,
+}
+
+impl DumpFormat {
+    /// The manifest's name for the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            DumpFormat::PostgresCustom => "pg_dump-custom",
+        }
+    }
+
+    /// File name of the encrypted object under the backup prefix.
+    pub fn object_name(self) -> &'static str {
+        match self {
+            DumpFormat::PostgresCustom => "pg_dump.custom.gpg",
+        }
+    }
+}
+
+/// How to reach the database with the engine's client tools.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    engine: Engine,
+    target: DatabaseTarget,
+    password_file: PathBuf,
+}
+
+impl Connection {
+    /// `password_file` must have been written by [`write_password_file`].
+    pub fn new(engine: Engine, target: &DatabaseTarget, password_file: &Path) -> Self {
+        Connection {
+            engine,
+            target: target.clone(),
+            password_file: password_file.to_owned(),
+        }
+    }
+
+    /// The command that dumps the whole database to stdout.
+    pub fn dump_command(&self) -> DumpCommand {
+        match self.engine {
+            Engine::Postgres => {
+                let mut command = self.postgres_client("pg_dump");
+                command.arg("--format=custom");
+                DumpCommand {
+                    program: "pg_dump",
+                    command,
+                    format: DumpFormat::PostgresCustom,
+                }
+            }
+        }
+    }
+
+    /// Asks the server for its version and the database's size.
+    pub async fn server_facts(&self) -> Result<ServerFacts, DumpError> {
+        match self.engine {
+            Engine::Postgres => {
+                let mut command = self.postgres_client("psql");
+                command.args([
+                    "--no-psqlrc",
+                    "--tuples-only",
+                    "--no-align",
+                    "--field-separator=\t",
+                    "--set=ON_ERROR_STOP=1",
+                    "--command=SELECT current_setting('server_version'), \
+                     pg_database_size(current_database())",
+                ]);
+                let output = run_to_completion("psql", command).await?;
+                parse_psql_facts(&output).ok_or(DumpError::UnexpectedOutput {
+                    program: "psql",
+                    output,
+                })
+            }
+        }
+    }
+
+    /// The dump tool's own version line, e.g. `pg_dump (PostgreSQL) 15.8`.
+    pub async fn dump_tool_version(&self) -> Result<String, DumpError> {
+        let program = match self.engine {
+            Engine::Postgres => "pg_dump",
+        };
+        let mut command = Command::new(program);
+        command.arg("--version");
+        let output = run_to_completion(program, command).await?;
+        Ok(output.trim().to_owned())
+    }
+
+    /// A PostgreSQL client command connected to the target. Every value
+    /// is passed as `--option=value`, so none can be read as an option;
+    /// the database name travels as a quoted conninfo string, so a name
+    /// containing `=` cannot be read as one.
+    fn postgres_client(&self, program: &str) -> Command {
+        let target = &self.target;
+        let mut command = Command::new(program);
+        command
+            .env("PGPASSFILE", &self.password_file)
+            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECS)
+            .env("PGAPPNAME", "backup-cloud")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSERVICE")
+            .arg(format!("--host={}", target.host))
+            .arg(format!("--port={}", target.port))
+            .arg(format!("--username={}", target.user))
+            .arg(format!("--dbname={}", conninfo_dbname(&target.name)))
+            .arg("--no-password");
+        command
+    }
+}
+
+/// `dbname='…'` with libpq's conninfo quoting.
+fn conninfo_dbname(name: &str) -> String {
+    let escaped = name.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("dbname='{escaped}'")
+}
+
+fn parse_psql_facts(output: &str) -> Option<ServerFacts> {
+    let (version, size) = output.trim().split_once('\t')?;
+    Some(ServerFacts {
+        version: version.trim().to_owned(),
+        database_bytes: size.trim().parse().ok()?,
+    })
+}
+
+/// Runs a short client command, returning its stdout or a [`DumpError`]
+/// carrying the tail of its stderr.
+async fn run_to_completion(program: &'static str, command: Command) -> Result<String, DumpError> {
+    let mut command = tokio::process::Command::from(command);
+    command.stdin(Stdio::null()).kill_on_drop(true);
+    let output = command
+        .output()
+        .await
+        .map_err(|source| DumpError::Spawn { program, source })?;
+    if !output.status.success() {
+        return Err(DumpError::Failed {
+            program,
+            status: output.status.to_string(),
+            stderr: summarise_stderr(&output.stderr),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The stderr tail as one line: the last error is what an operator needs.
+fn summarise_stderr(stderr: &[u8]) -> String {
+    let start = stderr.len().saturating_sub(STDERR_TAIL_BYTES);
+    let text = String::from_utf8_lossy(&stderr[start..]);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        "no error output".to_owned()
+    } else {
+        lines.join("; ")
+    }
+}
+
+/// A dump command ready to start.
+#[derive(Debug)]
+pub struct DumpCommand {
+    program: &'static str,
+    command: Command,
+    format: DumpFormat,
+}
+
+impl DumpCommand {
+    pub fn format(&self) -> DumpFormat {
+        self.format
+    }
+
+    /// Starts the dump with stdout and stderr piped; stderr is drained on a
+    /// blocking thread so the tool can never stall on it.
+    pub fn spawn(mut self) -> Result<DumpProcess, DumpError> {
+        let program = self.program;
+        let mut child = self
+            .command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| DumpError::Spawn { program, source })?;
+        let stdout = child.stdout.take();
+        let stderr_tail = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::task::spawn_blocking(move || read_tail(stderr)));
+        Ok(DumpProcess {
+            program,
+            child,
+            reaped: false,
+            stdout,
+            stderr_tail,
+        })
+    }
+}
+
+/// Reads `stream` to its end, keeping only the last [`STDERR_TAIL_BYTES`].
+fn read_tail(mut stream: impl Read) -> Vec<u8> {
+    let mut tail = VecDeque::with_capacity(2 * STDERR_TAIL_BYTES);
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                tail.extend(&buffer[..n]);
+                let excess = tail.len().saturating_sub(STDERR_TAIL_BYTES);
+                tail.drain(..excess);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    tail.into()
+}
+
+/// A running dump. Dropping it kills and reaps the tool, so no error path
+/// (or panic) leaves a dump running.
+pub struct DumpProcess {
+    program: &'static str,
+    child: Child,
+    reaped: bool,
+    stdout: Option<ChildStdout>,
+    stderr_tail: Option<tokio::task::JoinHandle<Vec<u8>>>,
+}
+
+impl DumpProcess {
+    pub fn program(&self) -> &'static str {
+        self.program
+    }
+
+    /// The dump stream; `None` once taken.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.stdout.take()
+    }
+
+    /// Stops the tool at once (SIGKILL); harmless if it already ended.
+    pub fn kill(&mut self) {
+        if !self.reaped {
+            // An error means it has already exited, which is what we want.
+            let _ = self.child.kill();
+        }
+    }
+
+    /// Waits for the tool to exit and fails unless it exited with status 0.
+    /// Call once its stdout has been read to the end (or after [`kill`]).
+    ///
+    /// [`kill`]: DumpProcess::kill
+    pub async fn wait_success(&mut self) -> Result<(), DumpError> {
+        let program = self.program;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(source) => return Err(DumpError::Wait { program, source }),
+            }
+        };
+        self.reaped = true;
+        if status.success() {
+            return Ok(());
+        }
+        let stderr = match self.stderr_tail.take() {
+            Some(handle) => handle.await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Err(DumpError::Failed {
+            program,
+            status: status.to_string(),
+            stderr: summarise_stderr(&stderr),
+        })
+    }
+}
+
+impl Drop for DumpProcess {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> DatabaseTarget {
+        DatabaseTarget {
+            host: "db.internal".into(),
+            port: 5432,
+            user: "backup".into(),
+            name: "orders".into(),
+        }
+    }
+
+    #[test]
+    fn pg_dump_gets_the_connection_as_options_and_no_password() {
+        let connection = Connection::new(Engine::Postgres, &target(), Path::new("/tmp/x/pgpass"));
+        let dump = connection.dump_command();
+        assert_eq!(dump.format(), DumpFormat::PostgresCustom);
+        assert_eq!(dump.command.get_program(), "pg_dump");
+        let args: Vec<_> = dump
+            .command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--host=db.internal",
+                "--port=5432",
+                "--username=backup",
+                "--dbname=dbname='orders'",
+                "--no-password",
+                "--format=custom",
+            ]
+        );
+        let passfile = dump
+            .command
+            .get_envs()
+            .find(|(k, _)| *k == "PGPASSFILE")
+            .and_then(|(_, v)| v);
+        assert_eq!(passfile, Some(std::ffi::OsStr::new("/tmp/x/pgpass")));
+    }
+
+    #[test]
+    fn database_names_are_quoted_as_conninfo() {
+        assert_eq!(conninfo_dbname("a=b c"), "dbname='a=b c'");
+        assert_eq!(conninfo_dbname(r"it's\x"), r"dbname='it\'s\\x'");
+    }
+
+    #[test]
+    fn pgpass_escapes_separators_and_refuses_line_breaks() {
+        assert_eq!(pgpass_line(r"a:b\c").unwrap(), "*:*:*:*:a\\:b\\\\c\n");
+        assert!(matches!(
+            pgpass_line("a\nb"),
+            Err(DumpError::PasswordNotRepresentable)
+        ));
+    }
+
+    #[test]
+    fn password_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgpass");
+        let password = DatabasePassword::new("s3cret".into());
+        write_password_file(Engine::Postgres, &path, &password).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!format!("{password:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn psql_facts_parse_and_garbage_is_refused() {
+        let facts = parse_psql_facts("15.8 (Debian 15.8-0+deb12u1)\t7717379\n").unwrap();
+        assert_eq!(facts.version, "15.8 (Debian 15.8-0+deb12u1)");
+        assert_eq!(facts.database_bytes, 7_717_379);
+        assert_eq!(parse_psql_facts("nonsense"), None);
+    }
+
+    #[test]
+    fn stderr_keeps_the_last_lines_on_one_line() {
+        let mut noise = "x".repeat(10_000);
+        noise.push_str("\npg_dump: error: connection failed\n\n");
+        let summary = summarise_stderr(noise.as_bytes());
+        assert!(summary.ends_with("; pg_dump: error: connection failed"));
+        assert!(summary.len() <= STDERR_TAIL_BYTES);
+        assert_eq!(read_tail(noise.as_bytes()).len(), STDERR_TAIL_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_failing_tool_reports_its_status_and_stderr() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo 'fatal: no such role' >&2; exit 3"]);
+        let mut process = DumpCommand {
+            program: "sh",
+            command,
+            format: DumpFormat::PostgresCustom,
+        }
+        .spawn()
+        .unwrap();
+        let mut stdout = process.take_stdout().unwrap();
+        let mut sink = Vec::new();
+        stdout.read_to_end(&mut sink).unwrap();
+        let err = process.wait_success().await.unwrap_err().to_string();
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("fatal: no such role"), "{err}");
+    }
+}

@@ -1,0 +1,736 @@
+//! The agent: runs on the instance and takes the backup.
+//!
+//! `backup-cloud agent` reads the job spec the controller left in S3,
+//! claims the job's status document, and streams
+//! `dump tool → GPGME → S3 multipart upload` without touching the disk.
+//! The manifest is written last, after the object has been checked, so a
+//! backup either has a manifest and is complete or has none and is not.
+//!
+//! Error policy: before the status document is claimed, errors are only
+//! returned (there is nowhere trustworthy to report them). After it, every
+//! failure ends in a `failed` status whose message names the cause, any
+//! multipart upload is aborted, no manifest is written, and [`run`] returns
+//! the error. No secret ever reaches a status, a log line or an error.
+//!
+//! Phases: `preparing` (password, keys, server facts), `dumping` (the dump
+//! streams through encryption into the upload), `uploading` (the dump has
+//! ended cleanly; the last parts drain and the upload is completed),
+//! `verifying` (the object is checked and the manifest written).
+
+mod dump;
+mod encrypt;
+mod keys;
+mod progress;
+mod upload;
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::CompletedPart;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::aws::{describe_sdk_error, AwsClients};
+use crate::schema::{
+    JobSpec, Manifest, ManifestObject, Phase, Status, ToolVersions, UploadSettings, SCHEMA_VERSION,
+    STATUS_MESSAGE_MAX,
+};
+use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
+
+pub use dump::DumpError;
+pub use encrypt::EncryptError;
+pub use keys::KeyError;
+pub use upload::UploadError;
+
+use dump::{Connection, DatabasePassword, DumpCommand};
+use encrypt::{CiphertextSummary, CountingReader, PartWriter};
+use progress::{StatusReporter, TransferCounters};
+use upload::MultipartUpload;
+
+/// Why a backup on this machine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read the job spec s3://{bucket}/{key}: {reason}")]
+    SpecUnreadable {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("job spec s3://{bucket}/{key} has schema version {found}; this agent reads version {SCHEMA_VERSION}")]
+    SpecVersion {
+        bucket: String,
+        key: String,
+        found: u64,
+    },
+    #[error("job spec s3://{bucket}/{key} is invalid: {reason}")]
+    SpecInvalid {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("status parameter {parameter} does not exist; the controller creates it before the agent starts")]
+    StatusMissing { parameter: String },
+    #[error(
+        "status parameter {parameter} belongs to job {found}, not {expected}; refusing to touch it"
+    )]
+    JobMismatch {
+        parameter: String,
+        found: String,
+        expected: String,
+    },
+    #[error("status parameter {parameter} says job {job_id} has already {phase}; refusing to run it again")]
+    AlreadyFinished {
+        parameter: String,
+        job_id: String,
+        phase: &'static str,
+    },
+    #[error("cannot prepare the private working directory: {0}")]
+    Workspace(io::Error),
+    #[error("database password parameter {parameter} does not exist")]
+    PasswordMissing { parameter: String },
+    #[error("cannot read database password parameter {parameter}: {reason}")]
+    Password { parameter: String, reason: String },
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    #[error(transparent)]
+    Encrypt(#[from] EncryptError),
+    #[error("cannot hand the ciphertext to the upload: {0}")]
+    CiphertextSink(io::Error),
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    #[error("the {stage} stopped unexpectedly: {reason}")]
+    Crashed { stage: &'static str, reason: String },
+    #[error("s3://{bucket}/{key} holds {found} bytes but {expected} were uploaded")]
+    SizeMismatch {
+        bucket: String,
+        key: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("cannot check s3://{bucket}/{key}: {reason}")]
+    Verify {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("cannot write the manifest s3://{bucket}/{key}: {reason}")]
+    Manifest {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("the backup ended but its final status could not be published: {0}")]
+    FinalStatus(StatusError),
+}
+
+/// Reads the job spec at `s3://spec_bucket/spec_key` and runs the backup.
+/// Region, endpoint and credentials come from the environment.
+pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
+    let clients = AwsClients::load(None, None).await;
+    let spec = fetch_spec(&clients.s3, spec_bucket, spec_key).await?;
+    tracing::info!(job = %spec.job_id, "job spec s3://{spec_bucket}/{spec_key} loaded");
+    let store = SsmStatusStore::new(clients.ssm.clone());
+    let initial = claim_status(&store, &spec).await?;
+    let counters = TransferCounters::default();
+    let reporter = StatusReporter::new(
+        store,
+        &spec.status_parameter,
+        initial.clone(),
+        Duration::from_secs(spec.heartbeat_interval_secs),
+        counters.clone(),
+    );
+    reporter.enter_phase(Phase::Preparing).await;
+
+    let outcome = tokio::select! {
+        outcome = take_backup(&clients, &spec, &initial, &reporter, &counters) => outcome,
+        never = reporter.heartbeat() => match never {},
+    };
+    match outcome {
+        Ok(manifest_key) => {
+            tracing::info!("backup complete: s3://{}/{manifest_key}", spec.bucket);
+            reporter
+                .finish(Phase::Succeeded, |status| {
+                    status.manifest_key = Some(manifest_key);
+                    status.objects_done = 1;
+                    status.set_message("backup complete");
+                })
+                .await
+                .map_err(AgentError::FinalStatus)?;
+            Ok(())
+        }
+        Err(err) => {
+            let message = status_message(&err.to_string());
+            tracing::error!("backup failed: {message}");
+            if let Err(status_err) = reporter
+                .finish(Phase::Failed, |status| status.set_message(&message))
+                .await
+            {
+                tracing::error!("the failure could not be published: {status_err}");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Downloads and checks the job spec.
+async fn fetch_spec(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<JobSpec, AgentError> {
+    let unreadable = |reason: String| AgentError::SpecUnreadable {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let invalid = |reason: String| AgentError::SpecInvalid {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let output = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| unreadable(describe_sdk_error(&err)))?;
+    let body = output
+        .body
+        .collect()
+        .await
+        .map_err(|err| unreadable(err.to_string()))?
+        .into_bytes();
+    let document: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|err| invalid(err.to_string()))?;
+    let found = document
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if found != u64::from(SCHEMA_VERSION) {
+        return Err(AgentError::SpecVersion {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            found,
+        });
+    }
+    let spec: JobSpec = serde_json::from_value(document).map_err(|err| invalid(err.to_string()))?;
+    check_upload_settings(&spec.upload).map_err(|reason| invalid(reason.to_owned()))?;
+    Ok(spec)
+}
+
+/// Refuses settings S3 would only reject after the dump has run.
+fn check_upload_settings(upload: &UploadSettings) -> Result<(), &'static str> {
+    if !upload::PART_SIZE_RANGE.contains(&upload.part_size_bytes)
+        || usize::try_from(upload.part_size_bytes).is_err()
+    {
+        return Err("upload.part_size_bytes must be between 5 MiB and 5 GiB (S3's part limits)");
+    }
+    if upload.concurrency == 0 {
+        return Err("upload.concurrency must be at least 1");
+    }
+    Ok(())
+}
+
+/// Reads the status document the controller wrote and checks that it is
+/// this job's and still open.
+async fn claim_status(store: &impl StatusStore, spec: &JobSpec) -> Result<Status, AgentError> {
+    let parameter = &spec.status_parameter;
+    let mut status = store
+        .read(parameter)
+        .await?
+        .ok_or_else(|| AgentError::StatusMissing {
+            parameter: parameter.clone(),
+        })?;
+    if status.job_id != spec.job_id {
+        return Err(AgentError::JobMismatch {
+            parameter: parameter.clone(),
+            found: status.job_id,
+            expected: spec.job_id.clone(),
+        });
+    }
+    if status.phase.is_terminal() {
+        return Err(AgentError::AlreadyFinished {
+            parameter: parameter.clone(),
+            job_id: status.job_id,
+            phase: status.phase.as_str(),
+        });
+    }
+    status.message.clear();
+    Ok(status)
+}
+
+/// Everything from `preparing` to the manifest; returns the manifest key.
+async fn take_backup(
+    clients: &AwsClients,
+    spec: &JobSpec,
+    initial: &Status,
+    reporter: &StatusReporter<impl StatusStore>,
+    counters: &TransferCounters,
+) -> Result<String, AgentError> {
+    let workspace = Workspace::create().map_err(AgentError::Workspace)?;
+
+    let password = fetch_password(&clients.ssm, &spec.password_parameter).await?;
+    dump::write_password_file(spec.engine, &workspace.password_file(), &password)?;
+    drop(password);
+
+    let key_objects = keys::fetch_public_keys(&clients.s3, &spec.bucket, &spec.prefix).await?;
+    let gnupg_home = workspace.gnupg_home();
+    let recipients =
+        tokio::task::spawn_blocking(move || keys::import_recipients(&gnupg_home, &key_objects))
+            .await
+            .map_err(|err| crashed("key import", err))??;
+    tracing::info!("encrypting to {}", recipients.join(", "));
+
+    let connection = Connection::new(spec.engine, &spec.database, &workspace.password_file());
+    let dump_tool = connection.dump_tool_version().await?;
+    let server = connection.server_facts().await?;
+    tracing::info!(
+        "server {}; database {} is {} bytes; dumping with {dump_tool}",
+        server.version,
+        spec.database.name,
+        server.database_bytes
+    );
+    reporter
+        .amend(|status| status.bytes_expected = Some(server.database_bytes))
+        .await;
+
+    let dump = connection.dump_command();
+    let format = dump.format();
+    let object_key = format!("{}{}", spec.backup_prefix, format.object_name());
+    reporter.enter_phase(Phase::Dumping).await;
+    let upload = MultipartUpload::create(&clients.s3, &spec.bucket, &object_key).await?;
+    let (dump_finished, dump_finished_signal) = oneshot::channel();
+    let pipeline = tokio::spawn(stream_dump(
+        dump,
+        upload.clone(),
+        workspace.gnupg_home(),
+        recipients.clone(),
+        spec.upload,
+        counters.clone(),
+        dump_finished,
+    ));
+    if dump_finished_signal.await.is_ok() {
+        reporter.enter_phase(Phase::Uploading).await;
+    }
+    let completed = match pipeline.await {
+        Ok(Ok(streamed)) => match upload.complete(streamed.parts).await {
+            Ok(()) => Ok(streamed.ciphertext),
+            Err(err) => Err(err.into()),
+        },
+        Ok(Err(err)) => Err(err),
+        Err(err) => Err(crashed("dump pipeline", err)),
+    };
+    let ciphertext = match completed {
+        Ok(ciphertext) => ciphertext,
+        Err(err) => {
+            abort_upload(&upload).await;
+            return Err(err);
+        }
+    };
+    let plaintext_bytes = counters.plaintext_bytes.load(Ordering::Relaxed);
+    tracing::info!(
+        "uploaded s3://{}/{object_key}: {} bytes from {plaintext_bytes} plaintext bytes, sha256 {}",
+        spec.bucket,
+        ciphertext.bytes,
+        ciphertext.sha256
+    );
+
+    reporter.enter_phase(Phase::Verifying).await;
+    verify_object(&clients.s3, &spec.bucket, &object_key, ciphertext.bytes).await?;
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        job_name: spec.job_name.clone(),
+        job_id: spec.job_id.clone(),
+        engine: spec.engine,
+        format: format.name().to_owned(),
+        database: spec.database.name.clone(),
+        objects: vec![ManifestObject {
+            key: object_key,
+            size: ciphertext.bytes,
+            sha256: ciphertext.sha256,
+            plaintext_bytes,
+        }],
+        recipients,
+        tool_versions: ToolVersions {
+            agent: env!("CARGO_PKG_VERSION").to_owned(),
+            dump_tool,
+            gpgme: gpgme::init().version().to_owned(),
+            server: server.version,
+        },
+        ami_id: spec.ami_id.clone(),
+        instance_type: spec.instance_type.clone(),
+        instance_id: initial.instance_id.clone(),
+        started_at: initial.started_at,
+        finished_at: OffsetDateTime::now_utc(),
+    };
+    let manifest_key = format!("{}manifest.json", spec.backup_prefix);
+    write_manifest(&clients.s3, &spec.bucket, &manifest_key, &manifest).await?;
+    Ok(manifest_key)
+}
+
+/// What a successful stream produced.
+struct Streamed {
+    ciphertext: CiphertextSummary,
+    parts: Vec<CompletedPart>,
+}
+
+/// Runs the dump through encryption into the upload's parts. Succeeds only
+/// if the dump tool exited cleanly, the encryption finished and every part
+/// was acknowledged; `dump_finished` fires once the first two hold.
+///
+/// The two halves run under `try_join!`: the first error wins and drops
+/// the other half. Dropping the dump half kills the dump tool; dropping
+/// the upload half cancels its part uploads and closes the part channel,
+/// which stops the encryption thread at its next write.
+async fn stream_dump(
+    dump: DumpCommand,
+    upload: MultipartUpload,
+    gnupg_home: PathBuf,
+    recipients: Vec<String>,
+    settings: UploadSettings,
+    counters: TransferCounters,
+    dump_finished: oneshot::Sender<()>,
+) -> Result<Streamed, AgentError> {
+    // checked when the spec was read; cannot fail here
+    let part_size = usize::try_from(settings.part_size_bytes).unwrap_or(usize::MAX);
+    let mut process = dump.spawn()?;
+    let program = process.program();
+    let stdout = process.take_stdout().ok_or(AgentError::Crashed {
+        stage: "dump",
+        reason: format!("{program} has no stdout pipe"),
+    })?;
+    tracing::info!("{program} started");
+    // one part queued between the writer and the uploads: memory stays at
+    // about part_size × (concurrency + 2)
+    let (part_sender, part_receiver) = mpsc::channel(1);
+    let plaintext_bytes = counters.plaintext_bytes.clone();
+    let encryption = tokio::task::spawn_blocking(move || {
+        let mut writer = PartWriter::new(part_size, part_sender);
+        encrypt::encrypt_stream(
+            &gnupg_home,
+            &recipients,
+            CountingReader::new(stdout, plaintext_bytes),
+            &mut writer,
+        )?;
+        writer.finish().map_err(AgentError::CiphertextSink)
+    });
+
+    let dump_half = async move {
+        let encrypted = encryption.await;
+        let ciphertext = match encrypted {
+            Ok(Ok(ciphertext)) => ciphertext,
+            Ok(Err(err)) => {
+                process.kill();
+                return Err(err);
+            }
+            Err(err) => {
+                process.kill();
+                return Err(crashed("encryption stage", err));
+            }
+        };
+        // A dump that failed still leaves a well-formed, truncated
+        // ciphertext: only the exit status tells.
+        process.wait_success().await?;
+        tracing::info!("{program} finished");
+        let _ = dump_finished.send(());
+        Ok::<_, AgentError>(ciphertext)
+    };
+    let upload_half = async {
+        upload
+            .upload_parts(
+                part_receiver,
+                settings.concurrency,
+                counters.uploaded_bytes.clone(),
+            )
+            .await
+            .map_err(AgentError::from)
+    };
+    let (ciphertext, parts) = tokio::try_join!(dump_half, upload_half)?;
+    Ok(Streamed { ciphertext, parts })
+}
+
+fn crashed(stage: &'static str, err: tokio::task::JoinError) -> AgentError {
+    AgentError::Crashed {
+        stage,
+        reason: if err.is_panic() {
+            "it panicked".to_owned()
+        } else {
+            err.to_string()
+        },
+    }
+}
+
+/// Aborts the upload; the backup has already failed, so a failure to
+/// abort is logged (S3 lifecycle rules are the backstop), not returned.
+async fn abort_upload(upload: &MultipartUpload) {
+    match upload.abort().await {
+        Ok(()) => tracing::info!("multipart upload of {} aborted", upload.key()),
+        Err(err) => tracing::error!("{err}; its parts remain until a lifecycle rule removes them"),
+    }
+}
+
+/// Reads the database password from an SSM SecureString.
+async fn fetch_password(
+    ssm: &aws_sdk_ssm::Client,
+    parameter: &str,
+) -> Result<DatabasePassword, AgentError> {
+    let missing = || AgentError::PasswordMissing {
+        parameter: parameter.to_owned(),
+    };
+    let output = ssm
+        .get_parameter()
+        .name(parameter)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|err| {
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_parameter_not_found())
+            {
+                missing()
+            } else {
+                AgentError::Password {
+                    parameter: parameter.to_owned(),
+                    reason: describe_sdk_error(&err),
+                }
+            }
+        })?;
+    let value = output
+        .parameter()
+        .and_then(|p| p.value())
+        .ok_or_else(missing)?;
+    Ok(DatabasePassword::new(value.to_owned()))
+}
+
+/// Checks that S3 holds exactly the bytes we uploaded.
+async fn verify_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    expected: u64,
+) -> Result<(), AgentError> {
+    let head = s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| AgentError::Verify {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            reason: describe_sdk_error(&err),
+        })?;
+    let found = head
+        .content_length()
+        .and_then(|length| u64::try_from(length).ok())
+        .unwrap_or(0);
+    if found != expected {
+        return Err(AgentError::SizeMismatch {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            expected,
+            found,
+        });
+    }
+    Ok(())
+}
+
+async fn write_manifest(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    manifest: &Manifest,
+) -> Result<(), AgentError> {
+    let manifest_error = |reason: String| AgentError::Manifest {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let body =
+        serde_json::to_vec_pretty(manifest).map_err(|err| manifest_error(err.to_string()))?;
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .map_err(|err| manifest_error(describe_sdk_error(&err)))?;
+    Ok(())
+}
+
+/// Fits an error into a status message: the start says what failed, the
+/// end usually says why (a tool's last stderr line), so both are kept.
+fn status_message(error: &str) -> String {
+    if error.len() <= STATUS_MESSAGE_MAX {
+        return error.to_owned();
+    }
+    const SEPARATOR: &str = " … ";
+    let keep = (STATUS_MESSAGE_MAX - SEPARATOR.len()) / 2;
+    let mut head_end = keep;
+    while !error.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = error.len() - keep;
+    while !error.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    format!("{}{SEPARATOR}{}", &error[..head_end], &error[tail_start..])
+}
+
+/// A private directory (0700) for this run: the GnuPG home and the
+/// database password file. Removed, with any gpg-agent it started, when
+/// dropped.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn create() -> io::Result<Workspace> {
+        let dir = tempfile::Builder::new().prefix("backup-cloud-").tempdir()?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.path().join("gnupg"))?;
+        Ok(Workspace { dir })
+    }
+
+    fn gnupg_home(&self) -> PathBuf {
+        self.dir.path().join("gnupg")
+    }
+
+    fn password_file(&self) -> PathBuf {
+        self.dir.path().join("pgpass")
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        stop_gpg_agent(&self.gnupg_home());
+    }
+}
+
+/// gpg starts an agent only when it handles secret keys, which a valid
+/// job never does; an invalid one (a secret key among the public keys) may.
+fn stop_gpg_agent(gnupg_home: &Path) {
+    if gnupg_home.join("S.gpg-agent").exists() {
+        let _ = std::process::Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(gnupg_home)
+            .args(["--kill", "gpg-agent"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{DatabaseTarget, Engine};
+    use crate::status_store::memory::MemoryStatusStore;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            schema_version: SCHEMA_VERSION,
+            job_name: "orders".into(),
+            job_id: "orders-1".into(),
+            engine: Engine::Postgres,
+            database: DatabaseTarget {
+                host: "127.0.0.1".into(),
+                port: 5432,
+                user: "backup".into(),
+                name: "orders".into(),
+            },
+            password_parameter: "/pw".into(),
+            bucket: "b".into(),
+            prefix: String::new(),
+            backup_prefix: "backup/orders/x/".into(),
+            status_parameter: "/status".into(),
+            upload: UploadSettings {
+                part_size_bytes: 8 << 20,
+                concurrency: 4,
+            },
+            ami_id: "ami-1".into(),
+            instance_type: "m6id.large".into(),
+            heartbeat_interval_secs: 10,
+        }
+    }
+
+    async fn claim_with(existing: Option<Status>) -> Result<Status, AgentError> {
+        let store = MemoryStatusStore::default();
+        if let Some(status) = existing {
+            store
+                .documents
+                .lock()
+                .unwrap()
+                .insert("/status".into(), status);
+        }
+        claim_status(&store, &spec()).await
+    }
+
+    #[tokio::test]
+    async fn the_status_document_must_exist_be_ours_and_be_open() {
+        let mut booting = Status::new("orders-1", Phase::Booting);
+        booting.instance_id = Some("i-123".into());
+        booting.message = "waiting for boot".into();
+        let claimed = claim_with(Some(booting)).await.unwrap();
+        assert_eq!(claimed.instance_id.as_deref(), Some("i-123"));
+        assert!(claimed.message.is_empty());
+
+        let err = claim_with(None).await.unwrap_err();
+        assert!(matches!(err, AgentError::StatusMissing { .. }), "{err}");
+        let err = claim_with(Some(Status::new("other-9", Phase::Booting)))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("other-9"), "{err}");
+        let err = claim_with(Some(Status::new("orders-1", Phase::Failed)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AgentError::AlreadyFinished { .. }), "{err}");
+    }
+
+    #[test]
+    fn upload_settings_are_checked() {
+        let mut settings = spec().upload;
+        assert!(check_upload_settings(&settings).is_ok());
+        settings.concurrency = 0;
+        assert!(check_upload_settings(&settings).is_err());
+        settings.concurrency = 1;
+        for part_size_bytes in [0, 1 << 20, 6 << 30] {
+            settings.part_size_bytes = part_size_bytes;
+            assert!(check_upload_settings(&settings).is_err());
+        }
+    }
+
+    #[test]
+    fn long_messages_keep_their_start_and_end() {
+        let error = format!("pg_dump failed: {}FATAL: bad password", "é".repeat(2000));
+        let message = status_message(&error);
+        assert!(message.len() <= STATUS_MESSAGE_MAX);
+        assert!(message.starts_with("pg_dump failed: "));
+        assert!(message.ends_with("FATAL: bad password"));
+        assert_eq!(status_message("short"), "short");
+    }
+
+    #[test]
+    fn workspace_is_private_and_removed() {
+        let workspace = Workspace::create().unwrap();
+        let root = workspace.dir.path().to_owned();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&workspace.gnupg_home()), 0o700);
+        drop(workspace);
+        assert!(!root.exists());
+    }
+}

@@ -1,0 +1,334 @@
+//! Publishing the job's status while the agent works.
+//!
+//! The controller decides from this document whether the instance is alive,
+//! how far the backup got and how it ended, so the reporter has three
+//! duties with different guarantees:
+//!
+//! - **phase changes** are written at once, retried with backoff when SSM
+//!   throttles, and a failure is logged but does not stop the backup;
+//! - **progress** (byte counters) rides on a heartbeat written at least every
+//!   heartbeat interval but never more often than [`MIN_PROGRESS_GAP`],
+//!   because SSM throttles parameter writes; a failed heartbeat is logged
+//!   and forgotten;
+//! - **the final status** (`succeeded`/`failed`) is retried like a phase
+//!   change and its failure is returned, so the agent exits non-zero.
+//!
+//! Writes are serialised by one lock, so a slow heartbeat can never land
+//! after (and overwrite) a newer phase.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::schema::{Phase, Status};
+use crate::status_store::{StatusError, StatusStore};
+
+/// Progress-only writes are never closer together than this.
+pub const MIN_PROGRESS_GAP: Duration = Duration::from_secs(2);
+
+/// Progress is published at least this often, even with a long heartbeat
+/// interval, so an operator's progress bar moves.
+const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often a phase change or the final status is tried when throttled.
+const WRITE_ATTEMPTS: u32 = 6;
+
+/// The first wait after a throttled write; it doubles on each retry.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Byte counters the pipeline stages bump and the reporter publishes.
+#[derive(Debug, Default, Clone)]
+pub struct TransferCounters {
+    /// Plaintext bytes read from the dump tool.
+    pub plaintext_bytes: Arc<AtomicU64>,
+    /// Ciphertext bytes in parts S3 has acknowledged.
+    pub uploaded_bytes: Arc<AtomicU64>,
+}
+
+/// When the reporter writes.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Gap after the last write at which the heartbeat writes progress.
+    progress_interval: Duration,
+    /// First backoff after a throttled write.
+    first_backoff: Duration,
+}
+
+/// Publishes one job's status document.
+pub struct StatusReporter<S> {
+    store: S,
+    parameter: String,
+    counters: TransferCounters,
+    timing: Timing,
+    state: Mutex<ReporterState>,
+}
+
+struct ReporterState {
+    status: Status,
+    last_write: Instant,
+}
+
+impl<S: StatusStore> StatusReporter<S> {
+    /// A reporter for `parameter`, continuing from `initial` (the document
+    /// the controller wrote), heartbeating within `heartbeat_interval`.
+    pub fn new(
+        store: S,
+        parameter: &str,
+        initial: Status,
+        heartbeat_interval: Duration,
+        counters: TransferCounters,
+    ) -> Self {
+        let timing = Timing {
+            progress_interval: heartbeat_interval.clamp(MIN_PROGRESS_GAP, MAX_PROGRESS_INTERVAL),
+            first_backoff: FIRST_BACKOFF,
+        };
+        Self::with_timing(store, parameter, initial, counters, timing)
+    }
+
+    fn with_timing(
+        store: S,
+        parameter: &str,
+        initial: Status,
+        counters: TransferCounters,
+        timing: Timing,
+    ) -> Self {
+        StatusReporter {
+            store,
+            parameter: parameter.to_owned(),
+            counters,
+            timing,
+            state: Mutex::new(ReporterState {
+                status: initial,
+                last_write: Instant::now(),
+            }),
+        }
+    }
+
+    /// Changes the document without writing it; the change goes out with
+    /// the next write.
+    pub async fn amend(&self, change: impl FnOnce(&mut Status)) {
+        change(&mut self.state.lock().await.status);
+    }
+
+    /// Moves to `phase` and writes it now. Not being able to say so is
+    /// logged, not fatal: the backup itself is still good.
+    pub async fn enter_phase(&self, phase: Phase) {
+        let mut state = self.state.lock().await;
+        state.status.phase = phase;
+        if let Err(err) = self.write_with_retry(&mut state).await {
+            tracing::warn!("could not publish phase {}: {err}", phase.as_str());
+        }
+    }
+
+    /// Writes progress whenever [`Timing::progress_interval`] has passed
+    /// since the last write of any kind. Never returns: run it alongside
+    /// the work and drop it when the work is done.
+    pub async fn heartbeat(&self) -> Infallible {
+        loop {
+            let due = self.state.lock().await.last_write + self.timing.progress_interval;
+            tokio::time::sleep_until(due).await;
+            let mut state = self.state.lock().await;
+            if state.last_write + self.timing.progress_interval > Instant::now() {
+                continue; // a phase change was written meanwhile
+            }
+            self.snapshot(&mut state.status);
+            state.last_write = Instant::now();
+            if let Err(err) = self.store.write(&self.parameter, &state.status).await {
+                tracing::warn!("could not publish progress: {err}");
+            }
+        }
+    }
+
+    /// Writes the terminal status, retrying when throttled; an error here
+    /// means the controller will not learn the outcome.
+    pub async fn finish(
+        &self,
+        phase: Phase,
+        change: impl FnOnce(&mut Status),
+    ) -> Result<Status, StatusError> {
+        debug_assert!(phase.is_terminal());
+        let mut state = self.state.lock().await;
+        state.status.phase = phase;
+        change(&mut state.status);
+        self.write_with_retry(&mut state).await?;
+        Ok(state.status.clone())
+    }
+
+    fn snapshot(&self, status: &mut Status) {
+        status.bytes_read = self.counters.plaintext_bytes.load(Ordering::Relaxed);
+        status.bytes_uploaded = self.counters.uploaded_bytes.load(Ordering::Relaxed);
+        status.updated_at = OffsetDateTime::now_utc();
+    }
+
+    async fn write_with_retry(&self, state: &mut ReporterState) -> Result<(), StatusError> {
+        let mut backoff = self.timing.first_backoff;
+        let mut attempt = 1;
+        loop {
+            self.snapshot(&mut state.status);
+            state.last_write = Instant::now();
+            match self.store.write(&self.parameter, &state.status).await {
+                Err(StatusError::Throttled { .. }) if attempt < WRITE_ATTEMPTS => {
+                    tracing::debug!("status write throttled; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status_store::memory::MemoryStatusStore;
+    use std::sync::atomic::AtomicU32;
+
+    const PARAMETER: &str = "/backup-cloud/jobs/test";
+
+    fn fast_timing() -> Timing {
+        Timing {
+            progress_interval: Duration::from_millis(200),
+            first_backoff: Duration::from_millis(5),
+        }
+    }
+
+    fn reporter<S: StatusStore>(store: S) -> StatusReporter<S> {
+        StatusReporter::with_timing(
+            store,
+            PARAMETER,
+            Status::new("job-1", Phase::Booting),
+            TransferCounters::default(),
+            fast_timing(),
+        )
+    }
+
+    #[test]
+    fn progress_interval_respects_the_minimum_gap_and_the_heartbeat() {
+        let counters = TransferCounters::default();
+        let initial = Status::new("j", Phase::Booting);
+        let short = StatusReporter::new(
+            MemoryStatusStore::default(),
+            PARAMETER,
+            initial.clone(),
+            Duration::from_millis(100),
+            counters.clone(),
+        );
+        assert_eq!(short.timing.progress_interval, MIN_PROGRESS_GAP);
+        let long = StatusReporter::new(
+            MemoryStatusStore::default(),
+            PARAMETER,
+            initial,
+            Duration::from_secs(60),
+            counters,
+        );
+        assert!(long.timing.progress_interval <= Duration::from_secs(60));
+        assert!(long.timing.progress_interval >= MIN_PROGRESS_GAP);
+    }
+
+    #[tokio::test]
+    async fn heartbeat_writes_progress_no_more_often_than_the_interval() {
+        let reporter = reporter(MemoryStatusStore::default());
+        reporter
+            .counters
+            .plaintext_bytes
+            .store(1234, Ordering::Relaxed);
+        let work = async {
+            reporter.enter_phase(Phase::Dumping).await;
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+        };
+        tokio::select! {
+            () = work => {}
+            never = reporter.heartbeat() => match never {},
+        }
+        let writes = reporter.store.writes.lock().unwrap().clone();
+        // one phase write plus ~5 heartbeats in 1.1 s at 200 ms (fewer on
+        // a loaded machine: sleeps only ever run late)
+        assert!(
+            (2..=7).contains(&writes.len()),
+            "unexpected number of writes: {}",
+            writes.len()
+        );
+        assert!(writes.iter().all(|s| s.phase == Phase::Dumping));
+        assert_eq!(writes.last().unwrap().bytes_read, 1234);
+        for pair in writes.windows(2) {
+            let gap = pair[1].updated_at - pair[0].updated_at;
+            assert!(
+                gap >= time::Duration::milliseconds(190),
+                "writes {gap} apart"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_phase_change_postpones_the_next_heartbeat() {
+        let reporter = reporter(MemoryStatusStore::default());
+        let work = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            reporter.enter_phase(Phase::Dumping).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        tokio::select! {
+            () = work => {}
+            never = reporter.heartbeat() => match never {},
+        }
+        // the heartbeat due at 200 ms was pushed to 350 ms by the phase write
+        let writes = reporter.store.writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 1, "{writes:?}");
+    }
+
+    /// A store that throttles the first `throttles` writes, then accepts.
+    struct ThrottlingStore {
+        throttles: AtomicU32,
+        inner: MemoryStatusStore,
+    }
+
+    impl StatusStore for ThrottlingStore {
+        async fn read(&self, name: &str) -> Result<Option<Status>, StatusError> {
+            self.inner.read(name).await
+        }
+
+        async fn write(&self, name: &str, status: &Status) -> Result<(), StatusError> {
+            if self.throttles.load(Ordering::SeqCst) > 0 {
+                self.throttles.fetch_sub(1, Ordering::SeqCst);
+                return Err(StatusError::Throttled {
+                    name: name.to_owned(),
+                });
+            }
+            self.inner.write(name, status).await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_final_status_is_retried_when_throttled() {
+        let store = ThrottlingStore {
+            throttles: AtomicU32::new(3),
+            inner: MemoryStatusStore::default(),
+        };
+        let reporter = reporter(store);
+        let status = reporter
+            .finish(Phase::Failed, |s| s.set_message("pg_dump failed"))
+            .await
+            .expect("written after retries");
+        assert_eq!(status.phase, Phase::Failed);
+        let stored = reporter.store.inner.documents.lock().unwrap()[PARAMETER].clone();
+        assert_eq!(stored.message, "pg_dump failed");
+    }
+
+    #[tokio::test]
+    async fn a_final_status_that_cannot_be_written_is_an_error() {
+        let store = ThrottlingStore {
+            throttles: AtomicU32::new(100),
+            inner: MemoryStatusStore::default(),
+        };
+        let reporter = reporter(store);
+        let err = reporter.finish(Phase::Succeeded, |_| {}).await.unwrap_err();
+        assert!(matches!(err, StatusError::Throttled { .. }));
+    }
+}
