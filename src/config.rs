@@ -89,6 +89,10 @@ pub struct InstanceSettings {
     pub security_group_ids: Vec<String>,
     pub max_lifetime: Duration,
     pub tags: BTreeMap<String, String>,
+    /// Ask for spot capacity first, falling back to on-demand.
+    pub spot: bool,
+    /// On-demand price per hour, for `plan`'s cost estimate.
+    pub hourly_price_usd: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +121,7 @@ pub struct JobConfig {
     pub password_parameter: String,
     pub instance_type: String,
     pub max_lifetime: Duration,
+    pub spot: bool,
 }
 
 // ---- raw, as written in the file -------------------------------------------
@@ -149,6 +154,9 @@ struct RawInstance {
     max_lifetime: Option<String>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    #[serde(default)]
+    spot: bool,
+    hourly_price_usd: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +186,7 @@ struct RawJob {
     password_parameter: String,
     instance_type: Option<String>,
     max_lifetime: Option<String>,
+    spot: Option<bool>,
 }
 
 impl Config {
@@ -357,7 +366,18 @@ impl Validator<'_> {
                 "a tag value of up to 256 letters, digits, spaces and `_.:/=+-@`",
             )?;
         }
+        if let Some(price) = raw.hourly_price_usd {
+            if !(price.is_finite() && price > 0.0 && price < 1000.0) {
+                return Err(self.invalid(
+                    "instance.hourly_price_usd",
+                    format!("is {price}"),
+                    "a price per hour in US dollars, greater than 0 and below 1000",
+                ));
+            }
+        }
         Ok(InstanceSettings {
+            spot: raw.spot,
+            hourly_price_usd: raw.hourly_price_usd,
             ami_parameter,
             instance_type,
             instance_profile: raw.instance_profile,
@@ -506,6 +526,7 @@ impl Validator<'_> {
             password_parameter: raw.password_parameter,
             instance_type,
             max_lifetime,
+            spot: raw.spot.unwrap_or(instance.spot),
         })
     }
 

@@ -10,6 +10,8 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod output;
+pub mod restore;
 pub mod schema;
 pub mod status_store;
 pub mod userdata;

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    HttpTokensState, IamInstanceProfileSpecification, InstanceMetadataEndpointState,
-    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, ResourceType,
-    ShutdownBehavior, Tag, TagSpecification,
+    HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
+    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceStateName, InstanceType, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
+    SpotMarketOptions, Tag, TagSpecification,
 };
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
@@ -18,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aws::{describe_sdk_error, AwsClients};
 use crate::config::InstanceSettings;
-use crate::controller::plan::JobPlan;
+use crate::controller::plan::{JobPlan, TAG_JOB, TAG_JOB_ID, TAG_MANAGED};
 use crate::controller::watch::InstanceState;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,12 @@ pub enum LaunchError {
     },
     #[error("cannot presign the agent URL: {0}")]
     Presign(String),
+    #[error("cannot read s3://{bucket}/{key}: {reason}")]
+    Read {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
     #[error("RunInstances failed: {0}")]
     RunInstances(String),
     #[error("cannot terminate instance {instance_id}: {reason}")]
@@ -162,13 +169,79 @@ pub async fn put_json(
     Ok(())
 }
 
-/// Launches the instance and returns its id.
-pub async fn run_instance(
+/// A launched instance.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub instance_id: String,
+    /// Whether it runs on spot capacity.
+    pub spot: bool,
+}
+
+/// Launches the instance. With `spot`, asks for spot capacity first and
+/// falls back to on-demand when EC2 refuses spot for lack of capacity or
+/// price.
+pub async fn launch_instance(
     aws: &AwsClients,
     plan: &JobPlan,
     instance: &InstanceSettings,
     user_data: &str,
-) -> Result<String, LaunchError> {
+    spot: bool,
+) -> Result<Launched, LaunchError> {
+    if spot {
+        match run_instance(aws, plan, instance, user_data, true).await {
+            Ok(instance_id) => {
+                return Ok(Launched {
+                    instance_id,
+                    spot: true,
+                })
+            }
+            Err(RunInstancesError { code, message }) if is_spot_refusal(code.as_deref()) => {
+                tracing::warn!(
+                    "spot capacity refused ({}: {message}); launching on-demand",
+                    code.as_deref().unwrap_or("?")
+                );
+            }
+            Err(err) => return Err(LaunchError::RunInstances(err.message)),
+        }
+    }
+    run_instance(aws, plan, instance, user_data, false)
+        .await
+        .map(|instance_id| Launched {
+            instance_id,
+            spot: false,
+        })
+        .map_err(|err| LaunchError::RunInstances(err.message))
+}
+
+/// Error codes with which EC2 refuses spot capacity (as opposed to a
+/// request that would fail on-demand too).
+pub fn is_spot_refusal(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "InsufficientInstanceCapacity"
+                | "InsufficientCapacity"
+                | "SpotMaxPriceTooLow"
+                | "MaxSpotInstanceCountExceeded"
+                | "InsufficientSpotCapacity"
+                | "SpotCapacityNotAvailable"
+                | "UnfulfillableCapacity"
+        )
+    )
+}
+
+struct RunInstancesError {
+    code: Option<String>,
+    message: String,
+}
+
+async fn run_instance(
+    aws: &AwsClients,
+    plan: &JobPlan,
+    instance: &InstanceSettings,
+    user_data: &str,
+    spot: bool,
+) -> Result<String, RunInstancesError> {
     let tags: Vec<Tag> = plan
         .tags
         .iter()
@@ -201,6 +274,19 @@ pub async fn run_instance(
     if !instance.security_group_ids.is_empty() {
         request = request.set_security_group_ids(Some(instance.security_group_ids.clone()));
     }
+    if spot {
+        request = request.instance_market_options(
+            InstanceMarketOptionsRequest::builder()
+                .market_type(MarketType::Spot)
+                .spot_options(
+                    SpotMarketOptions::builder()
+                        .spot_instance_type(SpotInstanceType::OneTime)
+                        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                        .build(),
+                )
+                .build(),
+        );
+    }
     if let Some(profile) = &instance.instance_profile {
         let spec = if profile.starts_with("arn:") {
             IamInstanceProfileSpecification::builder().arn(profile)
@@ -209,16 +295,169 @@ pub async fn run_instance(
         };
         request = request.iam_instance_profile(spec.build());
     }
-    let output = request
-        .send()
-        .await
-        .map_err(|e| LaunchError::RunInstances(describe_sdk_error(&e)))?;
+    let output = request.send().await.map_err(|e| RunInstancesError {
+        code: e
+            .as_service_error()
+            .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s))
+            .map(str::to_owned),
+        message: describe_sdk_error(&e),
+    })?;
     output
         .instances()
         .first()
         .and_then(|i| i.instance_id())
         .map(str::to_owned)
-        .ok_or_else(|| LaunchError::RunInstances("the response named no instance".to_owned()))
+        .ok_or_else(|| RunInstancesError {
+            code: None,
+            message: "the response named no instance".to_owned(),
+        })
+}
+
+/// One of our instances as DescribeInstances reports it.
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    pub instance_id: String,
+    pub state: InstanceState,
+    pub state_name: String,
+    pub job: Option<String>,
+    pub job_id: Option<String>,
+    pub launched_at: Option<time::OffsetDateTime>,
+    pub instance_type: String,
+}
+
+/// Instances carrying our managed tag, optionally only one job's or one
+/// job id's, in every state EC2 still lists.
+pub async fn find_instances(
+    aws: &AwsClients,
+    job: Option<&str>,
+    job_id: Option<&str>,
+) -> Result<Vec<InstanceInfo>, LaunchError> {
+    use aws_sdk_ec2::types::Filter;
+    let tag_filter = |key: &str, value: &str| {
+        Filter::builder()
+            .name(format!("tag:{key}"))
+            .values(value)
+            .build()
+    };
+    let mut request = aws
+        .ec2
+        .describe_instances()
+        .filters(tag_filter(TAG_MANAGED, "true"));
+    if let Some(job) = job {
+        request = request.filters(tag_filter(TAG_JOB, job));
+    }
+    if let Some(job_id) = job_id {
+        request = request.filters(tag_filter(TAG_JOB_ID, job_id));
+    }
+    let mut found = Vec::new();
+    let mut pages = request.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| LaunchError::Describe {
+            instance_id: "(by tag)".to_owned(),
+            reason: describe_sdk_error(&e),
+        })?;
+        for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+            let tag = |key: &str| {
+                instance
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(key))
+                    .and_then(|t| t.value())
+                    .map(str::to_owned)
+            };
+            let state_name = instance.state().and_then(|s| s.name().cloned());
+            found.push(InstanceInfo {
+                instance_id: instance.instance_id().unwrap_or_default().to_owned(),
+                state: match state_name {
+                    Some(InstanceStateName::Pending) => InstanceState::Pending,
+                    Some(InstanceStateName::Running) => InstanceState::Running,
+                    _ => InstanceState::Gone,
+                },
+                state_name: state_name.map_or("unknown".to_owned(), |s| s.as_str().to_owned()),
+                job: tag(TAG_JOB),
+                job_id: tag(TAG_JOB_ID),
+                launched_at: instance
+                    .launch_time()
+                    .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.secs()).ok()),
+                instance_type: instance
+                    .instance_type()
+                    .map_or("unknown".to_owned(), |t| t.as_str().to_owned()),
+            });
+        }
+    }
+    found.sort_by_key(|i| std::cmp::Reverse(i.launched_at));
+    Ok(found)
+}
+
+/// A condition on an S3 write, for leases.
+pub enum WriteCondition<'a> {
+    /// Only if no object exists.
+    Absent,
+    /// Only if the object still has this ETag.
+    Unchanged(&'a str),
+}
+
+/// Writes `body` under `condition`; `Ok(false)` when the condition failed.
+pub async fn put_json_if(
+    aws: &AwsClients,
+    bucket: &str,
+    key: &str,
+    body: String,
+    condition: WriteCondition<'_>,
+) -> Result<bool, LaunchError> {
+    let request = aws
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_type("application/json")
+        .body(ByteStream::from(body.into_bytes()));
+    let request = match condition {
+        WriteCondition::Absent => request.if_none_match("*"),
+        WriteCondition::Unchanged(etag) => request.if_match(etag),
+    };
+    match request.send().await {
+        Ok(_) => Ok(true),
+        Err(err)
+            if err.raw_response().map(|r| r.status().as_u16()) == Some(412)
+                || err.raw_response().map(|r| r.status().as_u16()) == Some(409) =>
+        {
+            Ok(false)
+        }
+        Err(err) => Err(LaunchError::Upload {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            reason: describe_sdk_error(&err),
+        }),
+    }
+}
+
+/// Reads a small object and its ETag; `None` when it does not exist.
+pub async fn get_with_etag(
+    aws: &AwsClients,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Vec<u8>, String)>, LaunchError> {
+    let read_error = |reason: String| LaunchError::Read {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    match aws.s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(object) => {
+            let etag = object.e_tag().unwrap_or_default().to_owned();
+            let bytes = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| read_error(e.to_string()))?
+                .into_bytes()
+                .to_vec();
+            Ok(Some((bytes, etag)))
+        }
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+        Err(err) => Err(read_error(describe_sdk_error(&err))),
+    }
 }
 
 /// The instance's state; an instance EC2 no longer knows is `Gone`.
@@ -290,5 +529,19 @@ pub async fn terminate(
             });
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_capacity_and_price_refusals_fall_back_to_on_demand() {
+        assert!(is_spot_refusal(Some("InsufficientInstanceCapacity")));
+        assert!(is_spot_refusal(Some("SpotMaxPriceTooLow")));
+        assert!(!is_spot_refusal(Some("UnauthorizedOperation")));
+        assert!(!is_spot_refusal(Some("InvalidParameterValue")));
+        assert!(!is_spot_refusal(None));
     }
 }

@@ -1,28 +1,38 @@
-//! The controller: plans one backup job, launches its instance, watches it
-//! through the status parameter, and guarantees the instance is gone before
-//! it reports the outcome.
+//! The controller: plans backup jobs, launches their instances, watches
+//! them through the status parameter, and guarantees each instance is gone
+//! before it reports the outcome — plus the operator's tools around that:
+//! `launch`, `status`, `wait`, `list`, `terminate`, `reap`, `plan`.
 //!
-//! Once RunInstances has succeeded, every path out of [`run`] — success,
-//! failure, timeout, Ctrl-C, an error of our own — goes through
-//! termination; a termination that cannot be confirmed is itself an error.
+//! Once RunInstances has succeeded, every path out of an attached run —
+//! success, failure, timeout, Ctrl-C, an error of our own — goes through
+//! termination, unless the operator chose to leave the job running
+//! detached; a termination that cannot be confirmed is itself an error.
+//! Ctrl-C is handled once, in [`Interrupts`], and fanned out to every job.
 
+pub mod estimate;
 pub mod launch;
+pub mod lease;
 pub mod plan;
+pub mod reap;
 pub mod watch;
 
-use std::path::Path;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use tokio::sync::{watch as signal, OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use crate::aws::AwsClients;
-use crate::cli::Exit;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, JobConfig};
+use crate::output::{JobResult, Outcome, Reporter};
 use crate::schema::{Manifest, Phase, Status, SCHEMA_VERSION};
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
 use crate::userdata::{UserData, UserDataError};
-use launch::{AgentBinary, LaunchError};
+use launch::{AgentBinary, InstanceInfo, LaunchError, WriteCondition};
+use lease::LeaseDoc;
 use plan::JobPlan;
 use watch::{Decision, InstanceState, Limits, Observation};
 
@@ -41,6 +51,15 @@ pub enum RunError {
     UserData(#[from] UserDataError),
     #[error("{0}")]
     Status(#[from] StatusError),
+    #[error("job {job} is already running as {job_id} (lease taken {since} by {holder}); use --attach to follow it")]
+    AlreadyRunning {
+        job: String,
+        job_id: String,
+        since: String,
+        holder: String,
+    },
+    #[error("job {job} has no status yet: it was never launched with this configuration")]
+    NeverLaunched { job: String },
     #[error("job {job_id} failed: {reason}")]
     Failed { job_id: String, reason: String },
     #[error("job {job_id} timed out: {reason}")]
@@ -51,195 +70,825 @@ pub enum RunError {
     Cleanup {
         job_id: String,
         outcome: String,
-        source: LaunchError,
+        source: Box<LaunchError>,
     },
 }
 
 impl RunError {
-    /// The documented exit code for this outcome.
-    pub fn exit(&self) -> Exit {
+    /// How this error is reported.
+    pub fn outcome(&self) -> Outcome {
         match self {
-            RunError::Config(_) | RunError::NoRegion => Exit::Config,
-            RunError::Launch(_) | RunError::UserData(_) | RunError::Status(_) => Exit::Launch,
-            RunError::Failed { .. } => Exit::BackupFailed,
-            RunError::TimedOut { .. } => Exit::TimedOut,
-            RunError::Interrupted { .. } => Exit::Interrupted,
-            RunError::Cleanup { .. } => Exit::Internal,
+            RunError::Config(_) | RunError::NoRegion => Outcome::ConfigError,
+            RunError::Launch(_) | RunError::UserData(_) | RunError::Status(_) => {
+                Outcome::LaunchFailed
+            }
+            RunError::AlreadyRunning { .. } => Outcome::AlreadyRunning,
+            RunError::NeverLaunched { .. } | RunError::Failed { .. } => Outcome::Failed,
+            RunError::TimedOut { .. } => Outcome::TimedOut,
+            RunError::Interrupted { .. } => Outcome::Interrupted,
+            RunError::Cleanup { .. } => Outcome::InternalError,
         }
     }
 }
 
-/// What a successful run produced.
-#[derive(Debug, Clone)]
-pub struct RunReport {
-    pub job_id: String,
-    pub instance_id: String,
-    pub bucket: String,
-    pub manifest_key: String,
-    pub manifest: Manifest,
-    pub elapsed: Duration,
+/// What to do with running jobs when the operator presses Ctrl-C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInterrupt {
+    Terminate,
+    Detach,
 }
 
-/// Options of one `run`.
-pub struct RunOptions<'a> {
-    pub dry_run: bool,
-    /// The agent binary to ship; defaults to this executable.
-    pub agent_binary: Option<&'a Path>,
+/// Ctrl-C, handled once: the first press asks (on a terminal) whether to
+/// terminate or detach, and every watcher learns the answer.
+#[derive(Clone)]
+pub struct Interrupts {
+    receiver: signal::Receiver<Option<OnInterrupt>>,
 }
 
-/// Runs job `job_name` to completion. `Ok(None)` is a dry run.
-pub async fn run(
-    config: &Config,
-    job_name: &str,
-    options: RunOptions<'_>,
-) -> Result<Option<RunReport>, RunError> {
-    let job = config.job(job_name)?;
-    let aws = AwsClients::load(
-        config.aws.region.as_deref(),
-        config.aws.endpoint_url.as_deref(),
-    )
-    .await;
-    let region = aws.region.clone().ok_or(RunError::NoRegion)?;
-    let ami_id = launch::resolve_ami(&aws, &config.instance.ami_parameter).await?;
-    let launched_at = OffsetDateTime::now_utc();
-    let plan = JobPlan::new(config, job, &ami_id, launched_at);
-
-    let agent_path = match options.agent_binary {
-        Some(path) => path.to_owned(),
-        None => std::env::current_exe().map_err(|source| LaunchError::AgentBinary {
-            path: "backup-cloud".into(),
-            source,
-        })?,
-    };
-    let agent = AgentBinary::read(&agent_path)?;
-    let agent_key = plan.agent_key(&agent.sha256);
-    let mut user_data = UserData {
-        job_id: plan.spec.job_id.clone(),
-        status_parameter: plan.spec.status_parameter.clone(),
-        spec_bucket: plan.spec.bucket.clone(),
-        spec_key: plan.spec_key.clone(),
-        agent_url: String::new(),
-        agent_sha256: agent.sha256.clone(),
-        max_lifetime_minutes: plan.max_lifetime_minutes,
-        region,
-    };
-
-    if options.dry_run {
-        user_data.agent_url = format!(
-            "<presigned GET of s3://{}/{agent_key}, issued at launch>",
-            plan.spec.bucket
-        );
-        print_dry_run(&plan, config, &user_data.render_script()?);
-        return Ok(None);
-    }
-
-    let url_lifetime = config.status.boot_timeout.max(Duration::from_secs(900));
-    user_data.agent_url =
-        launch::publish_agent(&aws, &plan.spec.bucket, &agent_key, agent, url_lifetime).await?;
-    let script = user_data.render_script()?;
-    let spec_json = serde_json::to_string_pretty(&plan.spec).expect("spec serialises");
-    launch::put_json(&aws, &plan.spec.bucket, &plan.spec_key, spec_json).await?;
-
-    let store = SsmStatusStore::new(aws.ssm.clone());
-    let status_parameter = plan.spec.status_parameter.clone();
-    store
-        .write(
-            &status_parameter,
-            &Status::new(&plan.spec.job_id, Phase::Launching),
-        )
-        .await?;
-    let instance_id = match launch::run_instance(&aws, &plan, &config.instance, &script).await {
-        Ok(id) => id,
-        Err(err) => {
-            mark_failed(
-                &store,
-                &status_parameter,
-                &plan.spec.job_id,
-                &err.to_string(),
-            )
-            .await;
-            return Err(err.into());
-        }
-    };
-    tracing::info!(job_id = %plan.spec.job_id, %instance_id, ami_id, "instance launched");
-    eprintln!(
-        "backup-cloud: job {} launched on instance {instance_id}",
-        plan.spec.job_id
-    );
-
-    let limits = Limits {
-        heartbeat_timeout: config.status.heartbeat_timeout,
-        boot_timeout: config.status.boot_timeout,
-        max_lifetime: job.max_lifetime,
-    };
-    let started = Instant::now();
-    let ending = watch_job(
-        &aws,
-        &store,
-        &plan,
-        &instance_id,
-        limits,
-        config.status.poll_interval,
-    )
-    .await;
-
-    // Whatever happened, the instance goes away before we report.
-    let outcome = ending.describe();
-    if let Err(source) = launch::terminate(&aws, &instance_id, TERMINATE_WAIT).await {
-        return Err(RunError::Cleanup {
-            job_id: plan.spec.job_id.clone(),
-            outcome,
-            source,
+impl Interrupts {
+    /// Starts listening for Ctrl-C.
+    pub fn listen() -> Interrupts {
+        let (sender, receiver) = signal::channel(None);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            let choice = if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+                ask_on_interrupt().await
+            } else {
+                OnInterrupt::Terminate
+            };
+            let _ = sender.send(Some(choice));
         });
+        Interrupts { receiver }
     }
-    tracing::info!(%instance_id, "instance terminated");
 
-    let job_id = plan.spec.job_id.clone();
-    match ending {
-        Ending::Decided(Decision::Succeeded { manifest_key }) => {
-            let manifest = fetch_manifest(&aws, &plan, &manifest_key)
-                .await
-                .map_err(|reason| RunError::Failed {
-                    job_id: job_id.clone(),
-                    reason,
-                })?;
-            Ok(Some(RunReport {
-                job_id,
-                instance_id,
-                bucket: plan.spec.bucket.clone(),
-                manifest_key,
-                manifest,
-                elapsed: started.elapsed(),
-            }))
-        }
-        Ending::Decided(Decision::Failed { reason }) => Err(RunError::Failed { job_id, reason }),
-        Ending::Decided(Decision::TimedOut { reason }) => {
-            mark_failed(&store, &status_parameter, &job_id, &reason).await;
-            Err(RunError::TimedOut { job_id, reason })
-        }
-        Ending::Decided(Decision::Continue) => {
-            unreachable!("the watch loop only ends on a verdict")
-        }
-        Ending::Interrupted => {
-            mark_failed(
-                &store,
-                &status_parameter,
-                &job_id,
-                "interrupted by the operator",
-            )
-            .await;
-            Err(RunError::Interrupted {
-                job_id,
-                instance_id,
-            })
+    /// Resolves when the operator has interrupted, with their choice.
+    async fn wait(&mut self) -> OnInterrupt {
+        loop {
+            if let Some(choice) = *self.receiver.borrow_and_update() {
+                return choice;
+            }
+            if self.receiver.changed().await.is_err() {
+                // The listener is gone: no interrupt will ever come.
+                std::future::pending::<()>().await;
+            }
         }
     }
+}
+
+async fn ask_on_interrupt() -> OnInterrupt {
+    eprint!(
+        "\ninterrupted: terminate the backup instance(s) [T], or leave them running detached [d]? "
+    );
+    let answer = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    });
+    tokio::select! {
+        answer = answer => match answer {
+            Ok(Ok(line)) if line.trim().eq_ignore_ascii_case("d") => OnInterrupt::Detach,
+            _ => OnInterrupt::Terminate,
+        },
+        _ = tokio::signal::ctrl_c() => OnInterrupt::Terminate,
+        _ = tokio::time::sleep(Duration::from_secs(60)) => OnInterrupt::Terminate,
+    }
+}
+
+/// Options of `run` and `launch`.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    /// The agent binary to ship; defaults to this executable.
+    pub agent_binary: Option<PathBuf>,
+    /// When the job is already running, follow it instead of refusing.
+    pub attach: bool,
+    /// Return after launching instead of watching.
+    pub detach: bool,
+}
+
+/// A job that is running on an instance: what watching it needs.
+#[derive(Debug, Clone)]
+struct RunningJob {
+    job: String,
+    job_id: String,
+    instance_id: String,
+    limits: Limits,
+    /// When the instance was launched, on this controller's clock.
+    launched: Instant,
+}
+
+/// The agent binary, uploaded once per controller and shared by its jobs.
+struct PublishedAgent {
+    sha256: String,
+    url: String,
+}
+
+/// Everything the controller's commands share.
+pub struct Controller {
+    config: Config,
+    aws: AwsClients,
+    store: SsmStatusStore,
+    reporter: Arc<Reporter>,
+    interrupts: Interrupts,
+    agent: OnceCell<PublishedAgent>,
+}
+
+impl Controller {
+    pub async fn new(
+        config: Config,
+        reporter: Arc<Reporter>,
+        interrupts: Interrupts,
+    ) -> Controller {
+        let aws = AwsClients::load(
+            config.aws.region.as_deref(),
+            config.aws.endpoint_url.as_deref(),
+        )
+        .await;
+        let store = SsmStatusStore::new(aws.ssm.clone());
+        Controller {
+            config,
+            aws,
+            store,
+            reporter,
+            interrupts,
+            agent: OnceCell::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs (or, with `detach`, launches) one job and reports its result.
+    pub async fn run_job(&self, job_name: &str, options: &LaunchOptions) -> JobResult {
+        let started = Instant::now();
+        let result = match self.start(job_name, options).await {
+            Ok(Started::Launched(running)) if options.detach => Ok(JobResult {
+                job_id: Some(running.job_id),
+                instance_id: Some(running.instance_id),
+                ..JobResult::unsuccessful(job_name, Outcome::Detached, "launched detached".into())
+            }),
+            Ok(Started::Launched(running)) | Ok(Started::Attached(running)) => {
+                self.watch_to_end(&running).await
+            }
+            Err(err) => Err(err),
+        };
+        let mut result = result.unwrap_or_else(|err| {
+            let mut result = JobResult::unsuccessful(job_name, err.outcome(), err.to_string());
+            if let RunError::AlreadyRunning { job_id, .. } = &err {
+                result.job_id = Some(job_id.clone());
+            }
+            result
+        });
+        if result.elapsed_secs == 0 {
+            result.elapsed_secs = started.elapsed().as_secs();
+        }
+        self.reporter.finished(&result);
+        result
+    }
+
+    /// Runs every configured job, at most `max_concurrent` at once.
+    pub async fn run_all(
+        self: &Arc<Self>,
+        max_concurrent: usize,
+        options: &LaunchOptions,
+    ) -> Vec<JobResult> {
+        let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, name) in self.config.jobs.keys().enumerate() {
+            let controller = Arc::clone(self);
+            let permits = Arc::clone(&permits);
+            let name = name.clone();
+            let options = options.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("never closed");
+                (index, controller.run_job(&name, &options).await)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(pair) => results.push(pair),
+                Err(err) => tracing::error!("a job task panicked: {err}"),
+            }
+        }
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    /// Prints the plan of `job_name`: AMI, user-data, launch request and
+    /// an estimate. Writes nothing, launches nothing.
+    pub async fn plan(&self, job_name: &str, database_bytes: Option<u64>) -> Result<(), RunError> {
+        let job = self.config.job(job_name)?;
+        let region = self.region()?;
+        let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
+        let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
+        let agent = AgentBinary::read(&self.agent_path(&LaunchOptions::default())?)?;
+        let user_data = self.user_data(
+            &plan,
+            region,
+            &agent.sha256,
+            format!(
+                "<presigned GET of s3://{}/{}, issued at launch>",
+                plan.spec.bucket,
+                plan.agent_key(&agent.sha256)
+            ),
+        );
+        let script = user_data.render_script()?;
+        let size = match database_bytes {
+            Some(bytes) => Some((bytes, "given on the command line".to_owned())),
+            None => self.last_backup_size(job).await,
+        };
+        print_plan(&plan, &self.config, job, &script, size);
+        Ok(())
+    }
+
+    /// Launches `job_name` unless it is already running, or attaches.
+    async fn start(&self, job_name: &str, options: &LaunchOptions) -> Result<Started, RunError> {
+        let job = self.config.job(job_name)?;
+        let region = self.region()?;
+        let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
+        let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
+        if let Err(held) = self.acquire_lease(job, &plan).await {
+            return match held {
+                RunError::AlreadyRunning { job_id, .. } if options.attach => {
+                    self.running_job(job, &job_id).await.map(Started::Attached)
+                }
+                other => Err(other),
+            };
+        }
+
+        let agent = self.publish_agent(&plan, options).await?;
+        let script = self
+            .user_data(&plan, region, &agent.sha256, agent.url.clone())
+            .render_script()?;
+        let spec_json = serde_json::to_string_pretty(&plan.spec).expect("spec serialises");
+        launch::put_json(&self.aws, &plan.spec.bucket, &plan.spec_key, spec_json).await?;
+        let parameter = &plan.spec.status_parameter;
+        self.store
+            .write(parameter, &Status::new(&plan.spec.job_id, Phase::Launching))
+            .await?;
+        let launched = match launch::launch_instance(
+            &self.aws,
+            &plan,
+            &self.config.instance,
+            &script,
+            job.spot,
+        )
+        .await
+        {
+            Ok(launched) => launched,
+            Err(err) => {
+                self.mark_failed(parameter, &plan.spec.job_id, &err.to_string())
+                    .await;
+                return Err(err.into());
+            }
+        };
+        self.reporter.launched(
+            &job.name,
+            &plan.spec.job_id,
+            &launched.instance_id,
+            &ami_id,
+            &plan.spec.instance_type,
+            launched.spot,
+        );
+        Ok(Started::Launched(RunningJob {
+            job: job.name.clone(),
+            job_id: plan.spec.job_id.clone(),
+            instance_id: launched.instance_id,
+            limits: self.limits(job),
+            launched: Instant::now(),
+        }))
+    }
+
+    /// Takes the job's single-flight lease, or says who holds it.
+    async fn acquire_lease(&self, job: &JobConfig, plan: &JobPlan) -> Result<(), RunError> {
+        let bucket = &self.config.storage.bucket;
+        let key = self.lease_key(&job.name);
+        let doc = LeaseDoc::new(&job.name, &plan.spec.job_id);
+        let body = serde_json::to_string(&doc).expect("lease serialises");
+        for _ in 0..3 {
+            if launch::put_json_if(
+                &self.aws,
+                bucket,
+                &key,
+                body.clone(),
+                WriteCondition::Absent,
+            )
+            .await?
+            {
+                return Ok(());
+            }
+            let Some((bytes, etag)) = launch::get_with_etag(&self.aws, bucket, &key).await? else {
+                continue;
+            };
+            let held: Option<LeaseDoc> = serde_json::from_slice(&bytes).ok();
+            if let Some(held) = held {
+                let status = self
+                    .store
+                    .read(&plan.spec.status_parameter)
+                    .await?
+                    .filter(|s| s.job_id == held.job_id);
+                let instance = launch::find_instances(&self.aws, None, Some(&held.job_id))
+                    .await?
+                    .first()
+                    .map(|i| i.state);
+                if lease::lease_is_alive(
+                    &held,
+                    status.as_ref(),
+                    instance,
+                    OffsetDateTime::now_utc(),
+                    &self.limits(job),
+                ) {
+                    return Err(RunError::AlreadyRunning {
+                        job: job.name.clone(),
+                        job_id: held.job_id,
+                        since: held
+                            .acquired_at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                        holder: held.holder,
+                    });
+                }
+                tracing::info!(expired = %held.job_id, "taking over an expired lease");
+            }
+            if launch::put_json_if(
+                &self.aws,
+                bucket,
+                &key,
+                body.clone(),
+                WriteCondition::Unchanged(&etag),
+            )
+            .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(RunError::AlreadyRunning {
+            job: job.name.clone(),
+            job_id: "(another controller, racing)".to_owned(),
+            since: "just now".to_owned(),
+            holder: "unknown".to_owned(),
+        })
+    }
+
+    fn lease_key(&self, job: &str) -> String {
+        format!("{}leases/{job}.json", self.config.key_prefix())
+    }
+
+    /// Finds the instance of a job that is already running, to watch it.
+    async fn running_job(&self, job: &JobConfig, job_id: &str) -> Result<RunningJob, RunError> {
+        let instances = launch::find_instances(&self.aws, Some(&job.name), Some(job_id)).await?;
+        let instance = instances.first().ok_or_else(|| RunError::Failed {
+            job_id: job_id.to_owned(),
+            reason: "no instance carries this job id".to_owned(),
+        })?;
+        let age = instance
+            .launched_at
+            .and_then(|t| Duration::try_from(OffsetDateTime::now_utc() - t).ok())
+            .unwrap_or(Duration::ZERO);
+        Ok(RunningJob {
+            job: job.name.clone(),
+            job_id: job_id.to_owned(),
+            instance_id: instance.instance_id.clone(),
+            limits: self.limits(job),
+            launched: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+        })
+    }
+
+    /// Watches a running job to its end, terminates its instance (unless
+    /// the operator detached) and checks the manifest on success.
+    async fn watch_to_end(&self, running: &RunningJob) -> Result<JobResult, RunError> {
+        let started = Instant::now();
+        let ending = self.watch(running).await;
+        let job_id = running.job_id.clone();
+        let instance_id = running.instance_id.clone();
+        if ending == Ending::Interrupted(OnInterrupt::Detach) {
+            return Ok(JobResult {
+                job_id: Some(job_id.clone()),
+                instance_id: Some(instance_id),
+                ..JobResult::unsuccessful(
+                    &running.job,
+                    Outcome::Detached,
+                    format!(
+                        "left running; follow it with `backup-cloud wait {}`",
+                        running.job
+                    ),
+                )
+            });
+        }
+        if let Err(source) = launch::terminate(&self.aws, &instance_id, TERMINATE_WAIT).await {
+            return Err(RunError::Cleanup {
+                job_id,
+                outcome: ending.describe(),
+                source: Box::new(source),
+            });
+        }
+        tracing::info!(%instance_id, "instance terminated");
+        let parameter = self.config.status_parameter(&running.job);
+        match ending {
+            Ending::Decided(Decision::Succeeded { manifest_key }) => {
+                let manifest = self
+                    .fetch_manifest(&running.job, &job_id, &manifest_key)
+                    .await
+                    .map_err(|reason| RunError::Failed {
+                        job_id: job_id.clone(),
+                        reason,
+                    })?;
+                Ok(JobResult {
+                    job: running.job.clone(),
+                    job_id: Some(job_id),
+                    instance_id: Some(instance_id),
+                    outcome: Outcome::Succeeded,
+                    exit_code: 0,
+                    reason: None,
+                    manifest: Some(format!(
+                        "s3://{}/{manifest_key}",
+                        self.config.storage.bucket
+                    )),
+                    objects: manifest.objects.len() as u64,
+                    bytes: manifest.objects.iter().map(|o| o.size).sum(),
+                    elapsed_secs: started.elapsed().as_secs(),
+                })
+            }
+            Ending::Decided(Decision::Failed { reason }) => {
+                self.mark_failed(&parameter, &job_id, &reason).await;
+                Err(RunError::Failed { job_id, reason })
+            }
+            Ending::Decided(Decision::TimedOut { reason }) => {
+                self.mark_failed(&parameter, &job_id, &reason).await;
+                Err(RunError::TimedOut { job_id, reason })
+            }
+            Ending::Decided(Decision::Continue) => {
+                unreachable!("the watch loop only ends on a verdict")
+            }
+            Ending::Interrupted(_) => {
+                self.mark_failed(&parameter, &job_id, "interrupted by the operator")
+                    .await;
+                Err(RunError::Interrupted {
+                    job_id,
+                    instance_id,
+                })
+            }
+        }
+    }
+
+    /// Polls the instance and the status parameter until
+    /// [`watch::decide`] reaches a verdict or the operator interrupts.
+    async fn watch(&self, running: &RunningJob) -> Ending {
+        let parameter = self.config.status_parameter(&running.job);
+        let mut interrupts = self.interrupts.clone();
+        let mut last_status: Option<Status> = None;
+        let mut last_change = Instant::now();
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.status.poll_interval) => {}
+                    choice = interrupts.wait() => return Ending::Interrupted(choice),
+                }
+            }
+            first = false;
+            // Instance first, status second: see the module docs of `watch`.
+            let instance = match launch::instance_state(&self.aws, &running.instance_id).await {
+                Ok(state) => state,
+                Err(err) => {
+                    tracing::warn!("{err}; will retry");
+                    InstanceState::Running
+                }
+            };
+            match self.store.read(&parameter).await {
+                Ok(Some(status)) if status.job_id == running.job_id => {
+                    if last_status.as_ref() != Some(&status) {
+                        last_change = Instant::now();
+                        self.reporter.progress(&running.job, &status);
+                        last_status = Some(status);
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!("{err}; will retry"),
+            }
+            let observation = Observation {
+                instance,
+                status: last_status.as_ref(),
+                since_launch: running.launched.elapsed(),
+                since_last_change: last_change.elapsed(),
+            };
+            match watch::decide(&observation, &running.limits) {
+                Decision::Continue => {}
+                verdict => return Ending::Decided(verdict),
+            }
+        }
+    }
+
+    /// `wait JOB`: watches the job's current run to its end.
+    pub async fn wait(&self, job_name: &str) -> JobResult {
+        let result = async {
+            let job = self.config.job(job_name)?;
+            let status = self
+                .store
+                .read(&self.config.status_parameter(job_name))
+                .await?
+                .ok_or_else(|| RunError::NeverLaunched {
+                    job: job_name.to_owned(),
+                })?;
+            let running = self.running_job(job, &status.job_id).await?;
+            self.watch_to_end(&running).await
+        }
+        .await;
+        let result = result.unwrap_or_else(|err| {
+            JobResult::unsuccessful(job_name, err.outcome(), err.to_string())
+        });
+        self.reporter.finished(&result);
+        result
+    }
+
+    /// `status [JOB]`: each job's status document and instance.
+    pub async fn status(&self, job: Option<&str>) -> Result<Vec<JobStatus>, RunError> {
+        let names: Vec<String> = match job {
+            Some(name) => vec![self.config.job(name)?.name.clone()],
+            None => self.config.jobs.keys().cloned().collect(),
+        };
+        let mut report = Vec::new();
+        for name in names {
+            let status = self
+                .store
+                .read(&self.config.status_parameter(&name))
+                .await?;
+            let instance = match &status {
+                Some(status) => {
+                    launch::find_instances(&self.aws, Some(&name), Some(&status.job_id))
+                        .await?
+                        .into_iter()
+                        .next()
+                }
+                None => None,
+            };
+            report.push(JobStatus {
+                job: name,
+                status,
+                instance,
+            });
+        }
+        Ok(report)
+    }
+
+    /// `list`: every instance we launched that EC2 still lists, with its
+    /// job's status where the status belongs to it.
+    pub async fn list(&self) -> Result<Vec<JobStatus>, RunError> {
+        let instances = launch::find_instances(&self.aws, None, None).await?;
+        let mut rows = Vec::new();
+        for instance in instances {
+            let job = instance.job.clone().unwrap_or_else(|| "?".to_owned());
+            let status = match (&instance.job, &instance.job_id) {
+                (Some(job), Some(job_id)) if crate::config::is_job_name(job) => self
+                    .store
+                    .read(&self.config.status_parameter(job))
+                    .await?
+                    .filter(|s| &s.job_id == job_id),
+                _ => None,
+            };
+            rows.push(JobStatus {
+                job,
+                status,
+                instance: Some(instance),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// `terminate JOB`: ends the job's running instances now.
+    pub async fn terminate(&self, job_name: &str) -> Result<Vec<String>, RunError> {
+        let parameter = self.config.status_parameter(job_name);
+        let mut terminated = Vec::new();
+        for instance in launch::find_instances(&self.aws, Some(job_name), None).await? {
+            if instance.state == InstanceState::Gone {
+                continue;
+            }
+            launch::terminate(&self.aws, &instance.instance_id, TERMINATE_WAIT).await?;
+            if let Some(job_id) = &instance.job_id {
+                self.mark_failed(&parameter, job_id, "terminated by the operator")
+                    .await;
+            }
+            terminated.push(instance.instance_id);
+        }
+        Ok(terminated)
+    }
+
+    /// `reap`: terminates our instances whose job is over, stale,
+    /// superseded or past its lifetime, and marks their jobs failed.
+    pub async fn reap(
+        &self,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<(String, String)>, RunError> {
+        let mut reaped = Vec::new();
+        for instance in launch::find_instances(&self.aws, None, None).await? {
+            let (Some(job), Some(job_id), Some(launched_at)) =
+                (&instance.job, &instance.job_id, instance.launched_at)
+            else {
+                continue;
+            };
+            if instance.state == InstanceState::Gone || !crate::config::is_job_name(job) {
+                continue;
+            }
+            let parameter = self.config.status_parameter(job);
+            let status = self.store.read(&parameter).await?;
+            let limits = match self.config.jobs.get(job) {
+                Some(job) => self.limits(job),
+                None => Limits {
+                    heartbeat_timeout: self.config.status.heartbeat_timeout,
+                    boot_timeout: self.config.status.boot_timeout,
+                    max_lifetime: self.config.instance.max_lifetime,
+                },
+            };
+            let managed = reap::ManagedInstance {
+                instance_id: instance.instance_id.clone(),
+                job: job.clone(),
+                job_id: job_id.clone(),
+                launched_at,
+            };
+            let Some(reason) = reap::reap_reason(
+                &managed,
+                status.as_ref(),
+                OffsetDateTime::now_utc(),
+                &limits,
+                older_than,
+            ) else {
+                continue;
+            };
+            launch::terminate(&self.aws, &instance.instance_id, TERMINATE_WAIT).await?;
+            self.mark_failed(&parameter, job_id, &format!("reaped: {reason}"))
+                .await;
+            reaped.push((
+                instance.instance_id.clone(),
+                format!("{job} ({job_id}): {reason}"),
+            ));
+        }
+        Ok(reaped)
+    }
+
+    fn region(&self) -> Result<String, RunError> {
+        self.aws.region.clone().ok_or(RunError::NoRegion)
+    }
+
+    fn limits(&self, job: &JobConfig) -> Limits {
+        Limits {
+            heartbeat_timeout: self.config.status.heartbeat_timeout,
+            boot_timeout: self.config.status.boot_timeout,
+            max_lifetime: job.max_lifetime,
+        }
+    }
+
+    fn agent_path(&self, options: &LaunchOptions) -> Result<PathBuf, RunError> {
+        match &options.agent_binary {
+            Some(path) => Ok(path.clone()),
+            None => std::env::current_exe().map_err(|source| {
+                RunError::Launch(LaunchError::AgentBinary {
+                    path: "backup-cloud".into(),
+                    source,
+                })
+            }),
+        }
+    }
+
+    /// Uploads the agent once per controller and presigns its URL.
+    async fn publish_agent(
+        &self,
+        plan: &JobPlan,
+        options: &LaunchOptions,
+    ) -> Result<&PublishedAgent, RunError> {
+        self.agent
+            .get_or_try_init(|| async {
+                let agent = AgentBinary::read(&self.agent_path(options)?)?;
+                let sha256 = agent.sha256.clone();
+                let key = plan.agent_key(&sha256);
+                let lifetime = self
+                    .config
+                    .status
+                    .boot_timeout
+                    .max(Duration::from_secs(900));
+                let url =
+                    launch::publish_agent(&self.aws, &plan.spec.bucket, &key, agent, lifetime)
+                        .await?;
+                Ok(PublishedAgent { sha256, url })
+            })
+            .await
+    }
+
+    fn user_data(
+        &self,
+        plan: &JobPlan,
+        region: String,
+        sha256: &str,
+        agent_url: String,
+    ) -> UserData {
+        UserData {
+            job_id: plan.spec.job_id.clone(),
+            status_parameter: plan.spec.status_parameter.clone(),
+            spec_bucket: plan.spec.bucket.clone(),
+            spec_key: plan.spec_key.clone(),
+            agent_url,
+            agent_sha256: sha256.to_owned(),
+            max_lifetime_minutes: plan.max_lifetime_minutes,
+            region,
+        }
+    }
+
+    /// Records a failure the agent could not report itself (timeouts,
+    /// launch errors, interruption, reaping), so `status` tells the truth
+    /// later. Best effort: the exit code already carries the outcome.
+    async fn mark_failed(&self, parameter: &str, job_id: &str, reason: &str) {
+        let mut status = match self.store.read(parameter).await {
+            Ok(Some(existing)) if existing.job_id == job_id => existing,
+            Ok(Some(_)) => return, // a newer job owns the parameter now
+            _ => Status::new(job_id, Phase::Failed),
+        };
+        if status.phase.is_terminal() {
+            return;
+        }
+        status.phase = Phase::Failed;
+        status.updated_at = OffsetDateTime::now_utc();
+        status.set_message(reason);
+        if let Err(err) = self.store.write(parameter, &status).await {
+            tracing::warn!("could not record the failure in the status parameter: {err}");
+        }
+    }
+
+    /// Reads the manifest the agent reported and checks it belongs to the job.
+    async fn fetch_manifest(&self, job: &str, job_id: &str, key: &str) -> Result<Manifest, String> {
+        let bucket = &self.config.storage.bucket;
+        let expected_prefix = format!("{}backup/{job}/", self.config.key_prefix());
+        if !key.starts_with(&expected_prefix) || !key.ends_with("/manifest.json") {
+            return Err(format!(
+                "the agent reported manifest {key}, outside {expected_prefix}"
+            ));
+        }
+        let (bytes, _) = launch::get_with_etag(&self.aws, bucket, key)
+            .await
+            .map_err(|e| {
+                format!("the agent reported success but the manifest cannot be read: {e}")
+            })?
+            .ok_or_else(|| {
+                format!("the agent reported success but s3://{bucket}/{key} does not exist")
+            })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("the manifest is not valid: {e}"))?;
+        if manifest.schema_version != SCHEMA_VERSION || manifest.job_id != job_id {
+            return Err(format!(
+                "the manifest at {key} belongs to job {} (schema {}), not {job_id}",
+                manifest.job_id, manifest.schema_version
+            ));
+        }
+        if manifest.objects.is_empty() {
+            return Err("the manifest lists no objects".to_owned());
+        }
+        Ok(manifest)
+    }
+
+    /// The plaintext size of the job's latest complete backup, if any.
+    async fn last_backup_size(&self, job: &JobConfig) -> Option<(u64, String)> {
+        let bucket = &self.config.storage.bucket;
+        let prefix = format!("{}backup/{}/", self.config.key_prefix(), job.name);
+        let listing = self
+            .aws
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .send()
+            .await
+            .ok()?;
+        let mut stamps: Vec<String> = listing
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        stamps.sort();
+        for stamp in stamps.iter().rev() {
+            let key = format!("{stamp}manifest.json");
+            if let Ok(Some((bytes, _))) = launch::get_with_etag(&self.aws, bucket, &key).await {
+                if let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) {
+                    let bytes = manifest.objects.iter().map(|o| o.plaintext_bytes).sum();
+                    return Some((bytes, format!("the last backup, s3://{bucket}/{key}")));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// How `start` got a job to watch.
+enum Started {
+    Launched(RunningJob),
+    Attached(RunningJob),
 }
 
 /// Why the watch loop stopped.
+#[derive(Debug, PartialEq, Eq)]
 enum Ending {
     Decided(Decision),
-    Interrupted,
+    Interrupted(OnInterrupt),
 }
 
 impl Ending {
@@ -249,178 +898,114 @@ impl Ending {
             Ending::Decided(Decision::Failed { reason }) => format!("failed: {reason}"),
             Ending::Decided(Decision::TimedOut { reason }) => format!("timed out: {reason}"),
             Ending::Decided(Decision::Continue) => "running".to_owned(),
-            Ending::Interrupted => "interrupted".to_owned(),
+            Ending::Interrupted(_) => "interrupted".to_owned(),
         }
     }
 }
 
-/// Polls the instance and the status parameter until [`watch::decide`]
-/// reaches a verdict or the operator interrupts.
-async fn watch_job(
-    aws: &AwsClients,
-    store: &SsmStatusStore,
+/// One row of `status` or `list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobStatus {
+    pub job: String,
+    pub status: Option<Status>,
+    #[serde(serialize_with = "serialize_instance")]
+    pub instance: Option<InstanceInfo>,
+}
+
+fn serialize_instance<S: serde::Serializer>(
+    instance: &Option<InstanceInfo>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    match instance {
+        None => serializer.serialize_none(),
+        Some(i) => {
+            let mut map = serializer.serialize_map(Some(4))?;
+            map.serialize_entry("instance_id", &i.instance_id)?;
+            map.serialize_entry("state", &i.state_name)?;
+            map.serialize_entry("instance_type", &i.instance_type)?;
+            map.serialize_entry(
+                "launched_at",
+                &i.launched_at.and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                }),
+            )?;
+            map.end()
+        }
+    }
+}
+
+fn print_plan(
     plan: &JobPlan,
-    instance_id: &str,
-    limits: Limits,
-    poll_interval: Duration,
-) -> Ending {
-    let launched = Instant::now();
-    let mut last_status: Option<Status> = None;
-    let mut last_change = Instant::now();
-    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(poll_interval) => {}
-            _ = &mut interrupt => return Ending::Interrupted,
-        }
-        // Instance first, status second: see the module docs of `watch`.
-        let instance = match launch::instance_state(aws, instance_id).await {
-            Ok(state) => state,
-            Err(err) => {
-                tracing::warn!("{err}; will retry");
-                InstanceState::Running
-            }
-        };
-        match store.read(&plan.spec.status_parameter).await {
-            Ok(Some(status)) if status.job_id == plan.spec.job_id => {
-                if last_status.as_ref() != Some(&status) {
-                    last_change = Instant::now();
-                    report_progress(&status, launched.elapsed());
-                    last_status = Some(status);
-                }
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!("{err}; will retry"),
-        }
-        let observation = Observation {
-            instance,
-            status: last_status.as_ref(),
-            since_launch: launched.elapsed(),
-            since_last_change: last_change.elapsed(),
-        };
-        match watch::decide(&observation, &limits) {
-            Decision::Continue => {}
-            verdict => return Ending::Decided(verdict),
-        }
-    }
-}
-
-fn report_progress(status: &Status, elapsed: Duration) {
-    const MIB: f64 = 1024.0 * 1024.0;
-    tracing::info!(
-        phase = status.phase.as_str(),
-        bytes_read = status.bytes_read,
-        bytes_uploaded = status.bytes_uploaded,
-        "status"
-    );
-    eprintln!(
-        "backup-cloud: [{:>5}s] {}: {:.1} MiB read, {:.1} MiB uploaded{}",
-        elapsed.as_secs(),
-        status.phase.as_str(),
-        status.bytes_read as f64 / MIB,
-        status.bytes_uploaded as f64 / MIB,
-        if status.message.is_empty() {
-            String::new()
-        } else {
-            format!(" — {}", status.message)
-        }
-    );
-}
-
-/// Records a failure the agent could not report itself (timeouts, launch
-/// errors, interruption), so `status` tells the truth later. Best effort:
-/// the exit code already carries the outcome.
-async fn mark_failed(store: &SsmStatusStore, parameter: &str, job_id: &str, reason: &str) {
-    let mut status = match store.read(parameter).await {
-        Ok(Some(existing)) if existing.job_id == job_id => existing,
-        _ => Status::new(job_id, Phase::Failed),
-    };
-    if status.phase.is_terminal() {
-        return;
-    }
-    status.phase = Phase::Failed;
-    status.updated_at = OffsetDateTime::now_utc();
-    status.set_message(reason);
-    if let Err(err) = store.write(parameter, &status).await {
-        tracing::warn!("could not record the failure in the status parameter: {err}");
-    }
-}
-
-/// Reads the manifest the agent reported and checks it belongs to this job.
-async fn fetch_manifest(aws: &AwsClients, plan: &JobPlan, key: &str) -> Result<Manifest, String> {
-    if key != plan.manifest_key() {
-        return Err(format!(
-            "the agent reported manifest {key}, expected {}",
-            plan.manifest_key()
-        ));
-    }
-    let object = aws
-        .s3
-        .get_object()
-        .bucket(&plan.spec.bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(|e| {
-            format!(
-                "the agent reported success but the manifest s3://{}/{key} cannot be read: {}",
-                plan.spec.bucket,
-                crate::aws::describe_sdk_error(&e)
-            )
-        })?;
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(|e| format!("reading the manifest failed: {e}"))?
-        .into_bytes();
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(|e| format!("the manifest is not valid: {e}"))?;
-    if manifest.schema_version != SCHEMA_VERSION || manifest.job_id != plan.spec.job_id {
-        return Err(format!(
-            "the manifest at {key} belongs to job {} (schema {}), not {}",
-            manifest.job_id, manifest.schema_version, plan.spec.job_id
-        ));
-    }
-    if manifest.objects.is_empty() {
-        return Err("the manifest lists no objects".to_owned());
-    }
-    Ok(manifest)
-}
-
-fn print_dry_run(plan: &JobPlan, config: &Config, script: &str) {
-    println!("# dry run: nothing was launched or written");
-    println!("job id:          {}", plan.spec.job_id);
+    config: &Config,
+    job: &JobConfig,
+    script: &str,
+    size: Option<(u64, String)>,
+) {
+    println!("# plan: nothing was launched or written");
+    println!("job id:           {}", plan.spec.job_id);
     println!(
-        "ami:             {} (from {})",
+        "ami:              {} (from {})",
         plan.spec.ami_id, config.instance.ami_parameter
     );
-    println!("instance type:   {}", plan.spec.instance_type);
     println!(
-        "shutdown:        terminate (dead-man after {} min)",
+        "instance type:    {} ({})",
+        plan.spec.instance_type,
+        if job.spot {
+            "spot, falling back to on-demand"
+        } else {
+            "on-demand"
+        }
+    );
+    println!(
+        "shutdown:         terminate (dead-man after {} min)",
         plan.max_lifetime_minutes
     );
     if let Some(profile) = &config.instance.instance_profile {
         println!("instance profile: {profile}");
     }
     if let Some(subnet) = &config.instance.subnet_id {
-        println!("subnet:          {subnet}");
+        println!("subnet:           {subnet}");
     }
     for group in &config.instance.security_group_ids {
-        println!("security group:  {group}");
+        println!("security group:   {group}");
     }
     for (key, value) in &plan.tags {
-        println!("tag:             {key}={value}");
+        println!("tag:              {key}={value}");
     }
     println!(
-        "job spec:        s3://{}/{}",
+        "job spec:         s3://{}/{}",
         plan.spec.bucket, plan.spec_key
     );
     println!(
-        "backup prefix:   s3://{}/{}",
+        "backup prefix:    s3://{}/{}",
         plan.spec.bucket, plan.spec.backup_prefix
     );
-    println!("status:          ssm:{}", plan.spec.status_parameter);
+    println!("status:           ssm:{}", plan.spec.status_parameter);
+    match size {
+        Some((bytes, source)) => {
+            let e = estimate::estimate(
+                bytes,
+                &plan.spec.instance_type,
+                config.instance.hourly_price_usd,
+            );
+            println!(
+                "estimate:         {} for {:.1} GiB (size from {source}; {} boot + {} MiB/s assumed)",
+                humantime::format_duration(Duration::from_secs(e.duration.as_secs())),
+                bytes as f64 / (1024.0 * 1024.0 * 1024.0),
+                humantime::format_duration(estimate::BOOT_OVERHEAD),
+                estimate::ASSUMED_THROUGHPUT_MIB_S
+            );
+            match (e.cost_usd, e.hourly_price_usd) {
+                (Some(cost), Some(price)) => println!("cost:             ≈ ${cost:.4} at ${price}/h (set instance.hourly_price_usd for your price)"),
+                _ => println!("cost:             unknown for {}; set instance.hourly_price_usd", plan.spec.instance_type),
+            }
+        }
+        None => {
+            println!("estimate:         no size known: pass --database-size or run a first backup")
+        }
+    }
     println!("user-data ({} bytes):", script.len());
     println!("{script}");
 }

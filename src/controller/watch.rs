@@ -52,7 +52,7 @@ pub enum Decision {
 
 /// Grace on top of the instance's maximum lifetime before the controller
 /// stops waiting for the dead-man shutdown to report in.
-const LIFETIME_GRACE: Duration = Duration::from_secs(120);
+pub const LIFETIME_GRACE: Duration = Duration::from_secs(120);
 
 /// Decides the job's fate from one observation.
 pub fn decide(observation: &Observation<'_>, limits: &Limits) -> Decision {

@@ -1,0 +1,443 @@
+//! What people and schedulers see while jobs run.
+//!
+//! Every observable moment of a job is an [`Event`]. The human renderer
+//! draws a live progress bar per job on a terminal (phase, bytes, rate,
+//! ETA) and prints plain timestamped lines anywhere else; the JSON renderer
+//! prints each event as one JSON object per line on stdout — a stable,
+//! documented interface (see the README) for schedulers and CI.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::cli::Exit;
+use crate::schema::{Phase, Status};
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Progress bars on a terminal, timestamped lines elsewhere.
+    Human,
+    /// One JSON object per event on stdout.
+    Json,
+}
+
+/// How a job ended, as reported to people and schedulers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Interrupted,
+    /// Left running on purpose (Ctrl-C → detach, or `launch`).
+    Detached,
+    ConfigError,
+    LaunchFailed,
+    /// Refused because the job is already running (single-flight).
+    AlreadyRunning,
+    InternalError,
+}
+
+impl Outcome {
+    /// The documented exit code for this outcome.
+    pub fn exit(self) -> Exit {
+        match self {
+            Outcome::Succeeded | Outcome::Detached => Exit::Success,
+            Outcome::Failed => Exit::BackupFailed,
+            Outcome::TimedOut => Exit::TimedOut,
+            Outcome::Interrupted => Exit::Interrupted,
+            Outcome::ConfigError => Exit::Config,
+            Outcome::LaunchFailed => Exit::Launch,
+            Outcome::AlreadyRunning => Exit::AlreadyRunning,
+            Outcome::InternalError => Exit::Internal,
+        }
+    }
+}
+
+/// The result of one job, as the final event and in summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    pub job: String,
+    pub job_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub outcome: Outcome,
+    pub exit_code: u8,
+    pub reason: Option<String>,
+    /// `s3://bucket/key` of the manifest, on success.
+    pub manifest: Option<String>,
+    pub objects: u64,
+    pub bytes: u64,
+    pub elapsed_secs: u64,
+}
+
+impl JobResult {
+    /// A result for a job that ended without a backup.
+    pub fn unsuccessful(job: &str, outcome: Outcome, reason: String) -> JobResult {
+        JobResult {
+            job: job.to_owned(),
+            job_id: None,
+            instance_id: None,
+            outcome,
+            exit_code: outcome.exit() as u8,
+            reason: Some(reason),
+            manifest: None,
+            objects: 0,
+            bytes: 0,
+            elapsed_secs: 0,
+        }
+    }
+}
+
+/// Everything a renderer is told.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<'a> {
+    Launched {
+        #[serde(with = "time::serde::rfc3339")]
+        time: OffsetDateTime,
+        job: &'a str,
+        job_id: &'a str,
+        instance_id: &'a str,
+        ami_id: &'a str,
+        instance_type: &'a str,
+        spot: bool,
+    },
+    Progress {
+        #[serde(with = "time::serde::rfc3339")]
+        time: OffsetDateTime,
+        job: &'a str,
+        job_id: &'a str,
+        phase: Phase,
+        bytes_read: u64,
+        bytes_uploaded: u64,
+        bytes_expected: Option<u64>,
+        message: &'a str,
+    },
+    Finished {
+        #[serde(with = "time::serde::rfc3339")]
+        time: OffsetDateTime,
+        #[serde(flatten)]
+        result: &'a JobResult,
+    },
+    Summary {
+        #[serde(with = "time::serde::rfc3339")]
+        time: OffsetDateTime,
+        jobs: &'a [JobResult],
+        exit_code: u8,
+    },
+}
+
+/// Renders events; shared by every job of a run.
+pub struct Reporter {
+    format: OutputFormat,
+    bars: Option<MultiProgress>,
+    jobs: Mutex<HashMap<String, JobView>>,
+}
+
+/// What the human renderer remembers about a job between events.
+struct JobView {
+    bar: Option<ProgressBar>,
+    first: Option<(Instant, u64)>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Reporter {
+    /// A reporter for `format`; bars only when stderr is a terminal.
+    pub fn new(format: OutputFormat) -> Reporter {
+        let bars = (format == OutputFormat::Human && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Reporter {
+            format,
+            bars,
+            jobs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    pub fn launched(
+        &self,
+        job: &str,
+        job_id: &str,
+        instance_id: &str,
+        ami_id: &str,
+        instance_type: &str,
+        spot: bool,
+    ) {
+        let event = Event::Launched {
+            time: OffsetDateTime::now_utc(),
+            job,
+            job_id,
+            instance_id,
+            ami_id,
+            instance_type,
+            spot,
+        };
+        if self.json(&event) {
+            return;
+        }
+        let market = if spot { "spot" } else { "on-demand" };
+        self.line(&format!(
+            "{job}: launched {job_id} on {instance_id} ({instance_type} {market}, {ami_id})"
+        ));
+        let bar = self.bars.as_ref().map(|bars| {
+            let bar = bars.add(ProgressBar::new(0));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} {spinner} {msg:<10} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(job.to_owned());
+            bar.set_message("booting");
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        self.jobs
+            .lock()
+            .expect("reporter lock")
+            .insert(job_id.to_owned(), JobView { bar, first: None });
+    }
+
+    pub fn progress(&self, job: &str, status: &Status) {
+        let event = Event::Progress {
+            time: OffsetDateTime::now_utc(),
+            job,
+            job_id: &status.job_id,
+            phase: status.phase,
+            bytes_read: status.bytes_read,
+            bytes_uploaded: status.bytes_uploaded,
+            bytes_expected: status.bytes_expected,
+            message: &status.message,
+        };
+        if self.json(&event) {
+            return;
+        }
+        let mut jobs = self.jobs.lock().expect("reporter lock");
+        let view = jobs.entry(status.job_id.clone()).or_insert(JobView {
+            bar: None,
+            first: None,
+        });
+        if let Some(bar) = &view.bar {
+            if let Some(expected) = status.bytes_expected {
+                bar.set_length(expected.max(status.bytes_read));
+            }
+            bar.set_position(status.bytes_read);
+            bar.set_message(status.phase.as_str());
+            return;
+        }
+        let now = Instant::now();
+        let (since, base) = *view.first.get_or_insert((now, status.bytes_read));
+        let elapsed = now.duration_since(since).as_secs_f64();
+        let rate = (elapsed > 0.5)
+            .then(|| (status.bytes_read - base.min(status.bytes_read)) as f64 / elapsed);
+        drop(jobs);
+        self.line(&format!("{job}: {}", describe_progress(status, rate)));
+    }
+
+    pub fn finished(&self, result: &JobResult) {
+        let event = Event::Finished {
+            time: OffsetDateTime::now_utc(),
+            result,
+        };
+        if let Some(view) = result
+            .job_id
+            .as_ref()
+            .and_then(|id| self.jobs.lock().expect("reporter lock").remove(id))
+        {
+            if let Some(bar) = view.bar {
+                bar.finish_and_clear();
+            }
+        }
+        if self.json(&event) {
+            return;
+        }
+        let text = match (&result.outcome, &result.reason) {
+            (Outcome::Succeeded, _) => format!(
+                "job {} succeeded in {}: {} object(s), {} bytes",
+                result.job_id.as_deref().unwrap_or(&result.job),
+                humantime::format_duration(Duration::from_secs(result.elapsed_secs)),
+                result.objects,
+                result.bytes
+            ),
+            (outcome, reason) => format!(
+                "job {} {}: {}",
+                result.job_id.as_deref().unwrap_or(&result.job),
+                outcome_word(*outcome),
+                reason.as_deref().unwrap_or("no reason given")
+            ),
+        };
+        self.line(&format!("{}: {text}", result.job));
+    }
+
+    /// The final table of a multi-job run (human) or the summary event.
+    pub fn summary(&self, results: &[JobResult], exit: Exit) {
+        let event = Event::Summary {
+            time: OffsetDateTime::now_utc(),
+            jobs: results,
+            exit_code: exit as u8,
+        };
+        if self.json(&event) {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{:<24} {:<16} {:>4} {:>9} {:>12}  DETAIL",
+            "JOB", "OUTCOME", "EXIT", "TIME", "BYTES"
+        );
+        for r in results {
+            let detail = r.manifest.as_deref().or(r.reason.as_deref()).unwrap_or("");
+            let _ = writeln!(
+                out,
+                "{:<24} {:<16} {:>4} {:>9} {:>12}  {detail}",
+                r.job,
+                outcome_word(r.outcome),
+                r.exit_code,
+                humantime::format_duration(Duration::from_secs(r.elapsed_secs)).to_string(),
+                r.bytes
+            );
+        }
+    }
+
+    /// Prints a JSON event when the format is JSON; returns whether it did.
+    fn json(&self, event: &Event<'_>) -> bool {
+        if self.format != OutputFormat::Json {
+            return false;
+        }
+        let line = serde_json::to_string(event).expect("events serialise");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        true
+    }
+
+    /// A human line on stderr: above the bars on a terminal, timestamped
+    /// elsewhere.
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.println(text);
+            }
+            None => {
+                let stamp = OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                eprintln!("{stamp} {text}");
+            }
+        }
+    }
+}
+
+fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::TimedOut => "timed out",
+        Outcome::Interrupted => "interrupted",
+        Outcome::Detached => "left running",
+        Outcome::ConfigError => "config error",
+        Outcome::LaunchFailed => "launch failed",
+        Outcome::AlreadyRunning => "already running",
+        Outcome::InternalError => "internal error",
+    }
+}
+
+/// One line of progress: phase, bytes, share of the expected size, rate and
+/// ETA when they can be known.
+pub fn describe_progress(status: &Status, rate_bytes_per_sec: Option<f64>) -> String {
+    let mut text = format!(
+        "{} {:.1} MiB read, {:.1} MiB uploaded",
+        status.phase.as_str(),
+        status.bytes_read as f64 / MIB,
+        status.bytes_uploaded as f64 / MIB
+    );
+    if let Some(expected) = status.bytes_expected.filter(|e| *e > 0) {
+        let share = (status.bytes_read as f64 / expected as f64 * 100.0).min(100.0);
+        text.push_str(&format!(
+            " of ~{:.1} MiB ({share:.0}%)",
+            expected as f64 / MIB
+        ));
+        if let Some(rate) = rate_bytes_per_sec.filter(|r| *r > 0.0) {
+            let remaining = expected.saturating_sub(status.bytes_read) as f64 / rate;
+            text.push_str(&format!(
+                ", {:.1} MiB/s, ETA {}",
+                rate / MIB,
+                humantime::format_duration(Duration::from_secs(remaining as u64))
+            ));
+        }
+    } else if let Some(rate) = rate_bytes_per_sec.filter(|r| *r > 0.0) {
+        text.push_str(&format!(", {:.1} MiB/s", rate / MIB));
+    }
+    if !status.message.is_empty() {
+        text.push_str(" — ");
+        text.push_str(&status.message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_show_share_rate_and_eta_when_known() {
+        let mut status = Status::new("j-1", Phase::Dumping);
+        status.bytes_read = 50 * 1024 * 1024;
+        status.bytes_expected = Some(100 * 1024 * 1024);
+        let line = describe_progress(&status, Some(10.0 * MIB));
+        assert!(line.starts_with("dumping 50.0 MiB read"), "{line}");
+        assert!(line.contains("(50%)"), "{line}");
+        assert!(line.contains("10.0 MiB/s, ETA 5s"), "{line}");
+        status.bytes_expected = None;
+        let line = describe_progress(&status, None);
+        assert!(!line.contains("ETA"), "{line}");
+    }
+
+    #[test]
+    fn events_serialise_with_a_stable_shape() {
+        let result = JobResult {
+            job: "orders".into(),
+            job_id: Some("orders-1".into()),
+            instance_id: Some("i-1".into()),
+            outcome: Outcome::Succeeded,
+            exit_code: 0,
+            reason: None,
+            manifest: Some("s3://b/k".into()),
+            objects: 1,
+            bytes: 10,
+            elapsed_secs: 3,
+        };
+        let event = Event::Finished {
+            time: OffsetDateTime::UNIX_EPOCH,
+            result: &result,
+        };
+        let json: serde_json::Value = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["event"], "finished");
+        assert_eq!(json["outcome"], "succeeded");
+        assert_eq!(json["exit_code"], 0);
+        assert_eq!(json["manifest"], "s3://b/k");
+        assert_eq!(json["time"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn every_outcome_maps_to_its_documented_exit_code() {
+        assert_eq!(Outcome::Succeeded.exit() as u8, 0);
+        assert_eq!(Outcome::ConfigError.exit() as u8, 2);
+        assert_eq!(Outcome::LaunchFailed.exit() as u8, 3);
+        assert_eq!(Outcome::Failed.exit() as u8, 4);
+        assert_eq!(Outcome::TimedOut.exit() as u8, 5);
+        assert_eq!(Outcome::AlreadyRunning.exit() as u8, 6);
+        assert_eq!(Outcome::Interrupted.exit() as u8, 130);
+    }
+}
