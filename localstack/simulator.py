@@ -24,6 +24,9 @@ Endpoint override (fault tests): an instance tagged
 ``AWS_ENDPOINT_URL`` instead of LocalStack's, so a test can route the agent
 through localstack/faultproxy.py while user-data and agent stay unchanged.
 Only http://127.0.0.1:<port> is honoured: a tag cannot send a script elsewhere.
+Likewise ``backup-cloud-sim:minute-seconds=N`` sets that instance's
+BACKUP_CLOUD_SIM_MINUTE_SECONDS, for a fast dead-man without affecting other
+tests' instances.
 
 Environment:
   BACKUP_CLOUD_SIM_ENDPOINT        default http://127.0.0.1:4566
@@ -66,6 +69,7 @@ KILL_GRACE = 3.0
 MANAGED_TAG = "backup-cloud:managed"
 GONE_STATES = {"shutting-down", "terminated", "stopping", "stopped"}
 ENDPOINT_TAG = "backup-cloud-sim:endpoint"
+MINUTE_TAG = "backup-cloud-sim:minute-seconds"
 LOOPBACK_URL = re.compile(r"^http://127\.0\.0\.1:[0-9]{1,5}$")
 
 stop_requested = threading.Event()
@@ -210,7 +214,7 @@ class Simulator:
             aws_access_key_id="test", aws_secret_access_key="test", config=cfg,
         )
         self.instances = {}
-        self.endpoints = {}  # instance id -> endpoint override tag value
+        self.sim_tags = {}  # instance id -> {backup-cloud-sim:* tag: value}
         self.use_ns = namespace_works()
         self.base_path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
         # never hand our own venv to the scripts
@@ -243,16 +247,17 @@ class Simulator:
     # --- LocalStack -------------------------------------------------------
     def describe_managed(self):
         """Returns {instance_id: state} for all managed instances (any state),
-        and remembers each one's endpoint override tag in self.endpoints."""
+        and remembers each one's backup-cloud-sim:* tags in self.sim_tags."""
         states = {}
         pager = self.ec2.get_paginator("describe_instances")
         for page in pager.paginate(Filters=[{"Name": f"tag:{MANAGED_TAG}", "Values": ["true"]}]):
             for res in page.get("Reservations", []):
                 for i in res.get("Instances", []):
                     states[i["InstanceId"]] = i.get("State", {}).get("Name", "unknown")
-                    for tag in i.get("Tags", []):
-                        if tag.get("Key") == ENDPOINT_TAG:
-                            self.endpoints[i["InstanceId"]] = tag.get("Value", "")
+                    self.sim_tags[i["InstanceId"]] = {
+                        t.get("Key"): t.get("Value", "") for t in i.get("Tags", [])
+                        if t.get("Key") in (ENDPOINT_TAG, MINUTE_TAG)
+                    }
         return states
 
     def fetch_user_data(self, iid):
@@ -291,9 +296,16 @@ class Simulator:
                 "running it with bash anyway")
         tmp = os.path.join(inst.dir, "tmp")
         os.makedirs(tmp, exist_ok=True)
+        tags = self.sim_tags.get(iid, {})
         mins = minute_seconds()
+        if MINUTE_TAG in tags:
+            try:
+                if float(tags[MINUTE_TAG]) > 0:
+                    mins = tags[MINUTE_TAG]
+            except ValueError:
+                log(f"{iid}: ignoring tag {MINUTE_TAG}={tags[MINUTE_TAG]!r}: not a number")
         endpoint = ENDPOINT
-        override = self.endpoints.get(iid)
+        override = tags.get(ENDPOINT_TAG)
         if override is not None:
             if LOOPBACK_URL.match(override):
                 endpoint = override
