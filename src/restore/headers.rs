@@ -1,0 +1,307 @@
+//! Split knowledge: the operator's headers archive and the key holder's
+//! session keys.
+//!
+//! Key holders keep private keys offline and never see backup data;
+//! operators handle backup data and never hold private keys. So the
+//! operator (`headers`) extracts exactly the PKESK packets of every object
+//! — found by parsing, fetched with ranged GETs — into a tar archive; the
+//! key holder (`session-keys`, offline) recovers one session key per object
+//! from it; and the operator decrypts with those keys alone (`decrypt`).
+//!
+//! The archive is a plain ustar file so stock tools open it: `index.json`
+//! names the backup and its objects, `<object>.pkesk` holds the object's
+//! key packets and nothing else, and `stub-data-packet.bin` holds
+//! [`STUB_DATA_PACKET`], which stock `gpg --show-session-key` needs after
+//! the key packets (see `gpg.rs`). The key holder's side refuses any entry
+//! that is not exactly that, so no ciphertext can reach it through here.
+//!
+//! The session keys file is text, one `ALGO:HEX  OBJECT-KEY` line per
+//! object, the form `gpg --show-session-key` prints and
+//! `gpg --override-session-key` takes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::gpg;
+use super::packets::{self, Parsed, STUB_DATA_PACKET};
+use super::store::Backup;
+use super::RestoreError;
+
+const INDEX: &str = "index.json";
+const STUB: &str = "stub-data-packet.bin";
+const FORMAT: &str = "backup-cloud-headers";
+/// The first ranged GET of an object's head; more only if the head is longer.
+const FIRST_RANGE: u64 = 4096;
+
+/// The archive's table of contents.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Index {
+    pub format: String,
+    pub version: u32,
+    pub backup: String,
+    pub objects: Vec<IndexObject>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IndexObject {
+    pub key: String,
+    /// The archive entry holding its PKESK packets.
+    pub header: String,
+    /// Key ids the object is encrypted to.
+    pub recipients: Vec<String>,
+}
+
+/// Reads the head of every object with ranged GETs and returns the archive.
+pub async fn headers(backup: &Backup) -> Result<Vec<u8>, RestoreError> {
+    let manifest = backup.manifest().await?;
+    let mut entries = Vec::new();
+    let mut index = Index {
+        format: FORMAT.to_owned(),
+        version: 1,
+        backup: backup.store.location(&backup.prefix),
+        objects: Vec::new(),
+    };
+    for object in &manifest.objects {
+        let name = backup.name_of(&object.key).ok_or_else(|| {
+            RestoreError::Failed(format!("{}: outside the backup's prefix", object.key))
+        })?;
+        let mut head = backup.store.read_range(&object.key, 0, FIRST_RANGE).await?;
+        let header = loop {
+            let parsed = packets::parse_header(&head)
+                .map_err(|err| RestoreError::Failed(format!("{name}: {err}")))?;
+            match parsed {
+                Parsed::Complete(header) => break header,
+                Parsed::NeedBytes(n) => {
+                    let have = head.len() as u64;
+                    let more = (n as u64).saturating_sub(have).max(FIRST_RANGE);
+                    let next = backup.store.read_range(&object.key, have, more).await?;
+                    if next.is_empty() {
+                        return Err(RestoreError::Failed(format!(
+                            "{name}: {}",
+                            packets::PacketError::Truncated(head.len())
+                        )));
+                    }
+                    head.extend_from_slice(&next);
+                }
+            }
+        };
+        let entry = format!("{name}.pkesk");
+        index.objects.push(IndexObject {
+            key: object.key.clone(),
+            header: entry.clone(),
+            recipients: header.pkesks.iter().map(|p| p.key_id_hex()).collect(),
+        });
+        entries.push((entry, head[..header.data_offset].to_vec()));
+    }
+    let mut archive = tar::Writer::default();
+    let index_json = serde_json::to_vec_pretty(&index).expect("the index serialises");
+    archive.add(INDEX, &index_json)?;
+    archive.add(STUB, &STUB_DATA_PACKET)?;
+    for (name, data) in &entries {
+        archive.add(name, data)?;
+    }
+    Ok(archive.finish())
+}
+
+/// The key holder's side: recovers every object's session key from the
+/// archive with the secret keys in `gnupg_home` (`None`: GNUPGHOME).
+/// Returns the session keys file. Blocking.
+pub fn session_keys(archive: &[u8], gnupg_home: Option<&Path>) -> Result<String, RestoreError> {
+    let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (name, data) in tar::read(archive)? {
+        if entries.insert(name.clone(), data).is_some() {
+            return Err(RestoreError::Failed(format!(
+                "headers archive holds {name} twice"
+            )));
+        }
+    }
+    let index: Index = entries
+        .remove(INDEX)
+        .ok_or_else(|| RestoreError::Failed(format!("headers archive has no {INDEX}")))
+        .and_then(|data| {
+            serde_json::from_slice(&data)
+                .map_err(|e| RestoreError::Failed(format!("headers archive {INDEX}: {e}")))
+        })?;
+    if index.format != FORMAT || index.version != 1 {
+        return Err(RestoreError::Failed(format!(
+            "not a headers archive this version reads ({} v{})",
+            index.format, index.version
+        )));
+    }
+    if entries.remove(STUB).as_deref() != Some(&STUB_DATA_PACKET[..]) {
+        return Err(RestoreError::Failed(format!(
+            "headers archive's {STUB} is missing or not the zero stub"
+        )));
+    }
+    let mut out = format!(
+        "# backup-cloud session keys for {}\n# ALGO:HEX  OBJECT-KEY\n",
+        index.backup
+    );
+    for object in &index.objects {
+        let data = entries.remove(&object.header).ok_or_else(|| {
+            RestoreError::Failed(format!("headers archive lacks {}", object.header))
+        })?;
+        // Only key packets: anything else (ciphertext above all) is refused.
+        packets::parse_pkesk_sequence(&data)
+            .map_err(|err| RestoreError::Failed(format!("{}: {err}", object.header)))?;
+        let key = gpg::session_key(gnupg_home, &data)
+            .map_err(|err| RestoreError::Failed(format!("{}: {err}", object.key)))?;
+        out.push_str(&format!("{key}  {}\n", object.key));
+    }
+    if let Some(extra) = entries.keys().next() {
+        return Err(RestoreError::Failed(format!(
+            "headers archive holds an unexpected entry {extra}"
+        )));
+    }
+    Ok(out)
+}
+
+/// Parses a session keys file into object key → session key.
+pub fn parse_session_keys(text: &str) -> Result<BTreeMap<String, String>, RestoreError> {
+    let mut keys = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || {
+            RestoreError::Failed(format!(
+                "session keys line {}: expected `ALGO:HEX OBJECT-KEY`",
+                number + 1
+            ))
+        };
+        let (key, object) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
+        let key = key.trim_matches('\'');
+        gpg::check_session_key(key).map_err(|_| bad())?;
+        keys.insert(object.trim().to_owned(), key.to_owned());
+    }
+    Ok(keys)
+}
+
+/// Just enough ustar to write the archive and read it back strictly.
+mod tar {
+    use super::RestoreError;
+
+    const BLOCK: usize = 512;
+
+    #[derive(Default)]
+    pub struct Writer {
+        out: Vec<u8>,
+    }
+
+    impl Writer {
+        pub fn add(&mut self, name: &str, data: &[u8]) -> Result<(), RestoreError> {
+            if name.len() > 99 || name.starts_with('/') || name.split('/').any(|s| s == "..") {
+                return Err(RestoreError::Failed(format!(
+                    "{name}: cannot be named in a headers archive"
+                )));
+            }
+            let mut header = [0u8; BLOCK];
+            header[..name.len()].copy_from_slice(name.as_bytes());
+            header[100..108].copy_from_slice(b"0000644\0");
+            header[108..116].copy_from_slice(b"0000000\0");
+            header[116..124].copy_from_slice(b"0000000\0");
+            header[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+            header[136..148].copy_from_slice(b"00000000000\0");
+            header[156] = b'0';
+            header[257..263].copy_from_slice(b"ustar\0");
+            header[263..265].copy_from_slice(b"00");
+            header[148..156].copy_from_slice(b"        ");
+            let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+            header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            self.out.extend_from_slice(&header);
+            self.out.extend_from_slice(data);
+            self.out.resize(self.out.len().div_ceil(BLOCK) * BLOCK, 0);
+            Ok(())
+        }
+
+        pub fn finish(mut self) -> Vec<u8> {
+            self.out.resize(self.out.len() + 2 * BLOCK, 0);
+            self.out
+        }
+    }
+
+    /// Every regular file in `archive`; anything else is refused.
+    pub fn read(archive: &[u8]) -> Result<Vec<(String, Vec<u8>)>, RestoreError> {
+        let bad = |what: &str| RestoreError::Failed(format!("not a headers archive: {what}"));
+        let octal = |field: &[u8]| -> Result<usize, RestoreError> {
+            let text = std::str::from_utf8(field).map_err(|_| bad("bad number"))?;
+            let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
+            usize::from_str_radix(text, 8).map_err(|_| bad("bad number"))
+        };
+        let mut entries = Vec::new();
+        let mut offset = 0;
+        loop {
+            let header = archive
+                .get(offset..offset + BLOCK)
+                .ok_or_else(|| bad("ends early"))?;
+            if header.iter().all(|&b| b == 0) {
+                return Ok(entries);
+            }
+            let stored = octal(&header[148..156])?;
+            let sum: usize = header
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        usize::from(b)
+                    }
+                })
+                .sum();
+            if sum != stored || &header[257..262] != b"ustar" {
+                return Err(bad("header checksum"));
+            }
+            if header[156] != b'0' && header[156] != 0 {
+                return Err(bad("an entry that is not a plain file"));
+            }
+            let end = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
+            let name = std::str::from_utf8(&header[..end])
+                .map_err(|_| bad("a name that is not UTF-8"))?
+                .to_owned();
+            let size = octal(&header[124..136])?;
+            let start = offset + BLOCK;
+            let data = archive
+                .get(start..start + size)
+                .ok_or_else(|| bad("ends early"))?;
+            entries.push((name, data.to_vec()));
+            offset = start + size.div_ceil(BLOCK) * BLOCK;
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn stock_tar_reads_what_we_write_and_we_read_it_back() {
+            let mut writer = super::Writer::default();
+            writer.add("index.json", b"{}").unwrap();
+            writer.add("dir/a.pkesk", &[7u8; 1000]).unwrap();
+            let archive = writer.finish();
+            let entries = super::read(&archive).unwrap();
+            assert_eq!(entries[1], ("dir/a.pkesk".to_owned(), vec![7u8; 1000]));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("h.tar");
+            std::fs::write(&path, &archive).unwrap();
+            let status = std::process::Command::new("tar")
+                .arg("-xf")
+                .arg(&path)
+                .arg("-C")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            assert_eq!(
+                std::fs::read(dir.path().join("dir/a.pkesk")).unwrap(),
+                vec![7u8; 1000]
+            );
+            let mut corrupted = archive.clone();
+            corrupted[3] ^= 1;
+            assert!(super::read(&corrupted).is_err());
+            assert!(super::read(&archive[..600]).is_err());
+            assert!(super::Writer::default().add("../x", b"").is_err());
+        }
+    }
+}

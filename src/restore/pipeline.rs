@@ -1,0 +1,385 @@
+//! The streaming restore: download → decrypt (GPGME) → a file or the
+//! database's restore tool, with bounded memory and no plaintext on disk
+//! unless asked for.
+//!
+//! The download runs on the async side and hands chunks to GPGME's blocking
+//! thread over a bounded channel (the agent's upload pipeline, reversed):
+//! when the restore tool is slow, GPGME stops reading, the channel fills
+//! and the download waits. The ciphertext is hashed as it passes; an object
+//! whose size or SHA-256 differs from the manifest fails the restore even if
+//! gpg accepted it. Objects of a multi-object backup run in parallel.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use super::commands::mb_per_s;
+use super::engine::Target;
+use super::gpg::{self, Decryptor};
+use super::store::{Backup, StoreError};
+use super::RestoreError;
+use crate::schema::{Manifest, ManifestObject};
+
+/// Chunks queued between the download and GPGME.
+const QUEUED_CHUNKS: usize = 8;
+const CHUNK: usize = 1 << 20;
+
+/// Where plaintext goes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// A file per object in this directory (written under a temporary name
+    /// and renamed once the object has proven whole).
+    Dir(PathBuf),
+    /// The database's restore tool.
+    Database {
+        target: Target,
+        /// Also keep each object's plaintext here.
+        keep_plaintext: Option<PathBuf>,
+    },
+}
+
+/// What a restore moved.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    pub objects: usize,
+    pub ciphertext_bytes: u64,
+    pub plaintext_bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// How each object's decryptor is chosen.
+pub type DecryptorFor = dyn Fn(&ManifestObject) -> Result<Decryptor, RestoreError> + Send + Sync;
+
+/// Restores every object of `backup` into `sink`, in parallel, printing
+/// progress on stderr.
+pub async fn restore(
+    backup: &Backup,
+    manifest: &Manifest,
+    decryptor_for: &DecryptorFor,
+    sink: &Sink,
+) -> Result<Restored, RestoreError> {
+    let started = Instant::now();
+    let total: u64 = manifest.objects.iter().map(|o| o.size).sum();
+    let downloaded = Arc::new(AtomicU64::new(0));
+    let progress = tokio::spawn(report_progress(downloaded.clone(), total));
+    let mut tasks = tokio::task::JoinSet::new();
+    for object in &manifest.objects {
+        let name = backup
+            .name_of(&object.key)
+            .ok_or_else(|| RestoreError::Failed(format!("{}: outside the backup", object.key)))?
+            .to_owned();
+        let decryptor = decryptor_for(object)?;
+        tasks.spawn(restore_object(
+            backup.clone(),
+            object.clone(),
+            name,
+            decryptor,
+            sink.clone(),
+            downloaded.clone(),
+        ));
+    }
+    let mut restored = Restored::default();
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        match done.map_err(RestoreError::crashed).and_then(|r| r) {
+            Ok(plaintext) => {
+                restored.objects += 1;
+                restored.plaintext_bytes += plaintext;
+            }
+            Err(err) => {
+                if first_error.is_none() {
+                    first_error = Some(err);
+                    tasks.abort_all();
+                }
+            }
+        }
+    }
+    progress.abort();
+    if let Some(err) = first_error {
+        return Err(err);
+    }
+    restored.ciphertext_bytes = downloaded.load(Ordering::Relaxed);
+    restored.elapsed = started.elapsed();
+    Ok(restored)
+}
+
+async fn report_progress(downloaded: Arc<AtomicU64>, total: u64) {
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let done = downloaded.load(Ordering::Relaxed);
+        eprintln!(
+            "restoring: {:.1} of {:.1} MB encrypted ({:.1} MB/s)",
+            done as f64 / 1e6,
+            total as f64 / 1e6,
+            mb_per_s(done, started.elapsed())
+        );
+    }
+}
+
+/// One object: returns the plaintext bytes written.
+async fn restore_object(
+    backup: Backup,
+    object: ManifestObject,
+    name: String,
+    decryptor: Decryptor,
+    sink: Sink,
+    downloaded: Arc<AtomicU64>,
+) -> Result<u64, RestoreError> {
+    let plain_name = name.strip_suffix(".gpg").unwrap_or(&name).to_owned();
+    let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(QUEUED_CHUNKS);
+    let download = tokio::spawn(download(backup, object.clone(), sender, downloaded));
+    let written = Arc::new(AtomicU64::new(0));
+    let counter = written.clone();
+    let decrypting = tokio::task::spawn_blocking(move || -> Result<(), RestoreError> {
+        let input = ChannelReader {
+            receiver,
+            current: Bytes::new(),
+        };
+        match sink {
+            Sink::Dir(dir) => {
+                let file = TempFile::create(&dir.join(&plain_name))?;
+                let mut out = Counting::new(io::BufWriter::new(&file.file), counter);
+                gpg::decrypt(&decryptor, input, &mut out)?;
+                out.inner
+                    .flush()
+                    .map_err(|e| RestoreError::Failed(format!("{plain_name}: {e}")))?;
+                drop(out);
+                file.keep_pending()
+            }
+            Sink::Database {
+                target,
+                keep_plaintext,
+            } => {
+                let mut tool = target.spawn_restore()?;
+                let stdin = tool.stdin.take().expect("stdin is piped");
+                let kept = keep_plaintext
+                    .map(|dir| TempFile::create(&dir.join(&plain_name)))
+                    .transpose()?;
+                let second = kept
+                    .as_ref()
+                    .map(|f| f.file.try_clone())
+                    .transpose()
+                    .map_err(|e| RestoreError::Failed(format!("{plain_name}: {e}")))?
+                    .map(io::BufWriter::new);
+                let tee = Tee {
+                    first: stdin,
+                    second,
+                };
+                let mut out = Counting::new(tee, counter);
+                let decrypted = gpg::decrypt(&decryptor, input, &mut out);
+                let Counting {
+                    inner: Tee { first, second },
+                    ..
+                } = out;
+                drop(first); // end of input for the tool
+                if let Some(mut second) = second {
+                    second
+                        .flush()
+                        .map_err(|e| RestoreError::Failed(format!("{plain_name}: {e}")))?;
+                }
+                let finished = target.wait_restore(tool);
+                decrypted?;
+                finished?;
+                kept.map(TempFile::keep_pending).transpose()?;
+                Ok(())
+            }
+        }
+    });
+    let decrypted = decrypting.await.map_err(RestoreError::crashed)?;
+    let downloaded = download.await.map_err(RestoreError::crashed)?;
+    // the download's verdict first: a damaged object explains a gpg failure
+    downloaded?;
+    decrypted?;
+    Ok(written.load(Ordering::Relaxed))
+}
+
+/// Streams the object into `sender`, hashing it; fails if it differs from
+/// the manifest.
+async fn download(
+    backup: Backup,
+    object: ManifestObject,
+    sender: mpsc::Sender<io::Result<Bytes>>,
+    downloaded: Arc<AtomicU64>,
+) -> Result<(), RestoreError> {
+    let location = backup.store.location(&object.key);
+    let mut reader = backup.store.open(&object.key, 0, None).await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let mut buffer = vec![0u8; CHUNK];
+        let n = match reader.read(&mut buffer).await {
+            Ok(n) => n,
+            Err(err) => {
+                let reason = err.to_string();
+                let _ = sender.send(Err(err)).await;
+                return Err(StoreError::Read { location, reason }.into());
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        buffer.truncate(n);
+        hasher.update(&buffer);
+        size += n as u64;
+        downloaded.fetch_add(n as u64, Ordering::Relaxed);
+        if size > object.size {
+            break;
+        }
+        if sender.send(Ok(Bytes::from(buffer))).await.is_err() {
+            // GPGME stopped reading; its error tells why
+            return Ok(());
+        }
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if size != object.size || !sha256.eq_ignore_ascii_case(&object.sha256) {
+        let _ = sender
+            .send(Err(io::Error::other(
+                "the object differs from the manifest",
+            )))
+            .await;
+        return Err(RestoreError::Failed(format!(
+            "{location} differs from the manifest ({size} bytes, SHA-256 {sha256}; expected {} bytes, {}): run verify",
+            object.size, object.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// A blocking reader over the download's chunks.
+struct ChannelReader {
+    receiver: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.receiver.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+struct Counting<W> {
+    inner: W,
+    count: Arc<AtomicU64>,
+}
+
+impl<W> Counting<W> {
+    fn new(inner: W, count: Arc<AtomicU64>) -> Self {
+        Counting { inner, count }
+    }
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes to the restore tool and, optionally, a file.
+struct Tee<A, B> {
+    first: A,
+    second: Option<B>,
+}
+
+impl<A: Write, B: Write> Write for Tee<A, B> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.first.write_all(buf)?;
+        if let Some(second) = &mut self.second {
+            second.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.first.flush()?;
+        if let Some(second) = &mut self.second {
+            second.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// A file written under `.NAME.partial` and renamed to NAME only once
+/// complete and synced; removed if dropped before that.
+pub struct TempFile {
+    pub file: std::fs::File,
+    temp: PathBuf,
+    path: PathBuf,
+    kept: bool,
+}
+
+impl TempFile {
+    pub fn create(path: &Path) -> Result<TempFile, RestoreError> {
+        let fail = |e: io::Error| RestoreError::Failed(format!("{}: {e}", path.display()));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(fail)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = dir.join(format!(".{name}.partial"));
+        let file = std::fs::File::create(&temp).map_err(fail)?;
+        Ok(TempFile {
+            file,
+            temp,
+            path: path.to_owned(),
+            kept: false,
+        })
+    }
+
+    /// Where the file is while it is being written.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Syncs and renames into place.
+    pub fn keep_pending(mut self) -> Result<(), RestoreError> {
+        let fail = |e: io::Error| RestoreError::Failed(format!("{}: {e}", self.path.display()));
+        self.file.sync_all().map_err(fail)?;
+        std::fs::rename(&self.temp, &self.path).map_err(fail)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(fail)?;
+        }
+        self.kept = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Standard streams for a restore tool: the dump on stdin; stderr kept
+/// for the error message.
+pub fn tool_stdio(command: &mut std::process::Command) {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+}
