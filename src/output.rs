@@ -35,7 +35,7 @@ pub enum Outcome {
     Failed,
     TimedOut,
     Interrupted,
-    /// Left running on purpose (Ctrl-C → detach, or `launch`).
+    /// Launched and left running on purpose (`launch`).
     Detached,
     ConfigError,
     LaunchFailed,
@@ -77,8 +77,9 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    /// A result for a job that ended without a backup.
-    pub fn unsuccessful(job: &str, outcome: Outcome, reason: String) -> JobResult {
+    /// A result for a job that produced no backup (yet): a failure, or a
+    /// detached launch.
+    pub fn without_backup(job: &str, outcome: Outcome, reason: String) -> JobResult {
         JobResult {
             job: job.to_owned(),
             job_id: None,

@@ -1,0 +1,531 @@
+//! End to end, the operator's and the scheduler's commands: detached
+//! launch → status → wait, many jobs at once with a concurrency cap,
+//! single-flight with recovery, reaping an orphan, JSON output, and every
+//! documented exit code from a real scenario. Real LocalStack, real
+//! PostgreSQL, the instance simulator and the real binary throughout.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Holds an ACCESS EXCLUSIVE lock on a table in an open transaction, so a
+/// backup of that database blocks in `pg_dump` until [`TableLock::release`]:
+/// a job that stays running for as long as a test needs.
+struct TableLock {
+    psql: Child,
+}
+
+impl TableLock {
+    fn hold(database: &str, table: &str) -> TableLock {
+        let mut psql = Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={} user=postgres dbname={database}",
+                pg_port()
+            ))
+            .env("PGPASSWORD", PG_ADMIN_PASSWORD)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = psql.stdin.as_mut().unwrap();
+        writeln!(stdin, "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;").unwrap();
+        stdin.flush().unwrap();
+        // Wait until the lock is visible to other sessions.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let held = psql_query(
+                database,
+                &format!(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                     WHERE c.relname = '{table}' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+                ),
+            );
+            if held.trim() == "1" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the table lock was never granted"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        TableLock { psql }
+    }
+
+    fn release(mut self) {
+        let mut stdin = self.psql.stdin.take().unwrap();
+        writeln!(stdin, "COMMIT;").unwrap();
+        drop(stdin);
+        self.psql.wait().unwrap();
+    }
+}
+
+fn psql_query(database: &str, sql: &str) -> String {
+    psql(database, sql)
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn spawn(fixture: &Fixture, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+        .args(args)
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+/// The pid of the agent serving this fixture's bucket, once it runs.
+async fn agent_pid(fixture: &Fixture) -> u32 {
+    let pattern = format!("agent --spec-bucket {}", fixture.bucket);
+    eventually("the agent process", Duration::from_secs(60), || {
+        let pattern = pattern.clone();
+        async move {
+            let out = Command::new("pgrep").args(["-f", &pattern]).output().ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+        }
+    })
+    .await
+}
+
+fn signal(pid: u32, name: &str) {
+    run_ok(Command::new("kill").args([&format!("-{name}"), &pid.to_string()]));
+}
+
+async fn sample_fixture(prefix: &str) -> (KeyHolder, String, Fixture) {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique(prefix);
+    create_sample_database(&database, 2_000);
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
+    (holder, database, fixture)
+}
+
+/// The job's phase, or "" while its status parameter does not exist yet.
+async fn phase(fixture: &Fixture) -> String {
+    let Ok(out) = fixture
+        .aws
+        .ssm
+        .get_parameter()
+        .name(fixture.status_parameter())
+        .send()
+        .await
+    else {
+        return String::new();
+    };
+    let status: serde_json::Value =
+        serde_json::from_str(out.parameter().unwrap().value().unwrap()).unwrap();
+    status["phase"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn launch_status_wait_follow_a_detached_job() {
+    let (_holder, database, fixture) = sample_fixture("ops_detached_").await;
+    let lock = TableLock::hold(&database, "orders");
+
+    let launched = fixture.backup_cloud(&["launch", "--job", &fixture.job]);
+    assert_eq!(launched.status.code(), Some(0), "{}", show(&launched));
+    let job_id = String::from_utf8_lossy(&launched.stdout).trim().to_owned();
+    assert!(
+        job_id.starts_with(&format!("{}-", fixture.job)),
+        "launch prints the job id: {job_id}"
+    );
+
+    // While pg_dump waits for the lock, the job is visibly running.
+    eventually(
+        "the agent to start dumping",
+        Duration::from_secs(60),
+        || async { (phase(&fixture).await == "dumping").then_some(()) },
+    )
+    .await;
+    let status = fixture.backup_cloud(&["status", &fixture.job, "--output", "json"]);
+    assert_eq!(status.status.code(), Some(0), "{}", show(&status));
+    let rows = json_lines(&status);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"]["job_id"], job_id.as_str());
+    assert_eq!(rows[0]["status"]["phase"], "dumping");
+    assert!(
+        rows[0]["status"]["bytes_expected"].as_u64().unwrap() > 0,
+        "size reported for an ETA"
+    );
+    assert_eq!(rows[0]["instance"]["state"], "running");
+    let human = fixture.backup_cloud(&["status", &fixture.job]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("dumping"),
+        "{}",
+        show(&human)
+    );
+
+    let list = fixture.backup_cloud(&["list", "--output", "json"]);
+    assert!(
+        json_lines(&list).iter().any(
+            |r| r["instance"]["state"] == "running" && r["status"]["job_id"] == job_id.as_str()
+        ),
+        "{}",
+        show(&list)
+    );
+
+    let waiter = spawn(&fixture, &["wait", &fixture.job, "--output", "json"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lock.release();
+    let waited = waiter.wait_with_output().unwrap();
+    assert_eq!(waited.status.code(), Some(0), "{}", show(&waited));
+    let events = json_lines(&waited);
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "finished")
+        .expect("a finished event");
+    assert_eq!(finished["outcome"], "succeeded");
+    assert_eq!(finished["job_id"], job_id.as_str());
+    assert!(finished["manifest"]
+        .as_str()
+        .unwrap()
+        .ends_with("/manifest.json"));
+    assert_instances_gone(&fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_jobs_run_at_most_four_at_a_time() {
+    let (_holder, database, fixture) = sample_fixture("ops_many_").await;
+    let names: Vec<String> = (0..10).map(|i| format!("{}-{i}", fixture.job)).collect();
+    let extra: String = names[1..]
+        .iter()
+        .map(|name| {
+            format!(
+                "\n[jobs.{name}]\nengine = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{PG_BACKUP_USER}\"\ndatabase = \"{database}\"\npassword_parameter = \"{}\"\n",
+                pg_port(),
+                fixture.password_parameter
+            )
+        })
+        .collect();
+    fixture.write_config(&database, &extra);
+    // The fixture's own job is the tenth; rename it in the file to keep one naming scheme.
+    let text = std::fs::read_to_string(&fixture.config_path)
+        .unwrap()
+        .replace(
+            &format!("[jobs.{}]", fixture.job),
+            &format!("[jobs.{}]", names[0]),
+        );
+    std::fs::write(&fixture.config_path, text).unwrap();
+
+    let mut run = spawn(
+        &fixture,
+        &["run", "--all", "--max-concurrent", "4", "--output", "json"],
+    );
+    let mut most_at_once = 0;
+    let started = Instant::now();
+    while run.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "--all never finished"
+        );
+        let out = fixture
+            .aws
+            .ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let ours = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| {
+                i.tags().iter().any(|t| {
+                    t.key() == Some("backup-cloud:job")
+                        && t.value().is_some_and(|v| names.iter().any(|n| n == v))
+                })
+            })
+            .count();
+        most_at_once = most_at_once.max(ours);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = run.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert!(most_at_once <= 4, "{most_at_once} instances ran at once");
+    assert!(
+        most_at_once >= 2,
+        "jobs did run concurrently (saw {most_at_once})"
+    );
+
+    let events = json_lines(&output);
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["exit_code"], 0);
+    let jobs = summary["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 10);
+    let mut seen: Vec<&str> = jobs.iter().map(|j| j["job"].as_str().unwrap()).collect();
+    seen.sort();
+    let mut expected: Vec<&str> = names.iter().map(String::as_str).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    assert!(jobs
+        .iter()
+        .all(|j| j["outcome"] == "succeeded" && j["manifest"].is_string()));
+    assert_eq!(
+        events.iter().filter(|e| e["event"] == "launched").count(),
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_refuses_a_second_run_until_its_lease_expires() {
+    let (_holder, database, fixture) = sample_fixture("ops_single_").await;
+    let lock = TableLock::hold(&database, "orders");
+
+    let mut first = spawn(&fixture, &["run", "--job", &fixture.job]);
+    eventually("the first job to dump", Duration::from_secs(60), || async {
+        (phase(&fixture).await == "dumping").then_some(())
+    })
+    .await;
+    let first_id = fixture.status().await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let second = fixture.run_job();
+    assert_eq!(second.status.code(), Some(6), "{}", show(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&first_id),
+        "names the running job: {stderr}"
+    );
+    assert!(stderr.contains("--attach"), "{stderr}");
+
+    // The controller dies; its job carries on and holds the lease.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let again = fixture.run_job();
+    assert_eq!(
+        again.status.code(),
+        Some(6),
+        "still running: {}",
+        show(&again)
+    );
+
+    // --attach follows the running job to its end.
+    let attached = spawn(&fixture, &["run", "--job", &fixture.job, "--attach"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lock.release();
+    let attached = attached.wait_with_output().unwrap();
+    assert_eq!(attached.status.code(), Some(0), "{}", show(&attached));
+    assert!(String::from_utf8_lossy(&attached.stdout).contains(&first_id));
+
+    // The job is over, so its lease has expired: the next night runs.
+    let next = fixture.run_job();
+    assert_eq!(next.status.code(), Some(0), "{}", show(&next));
+    assert_ne!(fixture.status().await["job_id"].as_str().unwrap(), first_id);
+    assert_instances_gone(&fixture).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reap_ends_the_orphan_of_a_dead_controller() {
+    let (_holder, database, fixture) = sample_fixture("ops_reap_").await;
+    let config = std::fs::read_to_string(&fixture.config_path)
+        .unwrap()
+        .replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"");
+    std::fs::write(&fixture.config_path, config).unwrap();
+    let lock = TableLock::hold(&database, "orders");
+
+    let mut controller = spawn(&fixture, &["run", "--job", &fixture.job]);
+    eventually("the job to dump", Duration::from_secs(60), || async {
+        (phase(&fixture).await == "dumping").then_some(())
+    })
+    .await;
+    controller.kill().unwrap();
+    controller.wait().unwrap();
+
+    // A healthy orphan is left alone.
+    let reap = fixture.backup_cloud(&["reap"]);
+    assert_eq!(reap.status.code(), Some(0), "{}", show(&reap));
+    assert!(
+        String::from_utf8_lossy(&reap.stdout).contains("nothing reaped"),
+        "{}",
+        show(&reap)
+    );
+    assert!(fixture
+        .instance_states()
+        .await
+        .contains(&"running".to_owned()));
+
+    // The agent hangs: its heartbeat goes stale, and reap ends it.
+    let agent = agent_pid(&fixture).await;
+    signal(agent, "STOP");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let reap = fixture.backup_cloud(&["reap", "--output", "json"]);
+    assert_eq!(reap.status.code(), Some(0), "{}", show(&reap));
+    let reaped = json_lines(&reap);
+    let rows = reaped[0]["reaped"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{reaped:?}");
+    assert!(
+        rows[0]["reason"].as_str().unwrap().contains("no heartbeat"),
+        "{reaped:?}"
+    );
+    assert_instances_gone(&fixture).await;
+    let status = fixture.status().await;
+    assert_eq!(status["phase"], "failed");
+    assert!(
+        status["message"].as_str().unwrap().starts_with("reaped:"),
+        "{status}"
+    );
+    lock.release();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_documented_exit_code_comes_from_a_real_scenario() {
+    let (_holder, database, fixture) = sample_fixture("ops_exits_").await;
+
+    // 0: success, with a JSON record.
+    let ok = fixture.backup_cloud(&["run", "--job", &fixture.job, "--output", "json"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", show(&ok));
+    let events = json_lines(&ok);
+    assert_eq!(events.first().unwrap()["event"], "launched");
+    assert!(events.iter().any(|e| e["event"] == "progress"));
+    assert_eq!(events.last().unwrap()["event"], "finished");
+    assert_eq!(events.last().unwrap()["exit_code"], 0);
+
+    // 2: a configuration error.
+    let bad = fixture.backup_cloud(&["run", "--job", "no-such-job"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+
+    // 3: a launch failure (the AMI parameter does not exist).
+    let good_config = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(
+        &fixture.config_path,
+        good_config.replace(LOCALSTACK_AMI_PARAMETER, "/backup-cloud-test/no-such-ami"),
+    )
+    .unwrap();
+    let launch = fixture.backup_cloud(&["run", "--job", &fixture.job, "--output", "json"]);
+    assert_eq!(launch.status.code(), Some(3), "{}", show(&launch));
+    assert_eq!(
+        json_lines(&launch).last().unwrap()["outcome"],
+        "launch_failed"
+    );
+    std::fs::write(&fixture.config_path, &good_config).unwrap();
+
+    // 4: the backup failed (wrong password).
+    fixture
+        .aws
+        .ssm
+        .put_parameter()
+        .name(&fixture.password_parameter)
+        .value("wrong-password")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let failed = fixture.run_job();
+    assert_eq!(failed.status.code(), Some(4), "{}", show(&failed));
+    fixture
+        .aws
+        .ssm
+        .put_parameter()
+        .name(&fixture.password_parameter)
+        .value(pg_backup_password())
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+
+    // 5: timed out (the agent hangs; its heartbeat goes stale).
+    std::fs::write(
+        &fixture.config_path,
+        good_config.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\""),
+    )
+    .unwrap();
+    let lock = TableLock::hold(&database, "orders");
+    let run = spawn(&fixture, &["run", "--job", &fixture.job]);
+    let agent = agent_pid(&fixture).await;
+    eventually("the job to dump", Duration::from_secs(60), || async {
+        (phase(&fixture).await == "dumping").then_some(())
+    })
+    .await;
+    signal(agent, "STOP");
+    let timed_out = run.wait_with_output().unwrap();
+    assert_eq!(timed_out.status.code(), Some(5), "{}", show(&timed_out));
+    assert!(String::from_utf8_lossy(&timed_out.stderr).contains("no heartbeat"));
+    assert_instances_gone(&fixture).await;
+
+    // 6: already running.
+    let holder_run = spawn(&fixture, &["run", "--job", &fixture.job]);
+    eventually("the job to dump", Duration::from_secs(60), || async {
+        (phase(&fixture).await == "dumping").then_some(())
+    })
+    .await;
+    let refused = fixture.run_job();
+    assert_eq!(refused.status.code(), Some(6), "{}", show(&refused));
+
+    // 130: interrupted (non-interactive Ctrl-C terminates the instance).
+    signal(holder_run.id(), "INT");
+    let interrupted = holder_run.wait_with_output().unwrap();
+    assert_eq!(
+        interrupted.status.code(),
+        Some(130),
+        "{}",
+        show(&interrupted)
+    );
+    assert_instances_gone(&fixture).await;
+    assert_eq!(fixture.status().await["phase"], "failed");
+    lock.release();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_shows_the_launch_and_an_estimate_without_launching() {
+    let (_holder, _database, fixture) = sample_fixture("ops_plan_").await;
+    let plan = fixture.backup_cloud(&["plan", "--job", &fixture.job, "--database-size", "100GiB"]);
+    assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("#!/bin/bash"), "shows the user-data: {text}");
+    assert!(
+        text.contains("estimate:") && text.contains("100.0 GiB"),
+        "{text}"
+    );
+    assert!(text.contains("cost:"), "{text}");
+    assert!(
+        fixture.instance_states().await.is_empty(),
+        "plan launched nothing"
+    );
+    let check = fixture.backup_cloud(&["config", "check"]);
+    assert_eq!(check.status.code(), Some(0), "{}", show(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains(&fixture.job));
+}
