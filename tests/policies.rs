@@ -371,6 +371,11 @@ fn resources(role: Role, action: &str) -> Option<(Vec<String>, Vec<String>)> {
         (Role::Controller, "s3:PutObject") => {
             (v(&[&agent, &spec]), v(&[&backup, &manifest, &public_key]))
         }
+        (Role::Controller, "s3:AbortMultipartUpload") => {
+            (v(&[&backup]), v(&[&spec, &agent, &public_key]))
+        }
+        (Role::Controller, "s3:ListBucket") => (vec![BUCKET.into()], vec![]),
+        (Role::Controller, "s3:ListBucketMultipartUploads") => (vec![BUCKET.into()], vec![]),
         (Role::Controller, "s3:GetObject") => (v(&[&agent, &manifest]), v(&[&public_key])),
         (Role::Controller, "ec2:RunInstances") => (
             v(&[

@@ -9,6 +9,7 @@
 //! detached; a termination that cannot be confirmed is itself an error.
 //! Ctrl-C is handled once, in [`Interrupts`], and fanned out to every job.
 
+pub mod cleanup;
 pub mod estimate;
 pub mod launch;
 pub mod lease;
@@ -485,6 +486,9 @@ impl Controller {
             });
         }
         tracing::info!(%instance_id, "instance terminated");
+        if !matches!(ending, Ending::Decided(Decision::Succeeded { .. })) {
+            self.abort_leftover_uploads(&running.job).await;
+        }
         let parameter = self.config.status_parameter(&running.job);
         match ending {
             Ending::Decided(Decision::Succeeded { manifest_key }) => {
@@ -670,6 +674,7 @@ impl Controller {
                 self.mark_failed(&parameter, job_id, "terminated by the operator")
                     .await;
             }
+            self.abort_leftover_uploads(job_name).await;
             terminated.push(instance.instance_id);
         }
         Ok(terminated)
@@ -719,6 +724,7 @@ impl Controller {
             launch::terminate(&self.aws, &instance.instance_id, TERMINATE_WAIT).await?;
             self.mark_failed(&parameter, job_id, &format!("reaped: {reason}"))
                 .await;
+            self.abort_leftover_uploads(job).await;
             reaped.push((
                 instance.instance_id.clone(),
                 format!("{job} ({job_id}): {reason}"),
@@ -791,6 +797,24 @@ impl Controller {
             agent_sha256: sha256.to_owned(),
             max_lifetime_minutes: plan.max_lifetime_minutes,
             region,
+        }
+    }
+
+    /// Once a job's instance is gone without a backup: aborts the multipart
+    /// uploads its agent could not. Best effort, like [`Self::mark_failed`]:
+    /// the outcome stands either way.
+    async fn abort_leftover_uploads(&self, job: &str) {
+        let prefix = format!("{}backup/{job}/", self.config.key_prefix());
+        let bucket = &self.config.storage.bucket;
+        match cleanup::abort_incomplete_uploads(&self.aws.s3, bucket, &prefix).await {
+            Ok(keys) => {
+                for key in keys {
+                    tracing::warn!(
+                        "aborted the incomplete multipart upload of s3://{bucket}/{key}"
+                    );
+                }
+            }
+            Err(err) => tracing::warn!("{err}; its parts stay until a lifecycle rule removes them"),
         }
     }
 

@@ -1,0 +1,168 @@
+//! The database password never leaves the SecureString and the agent's
+//! private password file: a full backup (and a failing one) with a
+//! recognisable password, then a search for it — plain, base64 and hex —
+//! in everything an operator, a log shipper or an attacker with read
+//! access could see: the user-data, the job spec, the tags, the status
+//! parameter, the manifest, the instance's console log, and the
+//! controller's output at `RUST_LOG=trace`.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use common::*;
+
+/// Fails naming `place` if `text` holds the password in any encoding.
+fn assert_clean(place: &str, text: &[u8], password: &str) {
+    let text = String::from_utf8_lossy(text);
+    for form in [
+        password.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(password),
+        hex::encode(password),
+    ] {
+        assert!(
+            !text.contains(&form),
+            "the password leaked into {place} (as {form:?})"
+        );
+    }
+}
+
+fn run_traced(fixture: &Fixture) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+        .args(["run", "--job", &fixture.job, "--config"])
+        .arg(&fixture.config_path)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap()
+}
+
+/// Everything EC2 shows about the job's instances: user-data and tags.
+async fn instance_surfaces(fixture: &Fixture) -> Vec<(String, Vec<u8>)> {
+    let out = fixture
+        .aws
+        .ec2
+        .describe_instances()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:backup-cloud:job")
+                .values(&fixture.job)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut surfaces = Vec::new();
+    for instance in out.reservations().iter().flat_map(|r| r.instances()) {
+        let id = instance.instance_id().unwrap().to_owned();
+        surfaces.push((
+            format!("the tags of {id}"),
+            format!("{:?}", instance.tags()).into_bytes(),
+        ));
+        let attribute = fixture
+            .aws
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(&id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let encoded = attribute
+            .user_data()
+            .and_then(|u| u.value())
+            .unwrap()
+            .to_owned();
+        let user_data = base64::engine::general_purpose::STANDARD
+            .decode(&encoded)
+            .unwrap();
+        assert!(
+            user_data.starts_with(b"#!/bin/bash"),
+            "user-data of {id} was read"
+        );
+        surfaces.push((format!("the user-data of {id}"), user_data));
+        let sim_dir = std::env::var("BACKUP_CLOUD_TEST_SIM_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.state/sim").to_owned());
+        let console = std::fs::read(format!("{sim_dir}/{id}/console.log"))
+            .unwrap_or_else(|e| panic!("console log of {id}: {e}"));
+        assert!(!console.is_empty(), "the console log of {id} is empty");
+        surfaces.push((format!("the console log of {id}"), console));
+    }
+    assert!(!surfaces.is_empty(), "no instance found");
+    surfaces
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_password_appears_nowhere() {
+    require_services();
+    let password = format!("S3cr3t-Canary-{}", unique(""));
+    let role = unique("canary_role_");
+    psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT pg_read_all_data TO {role};"
+        ),
+    );
+    let database = unique("secrets_");
+    create_sample_database(&database, 2_000);
+    let holder = KeyHolder::generate("holder");
+    let fixture = Fixture::new(&holder, &database, &password).await;
+    let as_role = |text: String| {
+        text.replace(
+            &format!("user = \"{PG_BACKUP_USER}\""),
+            &format!("user = \"{role}\""),
+        )
+    };
+    let config = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(&fixture.config_path, as_role(config)).unwrap();
+
+    let output = run_traced(&fixture);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("TRACE"),
+        "the controller logged at trace level"
+    );
+
+    let mut surfaces: Vec<(String, Vec<u8>)> = vec![
+        ("the controller's stdout".into(), output.stdout.clone()),
+        ("the controller's stderr".into(), output.stderr.clone()),
+        (
+            "the status parameter".into(),
+            fixture.status().await.to_string().into_bytes(),
+        ),
+    ];
+    let status = fixture.status().await;
+    let manifest_key = status["manifest_key"].as_str().unwrap();
+    surfaces.push(("the manifest".into(), fixture.get(manifest_key).await));
+    let specs = fixture
+        .keys(&format!("{}/jobs/{}/", fixture.prefix, fixture.job))
+        .await;
+    assert!(!specs.is_empty(), "the job spec was found");
+    for key in specs {
+        surfaces.push((format!("the job spec {key}"), fixture.get(&key).await));
+    }
+    surfaces.extend(instance_surfaces(&fixture).await);
+
+    // and a failing run: a database that does not exist
+    fixture.write_config(&format!("{database}_missing"), "");
+    let config = std::fs::read_to_string(&fixture.config_path).unwrap();
+    std::fs::write(&fixture.config_path, as_role(config)).unwrap();
+    let failed = run_traced(&fixture);
+    assert_eq!(failed.status.code(), Some(4), "{}", show(&failed));
+    surfaces.push(("a failed run's stderr".into(), failed.stderr.clone()));
+    surfaces.push((
+        "a failed run's status".into(),
+        fixture.status().await.to_string().into_bytes(),
+    ));
+    surfaces.extend(instance_surfaces(&fixture).await);
+
+    // the search itself must be able to find it
+    let probe = format!("x{password}x");
+    assert!(
+        std::panic::catch_unwind(|| assert_clean("a probe", probe.as_bytes(), &password)).is_err()
+    );
+    for (place, text) in &surfaces {
+        assert_clean(place, text, &password);
+    }
+}
