@@ -26,14 +26,17 @@ A rule matches a request when every given field matches:
 * ``method``: e.g. ``PUT``;
 * ``path_contains``: substring of the path (bucket or key);
 * ``query_contains``: substring of the query, e.g. ``partNumber=``;
-* ``target``: the ``X-Amz-Target`` header, e.g. ``AmazonSSM.PutParameter``.
+* ``target``: the ``X-Amz-Target`` header, e.g. ``AmazonSSM.PutParameter``;
+* ``body_contains``: substring of the request body, for query-protocol APIs
+  such as EC2 (``Action=RunInstances``, ``InstanceMarketOptions``).
 
 It lets ``skip`` matching requests through first, then applies its action to
 the next ``count`` matching requests (``count`` -1: forever). Actions:
 
 * ``error``: answer ``status`` (default 503) with an S3 XML error ``code``
   (default ``SlowDown``), or, for requests with ``X-Amz-Target``, an AWS JSON
-  error (``code`` default ``ThrottlingException``, status default 400);
+  error (``code`` default ``ThrottlingException``, status default 400), or
+  with ``"format": "ec2"`` an EC2 query-protocol error;
 * ``drop``: read about half the request body, then reset the connection;
 * ``delay``: wait ``seconds`` and then forward normally.
 
@@ -84,11 +87,16 @@ class Rules:
         with self.lock:
             self.rules = []
 
-    def pick(self, method, path, query, target):
+    def wants_body(self):
+        """Whether any rule matches on the body, which must then be read first."""
+        with self.lock:
+            return any("body_contains" in rule for rule in self.rules)
+
+    def pick(self, method, path, query, target, body=None):
         """Returns the rule to apply to this request (or None), counting it."""
         with self.lock:
             for rule in self.rules:
-                if not matches(rule, method, path, query, target):
+                if not matches(rule, method, path, query, target, body):
                     continue
                 if rule["count"] != -1 and rule["fired"] >= rule["count"]:
                     continue
@@ -108,7 +116,7 @@ class Rules:
             return json.loads(json.dumps({"rules": self.rules, "log": self.log}))
 
 
-def matches(rule, method, path, query, target):
+def matches(rule, method, path, query, target, body):
     if "method" in rule and rule["method"].upper() != method:
         return False
     if "path_contains" in rule and rule["path_contains"] not in path:
@@ -116,6 +124,8 @@ def matches(rule, method, path, query, target):
     if "query_contains" in rule and rule["query_contains"] not in query:
         return False
     if "target" in rule and rule["target"] != (target or ""):
+        return False
+    if "body_contains" in rule and (body is None or rule["body_contains"].encode() not in body):
         return False
     return True
 
@@ -139,14 +149,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.control(url.path[len(CONTROL):])
             return
         target = self.headers.get("X-Amz-Target")
-        rule = self.server.rules.pick(self.command, url.path, url.query, target)
+        body = self.read_body() if self.server.rules.wants_body() else None
+        rule = self.server.rules.pick(self.command, url.path, url.query, target, body)
         entry = {"method": self.command, "path": url.path, "query": url.query,
                  "target": target, "fault": rule["action"] if rule else None}
         self.server.rules.record(entry)
         if rule and rule["action"] == "drop":
-            self.drop_mid_body()
+            self.drop_mid_body(body_read=body is not None)
             return
-        body = self.read_body()
+        if body is None:
+            body = self.read_body()
         if rule and rule["action"] == "error":
             self.send_error_response(rule, target)
             return
@@ -177,10 +189,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def drop_mid_body(self):
-        self.expect_continue()
-        length = int(self.headers.get("Content-Length") or 0)
+    def drop_mid_body(self, body_read=False):
+        length = 0 if body_read else int(self.headers.get("Content-Length") or 0)
         if length:
+            self.expect_continue()
             self.rfile.read(length // 2)
         # RST instead of FIN: the client sees a reset, as on a broken network
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -189,7 +201,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     # --- responses ------------------------------------------------------------
     def send_error_response(self, rule, target):
-        if target:
+        if rule.get("format") == "ec2":
+            code = rule.get("code", "InsufficientInstanceCapacity")
+            status = int(rule.get("status", 500))
+            message = rule.get("message", "There is no capacity available.")
+            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+                    f"<Message>{message}</Message></Error></Errors><RequestID>faultproxy</RequestID></Response>").encode()
+            content_type = "text/xml"
+            extra = {}
+        elif target:
             code = rule.get("code", "ThrottlingException")
             status = int(rule.get("status", 400))
             body = json.dumps({"__type": code, "message": rule.get("message", "Rate exceeded")}).encode()

@@ -5,6 +5,8 @@
 //! PostgreSQL, the instance simulator and the real binary throughout.
 
 mod common;
+#[path = "support/faultproxy.rs"]
+mod faultproxy;
 
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
@@ -528,4 +530,46 @@ async fn plan_shows_the_launch_and_an_estimate_without_launching() {
     let check = fixture.backup_cloud(&["config", "check"]);
     assert_eq!(check.status.code(), Some(0), "{}", show(&check));
     assert!(String::from_utf8_lossy(&check.stdout).contains(&fixture.job));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spot_falls_back_to_on_demand_when_capacity_is_refused() {
+    let (_holder, database, fixture) = sample_fixture("ops_spot_").await;
+    let proxy = faultproxy::FaultProxy::start(&endpoint());
+    fixture.write_config(&database, "spot = true");
+    let config = std::fs::read_to_string(&fixture.config_path)
+        .unwrap()
+        .replace(
+            &format!("endpoint_url = \"{}\"", endpoint()),
+            &format!("endpoint_url = \"{}\"", proxy.url()),
+        );
+    std::fs::write(&fixture.config_path, config).unwrap();
+    // EC2 refuses the spot request, as it does when a pool runs dry.
+    proxy.add_rule(serde_json::json!({
+        "body_contains": "InstanceMarketOptions.MarketType=spot",
+        "action": "error",
+        "format": "ec2",
+        "code": "InsufficientInstanceCapacity",
+        "count": -1,
+    }));
+
+    let output = fixture.backup_cloud(&["run", "--job", &fixture.job, "--output", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    // The SDK retries the 500 a few times before the refusal reaches us.
+    assert!(proxy.fired()[0] >= 1, "the spot request was refused");
+    let events = json_lines(&output);
+    let launched = events.iter().find(|e| e["event"] == "launched").unwrap();
+    assert_eq!(
+        launched["spot"], false,
+        "fell back to on-demand: {launched}"
+    );
+    assert_eq!(events.last().unwrap()["outcome"], "succeeded");
+
+    // Without the refusal, the same job runs on spot.
+    proxy.clear_rules();
+    let output = fixture.backup_cloud(&["run", "--job", &fixture.job, "--output", "json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let events = json_lines(&output);
+    let launched = events.iter().find(|e| e["event"] == "launched").unwrap();
+    assert_eq!(launched["spot"], true, "{launched}");
 }

@@ -146,27 +146,16 @@ pub async fn publish_agent(
     Ok(request.uri().to_owned())
 }
 
-/// Writes a JSON document to S3.
+/// Writes a JSON document to S3, unconditionally.
 pub async fn put_json(
     aws: &AwsClients,
     bucket: &str,
     key: &str,
     body: String,
 ) -> Result<(), LaunchError> {
-    aws.s3
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(ByteStream::from(body.into_bytes()))
-        .send()
+    put_json_if(aws, bucket, key, body, WriteCondition::Always)
         .await
-        .map_err(|e| LaunchError::Upload {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            reason: describe_sdk_error(&e),
-        })?;
-    Ok(())
+        .map(|_| ())
 }
 
 /// A launched instance.
@@ -389,8 +378,10 @@ pub async fn find_instances(
     Ok(found)
 }
 
-/// A condition on an S3 write, for leases.
+/// A condition on an S3 write (leases use the conditional ones).
 pub enum WriteCondition<'a> {
+    /// Whatever is there.
+    Always,
     /// Only if no object exists.
     Absent,
     /// Only if the object still has this ETag.
@@ -413,6 +404,7 @@ pub async fn put_json_if(
         .content_type("application/json")
         .body(ByteStream::from(body.into_bytes()));
     let request = match condition {
+        WriteCondition::Always => request,
         WriteCondition::Absent => request.if_none_match("*"),
         WriteCondition::Unchanged(etag) => request.if_match(etag),
     };

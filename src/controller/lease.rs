@@ -76,16 +76,7 @@ fn positive(d: time::Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LIMITS: Limits = Limits {
-        heartbeat_timeout: Duration::from_secs(60),
-        boot_timeout: Duration::from_secs(300),
-        max_lifetime: Duration::from_secs(3600),
-    };
-
-    fn at(secs: i64) -> OffsetDateTime {
-        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs)
-    }
+    use crate::controller::watch::test_support::{at, LIMITS};
 
     fn lease() -> LeaseDoc {
         LeaseDoc {

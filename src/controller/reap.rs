@@ -84,16 +84,7 @@ pub fn reap_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const LIMITS: Limits = Limits {
-        heartbeat_timeout: Duration::from_secs(60),
-        boot_timeout: Duration::from_secs(300),
-        max_lifetime: Duration::from_secs(3600),
-    };
-
-    fn at(secs: i64) -> OffsetDateTime {
-        OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs)
-    }
+    use crate::controller::watch::test_support::{at, LIMITS};
 
     fn instance() -> ManagedInstance {
         ManagedInstance {

@@ -120,15 +120,27 @@ fn round_secs(d: Duration) -> Duration {
     Duration::from_secs(d.as_secs())
 }
 
+/// Limits and clock helpers shared by the controller's decision tables.
 #[cfg(test)]
-mod tests {
+pub mod test_support {
     use super::*;
 
-    const LIMITS: Limits = Limits {
+    pub const LIMITS: Limits = Limits {
         heartbeat_timeout: Duration::from_secs(60),
         boot_timeout: Duration::from_secs(300),
         max_lifetime: Duration::from_secs(3600),
     };
+
+    /// `secs` seconds after the epoch.
+    pub fn at(secs: i64) -> time::OffsetDateTime {
+        time::OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::LIMITS;
+    use super::*;
 
     fn status(phase: Phase) -> Status {
         Status::new("job-1", phase)
