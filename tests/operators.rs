@@ -573,3 +573,41 @@ async fn spot_falls_back_to_on_demand_when_capacity_is_refused() {
     let launched = events.iter().find(|e| e["event"] == "launched").unwrap();
     assert_eq!(launched["spot"], true, "{launched}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_cannot_be_terminated_exits_1_and_is_named() {
+    let (_holder, database, fixture) = sample_fixture("ops_stuck_").await;
+    let proxy = faultproxy::FaultProxy::start(&endpoint());
+    fixture.write_config(&database, "");
+    let config = std::fs::read_to_string(&fixture.config_path)
+        .unwrap()
+        .replace(
+            &format!("endpoint_url = \"{}\"", endpoint()),
+            &format!("endpoint_url = \"{}\"", proxy.url()),
+        );
+    std::fs::write(&fixture.config_path, config).unwrap();
+    // EC2 refuses every TerminateInstances: the controller cannot confirm
+    // the instance gone, which must never pass for success.
+    proxy.add_rule(serde_json::json!({
+        "body_contains": "Action=TerminateInstances",
+        "action": "error",
+        "format": "ec2",
+        "code": "UnauthorizedOperation",
+        "status": 403,
+        "count": -1,
+    }));
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("could not be confirmed terminated"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("UnauthorizedOperation"), "{stderr}");
+
+    // Once EC2 cooperates again, the operator's tools clean up.
+    proxy.clear_rules();
+    let terminate = fixture.backup_cloud(&["terminate", &fixture.job]);
+    assert_eq!(terminate.status.code(), Some(0), "{}", show(&terminate));
+    assert_instances_gone(&fixture).await;
+}
