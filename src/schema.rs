@@ -190,6 +190,30 @@ pub struct Manifest {
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
+    /// Per-table row counts and checksums from the dump's own snapshot,
+    /// for restore drills; absent in backups from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facts: Option<DumpFacts>,
+}
+
+/// Facts about the dumped data that a drill compares a restore against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpFacts {
+    /// How the checksums were computed, e.g. `postgres-row-md5-sum-v1`.
+    pub method: String,
+    /// The snapshot the facts and the dump share, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    pub tables: Vec<TableFacts>,
+}
+
+/// One table's facts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableFacts {
+    pub schema: String,
+    pub table: String,
+    pub rows: u64,
+    pub checksum: String,
 }
 
 /// One encrypted object of a backup.

@@ -613,3 +613,71 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
     assert!(!fresh.join("pg_dump.custom.gpg").exists());
     assert!(!fresh.join(".pg_dump.custom.gpg.partial").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drill_restores_into_a_scratch_database_and_checks_the_dump_facts() {
+    let backed = Backed::new(20_000).await;
+    let manifest = manifest(&backed.fixture, &backed.manifest_key).await;
+    let facts = &manifest["facts"];
+    assert_eq!(facts["method"], "postgres-row-md5-sum-v1", "{manifest}");
+    assert!(
+        facts["snapshot"].as_str().is_some_and(|s| !s.is_empty()),
+        "{facts}"
+    );
+    let tables = facts["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 3, "{facts}");
+    let customers = tables.iter().find(|t| t["table"] == "customers").unwrap();
+    assert_eq!(customers["rows"], 20_000);
+
+    let server = format!(
+        "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
+        pg_port()
+    );
+    // only this test drills, so any scratch database left would be its own
+    let scratch = || {
+        psql(
+            "postgres",
+            "SELECT datname FROM pg_database WHERE datname LIKE 'backup_cloud_drill_%'",
+        )
+    };
+    let before = scratch();
+    let output = backed.run(
+        &["drill", &backed.address(), "--to", &server],
+        backed.holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = stdout(&output);
+    assert!(
+        out.contains("drill passed: 3 table(s), 40000 row(s)"),
+        "{out}"
+    );
+    assert!(out.contains("MB/s"), "{out}");
+    assert_eq!(scratch(), before, "the scratch database is dropped");
+
+    // facts that do not match the restore fail the drill, naming the table
+    let mut edited = manifest.clone();
+    for table in edited["facts"]["tables"].as_array_mut().unwrap() {
+        if table["table"] == "orders" {
+            table["rows"] = 19_999.into();
+        }
+    }
+    backed
+        .put(&backed.manifest_key, serde_json::to_vec(&edited).unwrap())
+        .await;
+    let output = backed.run(
+        &["drill", &backed.address(), "--to", &server],
+        backed.holder.home.path(),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(UNRESTORABLE),
+        "{}",
+        show(&output)
+    );
+    assert!(
+        stdout(&output).contains("BAD table public.orders: 20000 rows restored, 19999 dumped"),
+        "{}",
+        show(&output)
+    );
+    assert_eq!(scratch(), before, "dropped after a failed drill too");
+}

@@ -164,6 +164,14 @@ impl Connection {
         }
     }
 
+    /// A connected `psql` for the table facts' snapshot session; `None`
+    /// for engines without one.
+    pub fn facts_client(&self) -> Option<Command> {
+        match self.engine {
+            Engine::Postgres => Some(self.postgres_client("psql")),
+        }
+    }
+
     /// Asks the server for its version and the database's size.
     pub async fn server_facts(&self) -> Result<ServerFacts, DumpError> {
         match self.engine {
@@ -278,6 +286,13 @@ pub struct DumpCommand {
 }
 
 impl DumpCommand {
+    /// Dumps the data as of `snapshot`, exported by a session that stays
+    /// open until the dump ends (see `facts`). `pg_dump` only.
+    pub fn with_snapshot(mut self, snapshot: &str) -> Self {
+        self.command.arg(format!("--snapshot={snapshot}"));
+        self
+    }
+
     pub fn format(&self) -> DumpFormat {
         self.format
     }

@@ -19,6 +19,7 @@
 
 mod dump;
 mod encrypt;
+pub mod facts;
 mod keys;
 mod progress;
 mod upload;
@@ -303,7 +304,11 @@ async fn take_backup(
         .amend(|status| status.bytes_expected = Some(server.database_bytes))
         .await;
 
-    let dump = connection.dump_command();
+    let facts = facts::Collecting::start(connection.facts_client()).await;
+    let mut dump = connection.dump_command();
+    if let Some(collecting) = &facts {
+        dump = dump.with_snapshot(collecting.snapshot());
+    }
     let format = dump.format();
     let object_key = format!("{}{}", spec.backup_prefix, format.object_name());
     reporter.enter_phase(Phase::Dumping).await;
@@ -335,6 +340,10 @@ async fn take_backup(
             abort_upload(&upload).await;
             return Err(err);
         }
+    };
+    let facts = match facts {
+        Some(collecting) => collecting.finish().await,
+        None => None,
     };
     let plaintext_bytes = counters.plaintext_bytes.load(Ordering::Relaxed);
     tracing::info!(
@@ -371,6 +380,7 @@ async fn take_backup(
         instance_id: initial.instance_id.clone(),
         started_at: initial.started_at,
         finished_at: OffsetDateTime::now_utc(),
+        facts,
     };
     let manifest_key = format!("{}manifest.json", spec.backup_prefix);
     write_manifest(&clients.s3, &spec.bucket, &manifest_key, &manifest).await?;

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::engine::Target;
 use super::gpg::Decryptor;
 use super::pipeline::{Restored, Sink};
-use super::{export, headers, pipeline, verify, RestoreError};
+use super::{drill, export, headers, pipeline, verify, RestoreError};
 use crate::cli::Exit;
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +66,19 @@ pub enum RestoreCommand {
         /// Also keep each object's plaintext in this folder.
         #[arg(long, value_name = "DIR")]
         keep_plaintext: Option<PathBuf>,
+    },
+    /// Rehearse a restore: restore into a scratch database on the server at
+    /// URL, compare every table with the facts recorded at dump time,
+    /// report the throughput, drop the scratch database.
+    Drill {
+        backup: String,
+        /// A database on the server to drill on (postgres://…); the scratch
+        /// database is created beside it.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Leave the scratch database in place.
+        #[arg(long)]
+        keep: bool,
     },
     /// Copy a backup (objects, manifest, public keys) onto offline media,
     /// verifying every file; rerun to resume.
@@ -195,6 +208,34 @@ async fn run(
             let restored = pipeline::restore(&backup, &manifest, &decryptor_for, &sink).await?;
             print_restored("restored", &restored);
             Ok(Exit::Success)
+        }
+        RestoreCommand::Drill { backup, to, keep } => {
+            let server = Target::parse(&to)?;
+            let backup = super::open(&backup, config).await?;
+            let report = drill::drill(&backup, &server, keep).await?;
+            print_restored("drill restored", &report.restored);
+            for problem in &report.problems {
+                println!("BAD {problem}");
+            }
+            if report.problems.is_empty() {
+                println!(
+                    "drill passed: {} table(s), {} row(s) match the dump{}",
+                    report.tables,
+                    report.rows,
+                    if keep {
+                        format!("; scratch database {} kept", report.scratch_database)
+                    } else {
+                        String::new()
+                    }
+                );
+                Ok(Exit::Success)
+            } else {
+                Err(RestoreError::Failed(format!(
+                    "drill found {} difference(s); first: {}",
+                    report.problems.len(),
+                    report.problems[0]
+                )))
+            }
         }
         RestoreCommand::Export { backup, to } => {
             let backup = super::open(&backup, config).await?;

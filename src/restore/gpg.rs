@@ -195,6 +195,9 @@ pub fn check_session_key(key: &str) -> Result<(), GpgError> {
     }
 }
 
+/// GPGME's buffer between callbacks and gpg (its maximum is 1 MiB).
+const IO_BUFFER_SIZE: &str = "1048576";
+
 /// How to decrypt.
 #[derive(Debug, Clone)]
 pub enum Decryptor {
@@ -225,6 +228,12 @@ where
     };
     let mut input = Data::from_reader(ciphertext).map_err(|e| GpgError::Setup(e.error()))?;
     let mut output = Data::from_writer(plaintext).map_err(|e| GpgError::Setup(e.error()))?;
+    // GPGME moves callback data 4 KiB at a time by default: one poll round
+    // per 4 KiB caps a restore far below gpg's own speed
+    for data in [&mut input, &mut output] {
+        data.set_flag("io-buffer-size", IO_BUFFER_SIZE)
+            .map_err(GpgError::Setup)?;
+    }
     context
         .decrypt(&mut input, &mut output)
         .map_err(GpgError::Decrypt)?;

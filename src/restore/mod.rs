@@ -15,6 +15,7 @@
 //! [`RestoreError`], mapped to an exit code by [`RestoreError::exit`].
 
 pub mod commands;
+pub mod drill;
 pub mod engine;
 pub mod export;
 pub mod gpg;
@@ -77,7 +78,19 @@ pub async fn open(address: &str, config: Option<&Path>) -> Result<Backup, Restor
         None => (None, None, None),
     };
     let clients = AwsClients::load(region, endpoint).await;
-    Ok(Backup::in_s3(clients.s3, address, prefix)?)
+    // Objects are checked against the manifest's SHA-256 here; the SDK's
+    // own response checksums cannot check multipart objects and only warn.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        clients
+            .s3
+            .config()
+            .to_builder()
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
+            .build(),
+    );
+    Ok(Backup::in_s3(s3, address, prefix)?)
 }
 
 /// Opens either `address` in S3 or the offline copy in `dir`.
