@@ -5,6 +5,8 @@
 #   make test           services, then cargo test with the env below
 #   make lint           cargo fmt --check, clippy -D warnings
 #   make demo           services, cargo build, scripts/demo
+#   make bench          services, release build, bench/run.py: prints a table and
+#                       writes bench-results.json (not part of `make test`)
 
 SHELL := /bin/bash
 
@@ -30,7 +32,7 @@ export AWS_REGION ?= us-east-1
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED ?= true
 
-.PHONY: deps services services-down test lint demo
+.PHONY: deps services services-down test lint demo bench
 
 deps:
 	scripts/install-deps
@@ -48,10 +50,14 @@ services-down:
 test: services
 	cargo test --all-targets
 
-lint:
+lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
 demo: services
 	cargo build
 	scripts/demo
+
+bench: services
+	cargo build --release
+	.state/venv/bin/python bench/run.py
