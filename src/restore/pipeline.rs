@@ -214,27 +214,33 @@ async fn download(
     let mut reader = backup.store.open(&object.key, 0, None).await?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    let mut buffer = vec![0u8; CHUNK];
     loop {
-        let mut buffer = vec![0u8; CHUNK];
-        let n = match reader.read(&mut buffer).await {
-            Ok(n) => n,
-            Err(err) => {
-                let reason = err.to_string();
-                let _ = sender.send(Err(err)).await;
-                return Err(StoreError::Read { location, reason }.into());
+        // whole chunks: the HTTP body arrives in pieces of a few KiB, and
+        // each piece handed on alone would cost GPGME a round of its loop
+        let mut n = 0;
+        while n < CHUNK {
+            match reader.read(&mut buffer[n..]).await {
+                Ok(0) => break,
+                Ok(read) => n += read,
+                Err(err) => {
+                    let reason = err.to_string();
+                    let _ = sender.send(Err(err)).await;
+                    return Err(StoreError::Read { location, reason }.into());
+                }
             }
-        };
+        }
         if n == 0 {
             break;
         }
-        buffer.truncate(n);
-        hasher.update(&buffer);
+        let chunk = Bytes::copy_from_slice(&buffer[..n]);
+        hasher.update(&chunk);
         size += n as u64;
         downloaded.fetch_add(n as u64, Ordering::Relaxed);
         if size > object.size {
             break;
         }
-        if sender.send(Ok(Bytes::from(buffer))).await.is_err() {
+        if sender.send(Ok(chunk)).await.is_err() {
             // GPGME stopped reading; its error tells why
             return Ok(());
         }
