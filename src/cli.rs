@@ -543,7 +543,7 @@ mod tests {
     }
 
     fn result(outcome: Outcome) -> JobResult {
-        JobResult::unsuccessful("j", outcome, String::new())
+        JobResult::without_backup("j", outcome, String::new())
     }
 
     #[test]

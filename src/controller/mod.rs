@@ -227,7 +227,7 @@ impl Controller {
             Ok(Started::Launched(running)) if options.detach => Ok(JobResult {
                 job_id: Some(running.job_id),
                 instance_id: Some(running.instance_id),
-                ..JobResult::unsuccessful(job_name, Outcome::Detached, "launched detached".into())
+                ..JobResult::without_backup(job_name, Outcome::Detached, "launched detached".into())
             }),
             Ok(Started::Launched(running)) | Ok(Started::Attached(running)) => {
                 self.watch_to_end(&running).await
@@ -235,7 +235,7 @@ impl Controller {
             Err(err) => Err(err),
         };
         let mut result = result.unwrap_or_else(|err| {
-            let mut result = JobResult::unsuccessful(job_name, err.outcome(), err.to_string());
+            let mut result = JobResult::without_backup(job_name, err.outcome(), err.to_string());
             if let RunError::AlreadyRunning { job_id, .. } = &err {
                 result.job_id = Some(job_id.clone());
             }
@@ -468,7 +468,7 @@ impl Controller {
             return Ok(JobResult {
                 job_id: Some(job_id.clone()),
                 instance_id: Some(instance_id),
-                ..JobResult::unsuccessful(
+                ..JobResult::without_backup(
                     &running.job,
                     Outcome::Detached,
                     format!(
@@ -601,7 +601,7 @@ impl Controller {
         }
         .await;
         let result = result.unwrap_or_else(|err| {
-            JobResult::unsuccessful(job_name, err.outcome(), err.to_string())
+            JobResult::without_backup(job_name, err.outcome(), err.to_string())
         });
         self.reporter.finished(&result);
         result
