@@ -126,6 +126,17 @@ pub enum Command {
         #[arg(long)]
         spec_key: String,
     },
+    /// Benchmark hook for `make bench`: runs the agent's encryption stage
+    /// on stdin to the key(s) in a public key file, drops the parts, and
+    /// prints the figures as JSON.
+    #[command(hide = true)]
+    BenchEncrypt {
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+        #[arg(long, default_value_t = crate::config::DEFAULT_PART_SIZE_MIB,
+              value_parser = clap::value_parser!(u64).range(5..=5120))]
+        part_size_mib: u64,
+    },
     #[command(flatten)]
     Restore(crate::restore::commands::RestoreCommand),
     /// Print shell completions.
@@ -193,6 +204,16 @@ async fn dispatch(cli: Cli) -> Dispatched {
         } => match crate::agent::run(&spec_bucket, &spec_key).await {
             Ok(()) => (Exit::Success, None),
             Err(err) => fail(Exit::BackupFailed, err),
+        },
+        Command::BenchEncrypt {
+            public_key,
+            part_size_mib,
+        } => match crate::agent::bench_encrypt(&public_key, part_size_mib << 20).await {
+            Ok(report) => {
+                println!("{}", serde_json::json!(report));
+                (Exit::Success, None)
+            }
+            Err(err) => fail(Exit::Internal, err),
         },
         Command::Restore(command) => {
             crate::restore::commands::dispatch(command, cli.config.as_deref()).await
@@ -322,6 +343,7 @@ async fn controller_command(
         },
         Command::Config { .. }
         | Command::Agent { .. }
+        | Command::BenchEncrypt { .. }
         | Command::Restore(_)
         | Command::Completions { .. }
         | Command::Man { .. } => unreachable!("dispatched before the controller starts"),
@@ -499,7 +521,7 @@ fn write_man_pages(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let command = Cli::command();
     let mut pages = vec![(command.get_name().to_owned(), command.clone())];
-    for sub in command.get_subcommands() {
+    for sub in command.get_subcommands().filter(|sub| !sub.is_hide_set()) {
         let name = format!("backup-cloud-{}", sub.get_name());
         pages.push((name.clone(), sub.clone().name(name)));
     }

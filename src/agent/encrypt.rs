@@ -9,16 +9,23 @@
 //! dump tool blocks on its pipe. Memory stays at a few parts whatever the
 //! size of the database. When the upload gives up, the channel closes, the
 //! next write fails, and GPGME stops.
+//!
+//! The thread runs GPGME's loop, which copies between the pipes and our
+//! callbacks; SHA-256 of the ciphertext runs on a thread of its own, part
+//! by part, and part buffers are reused rather than allocated per part, so
+//! the loop does little but copy and gpg (one core) sets the pace.
 
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use gpgme::{Context, Data, EncryptFlags, Protocol};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+
+use super::part_size::PartSizer;
 
 /// Size of the buffers GPGME moves data through between our callbacks and
 /// gpg. Its default (a few KiB) costs a callback round trip per chunk;
@@ -124,25 +131,120 @@ pub struct CiphertextSummary {
     pub sha256: String,
 }
 
-/// Hashes and counts everything written to it and hands it on in parts of
-/// exactly `part_size` bytes (the last part may be shorter) over a bounded
+/// Part buffers that came back from the upload, for the next parts. A
+/// fresh allocation per part costs a page fault and a zeroed page for
+/// every 4 KiB of it, on every part; a reused buffer is faulted in once.
+/// The pool holds no more buffers than were ever in use at once, which the
+/// part channel and the upload's concurrency already bound.
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufferPool {
+    /// An empty buffer with room for `size` bytes.
+    fn take(&self, size: usize) -> Vec<u8> {
+        let reused = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut buffer = reused.unwrap_or_default();
+        buffer.clear();
+        buffer.reserve_exact(size);
+        buffer
+    }
+
+    fn put(&self, buffer: Vec<u8>) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buffer);
+    }
+}
+
+/// A part's bytes on loan from the pool: when the last [`Bytes`] pointing
+/// at them is dropped (the upload and the hasher are done), they go back.
+struct PooledPart {
+    buffer: Vec<u8>,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for PooledPart {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for PooledPart {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.buffer));
+    }
+}
+
+/// SHA-256 of the parts, in order, on a thread of its own, so hashing runs
+/// beside the encryption instead of between its reads and writes.
+struct PartHasher {
+    parts: std::sync::mpsc::SyncSender<Bytes>,
+    thread: std::thread::JoinHandle<String>,
+}
+
+impl PartHasher {
+    fn start() -> PartHasher {
+        // two parts of slack; a slower hasher holds the writer back
+        let (parts, received) = std::sync::mpsc::sync_channel::<Bytes>(2);
+        let thread = std::thread::spawn(move || {
+            let mut hasher = Sha256::new();
+            for part in received {
+                hasher.update(&part);
+            }
+            hex::encode(hasher.finalize())
+        });
+        PartHasher { parts, thread }
+    }
+
+    fn hash(&self, part: Bytes) -> io::Result<()> {
+        self.parts
+            .send(part)
+            .map_err(|_| io::Error::other("the ciphertext hasher stopped"))
+    }
+
+    fn finish(self) -> io::Result<String> {
+        drop(self.parts);
+        self.thread
+            .join()
+            .map_err(|_| io::Error::other("the ciphertext hasher panicked"))
+    }
+}
+
+/// Hashes and counts everything written to it and hands it on in parts
+/// sized by a [`PartSizer`] (the last part may be shorter) over a bounded
 /// channel. Blocking: it must not be used on an async thread.
 pub struct PartWriter {
+    sizer: PartSizer,
+    /// Number of the part being filled (from 1).
+    part_number: u32,
+    /// Size of the part being filled; 0 until its buffer is taken.
     part_size: usize,
     current: Vec<u8>,
+    pool: Arc<BufferPool>,
     parts: mpsc::Sender<Bytes>,
-    hasher: Sha256,
+    hasher: PartHasher,
     bytes: u64,
 }
 
 impl PartWriter {
+    /// Parts of `part_size` bytes, growing once the stream outgrows it
+    /// (see [`PartSizer`]).
     pub fn new(part_size: usize, parts: mpsc::Sender<Bytes>) -> Self {
-        assert!(part_size > 0, "part size must be positive");
         PartWriter {
-            part_size,
-            current: Vec::with_capacity(part_size),
+            sizer: PartSizer::new(part_size as u64),
+            part_number: 1,
+            part_size: 0,
+            current: Vec::new(),
+            pool: Arc::default(),
             parts,
-            hasher: Sha256::new(),
+            hasher: PartHasher::start(),
             bytes: 0,
         }
     }
@@ -156,13 +258,19 @@ impl PartWriter {
         }
         Ok(CiphertextSummary {
             bytes: self.bytes,
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: self.hasher.finish()?,
         })
     }
 
     fn send_current(&mut self) -> io::Result<()> {
-        let part = std::mem::replace(&mut self.current, Vec::with_capacity(self.part_size));
-        self.parts.blocking_send(Bytes::from(part)).map_err(|_| {
+        let part = Bytes::from_owner(PooledPart {
+            buffer: std::mem::take(&mut self.current),
+            pool: self.pool.clone(),
+        });
+        self.part_number = self.part_number.saturating_add(1);
+        self.part_size = 0;
+        self.hasher.hash(part.clone())?;
+        self.parts.blocking_send(part).map_err(|_| {
             io::Error::new(
                 io::ErrorKind::BrokenPipe,
                 "the upload stopped accepting parts",
@@ -174,9 +282,14 @@ impl PartWriter {
 impl Write for PartWriter {
     fn write(&mut self, mut buf: &[u8]) -> io::Result<usize> {
         let written = buf.len();
-        self.hasher.update(buf);
         self.bytes += written as u64;
         while !buf.is_empty() {
+            if self.part_size == 0 {
+                // within S3's part sizes, which fit in memory by then
+                self.part_size =
+                    usize::try_from(self.sizer.part_size(self.part_number)).unwrap_or(usize::MAX);
+                self.current = self.pool.take(self.part_size);
+            }
             let room = self.part_size - self.current.len();
             let (now, later) = buf.split_at(room.min(buf.len()));
             self.current.extend_from_slice(now);
@@ -295,7 +408,13 @@ pub(crate) mod tests {
     #[test]
     fn parts_are_exactly_part_size_except_the_last() {
         let input: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        for (part_size, chunk) in [(1000, 7), (1000, 1000), (1024, 4096), (3, 1), (20_000, 333)] {
+        for (part_size, chunk) in [
+            (1000, 7),
+            (1000, 1000),
+            (1024, 4096),
+            (13, 1),
+            (20_000, 333),
+        ] {
             let (parts, summary) = cut(&input, part_size, chunk);
             let (last, full) = parts.split_last().unwrap();
             assert!(

@@ -17,10 +17,12 @@
 //! ended cleanly; the last parts drain and the upload is completed),
 //! `verifying` (the object is checked and the manifest written).
 
+mod bench;
 mod dump;
 mod encrypt;
 pub mod facts;
 mod keys;
+mod part_size;
 mod progress;
 mod upload;
 
@@ -42,6 +44,7 @@ use crate::schema::{
 };
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
 
+pub use bench::{bench_encrypt, BenchError};
 pub use dump::DumpError;
 pub use encrypt::EncryptError;
 pub use keys::KeyError;
