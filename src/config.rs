@@ -192,19 +192,41 @@ struct RawJob {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|err| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: format!(
+                "not UTF-8 text (an invalid byte at offset {}); a TOML file must be UTF-8",
+                err.utf8_error().valid_up_to()
+            ),
         })?;
         Config::parse(path, &text)
     }
 
     /// Parses and validates `text`; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
-        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let key = dotted_key(e.path());
+                let mut message = syntax_message(&e.into_inner().to_string());
+                if !message.contains("expected") {
+                    // the parser's "wanted string or table" for an enum
+                    let choices = key.as_deref().and_then(enum_choices).unwrap_or(
+                        "a value of the type and form the README documents for this key",
+                    );
+                    message.push_str(&format!("\n  expected {choices}"));
+                }
+                ConfigError::Syntax {
+                    path: path.to_owned(),
+                    message: match key {
+                        Some(key) => format!("`{key}`: {message}"),
+                        None => message,
+                    },
+                }
+            })?;
         Validator { path }.config(raw)
     }
 
@@ -345,7 +367,7 @@ impl Validator<'_> {
             Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600),
         )?;
         for (key, value) in &raw.tags {
-            let field = format!("instance.tags.{key}");
+            let field = format!("instance.tags.{}", shown_key(key));
             if key.starts_with(RESERVED_TAG_PREFIX) || key.starts_with("aws:") {
                 return Err(self.invalid(
                     &field,
@@ -467,7 +489,7 @@ impl Validator<'_> {
         let key = |field: &str| format!("jobs.{name}.{field}");
         if !is_job_name(name) {
             return Err(self.invalid(
-                &format!("jobs.{name}"),
+                &format!("jobs.{}", shown_key(name)),
                 "is not a valid job name",
                 "a name of 1-64 letters, digits, `_` and `-`, starting with a letter or digit",
             ));
@@ -578,16 +600,91 @@ impl Validator<'_> {
     }
 }
 
+/// The parser's message, safe for a terminal: control characters escaped
+/// (a config file may hold anything), long lines shortened, continuation
+/// lines indented under the file name.
+fn syntax_message(message: &str) -> String {
+    // a long line keeps its start (where) and its end (what is expected)
+    const HEAD: usize = 130;
+    const TAIL: usize = 70;
+    message
+        .trim_end()
+        .lines()
+        .map(|line| {
+            let chars: Vec<char> = line
+                .chars()
+                .flat_map(|c| {
+                    if c.is_control() && c != '\t' {
+                        c.escape_default().collect::<Vec<_>>()
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect();
+            if chars.len() <= HEAD + TAIL {
+                chars.into_iter().collect::<String>()
+            } else {
+                let head: String = chars[..HEAD].iter().collect();
+                let tail: String = chars[chars.len() - TAIL..].iter().collect();
+                format!("{head} … {tail}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
+/// The setting a parse error is about, as `table.key` (array elements as
+/// `key[i]`), or `None` for the document as a whole.
+fn dotted_key(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: name } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(&shown_key(name));
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    (!key.is_empty()).then_some(key)
+}
+
+/// What an enum-valued key accepts, for messages the parser leaves vague.
+fn enum_choices(key: &str) -> Option<&'static str> {
+    match key.rsplit('.').next()? {
+        "engine" => Some("`postgres` or `mysql`"),
+        "format" => Some("`custom` or `directory`"),
+        "mode" if key.starts_with("storage.retention") => Some("`compliance` or `governance`"),
+        "mode" => Some("`mydumper` or `mysqldump`"),
+        _ => None,
+    }
+}
+
+/// A key the user chose (a job name, a tag key) as it appears in the name
+/// of a rejected setting: as written when it is short and printable,
+/// otherwise quoted, escaped and shortened like a value.
+fn shown_key(key: &str) -> String {
+    if key.chars().count() <= 64 && !key.chars().any(char::is_control) {
+        key.to_owned()
+    } else {
+        describe(key)
+    }
+}
+
 /// Shows a rejected value safely: short, quoted, control characters escaped.
 fn describe(value: &str) -> String {
     const MAX: usize = 80;
-    let shown: String = value.chars().take(MAX).collect();
-    let ellipsis = if value.chars().count() > MAX {
-        "…"
+    let escaped = format!("{value:?}");
+    let inner = &escaped[1..escaped.len() - 1];
+    if inner.chars().count() <= MAX {
+        escaped
     } else {
-        ""
-    };
-    format!("{:?}{ellipsis}", shown)
+        format!("\"{}\"…", inner.chars().take(MAX).collect::<String>())
+    }
 }
 
 fn all_chars(value: &str, allowed: impl Fn(char) -> bool) -> bool {
@@ -764,6 +861,11 @@ password_parameter = "/backup-cloud/orders/password"
     fn unknown_engine_names_the_valid_ones() {
         let err = error_for(&GOOD.replace("engine = \"postgres\"", "engine = \"oracle\""));
         assert!(err.contains("oracle") && err.contains("postgres"), "{err}");
+        let err = error_for(&GOOD.replace("engine = \"postgres\"", "engine = 5"));
+        assert!(
+            err.contains("`jobs.orders.engine`") && err.contains("expected `postgres` or `mysql`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -102,16 +102,7 @@ fn user_data_fits_with_every_option_on() {
         "T".repeat(2048),
         "0".repeat(64)
     );
-    let user_data = UserData {
-        job_id: plan.spec.job_id.clone(),
-        status_parameter: plan.spec.status_parameter.clone(),
-        spec_bucket: plan.spec.bucket.clone(),
-        spec_key: plan.spec_key.clone(),
-        agent_url,
-        agent_sha256: "f".repeat(64),
-        max_lifetime_minutes: plan.max_lifetime_minutes,
-        region: "ap-southeast-4".into(),
-    };
+    let user_data = plan.user_data("ap-southeast-4".into(), &"f".repeat(64), agent_url);
     let script = user_data.render_script().expect("renders within the limit");
     assert!(
         script.len() < USER_DATA_LIMIT * 3 / 4,
@@ -140,6 +131,7 @@ fn an_oversized_user_data_is_refused_not_truncated() {
         agent_sha256: "0".repeat(64),
         max_lifetime_minutes: 60,
         region: "us-east-1".into(),
+        dump_mode: "pg_dump-custom".into(),
     };
     let err = user_data.render_script().unwrap_err().to_string();
     assert!(err.contains("16384"), "{err}");

@@ -31,7 +31,7 @@ use crate::config::{Config, ConfigError, JobConfig};
 use crate::output::{JobResult, Outcome, Reporter};
 use crate::schema::{Manifest, Phase, Status, SCHEMA_VERSION};
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
-use crate::userdata::{UserData, UserDataError};
+use crate::userdata::UserDataError;
 use launch::{AgentBinary, InstanceInfo, LaunchError, WriteCondition};
 use lease::LeaseDoc;
 use plan::JobPlan;
@@ -285,8 +285,7 @@ impl Controller {
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
         let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
         let agent = AgentBinary::read(&self.agent_path(&LaunchOptions::default())?)?;
-        let user_data = self.user_data(
-            &plan,
+        let user_data = plan.user_data(
             region,
             &agent.sha256,
             format!(
@@ -320,8 +319,8 @@ impl Controller {
         }
 
         let agent = self.publish_agent(&plan, options).await?;
-        let script = self
-            .user_data(&plan, region, &agent.sha256, agent.url.clone())
+        let script = plan
+            .user_data(region, &agent.sha256, agent.url.clone())
             .render_script()?;
         let spec_json = serde_json::to_string_pretty(&plan.spec).expect("spec serialises");
         launch::put_json(&self.aws, &plan.spec.bucket, &plan.spec_key, spec_json).await?;
@@ -779,25 +778,6 @@ impl Controller {
                 Ok(PublishedAgent { sha256, url })
             })
             .await
-    }
-
-    fn user_data(
-        &self,
-        plan: &JobPlan,
-        region: String,
-        sha256: &str,
-        agent_url: String,
-    ) -> UserData {
-        UserData {
-            job_id: plan.spec.job_id.clone(),
-            status_parameter: plan.spec.status_parameter.clone(),
-            spec_bucket: plan.spec.bucket.clone(),
-            spec_key: plan.spec_key.clone(),
-            agent_url,
-            agent_sha256: sha256.to_owned(),
-            max_lifetime_minutes: plan.max_lifetime_minutes,
-            region,
-        }
     }
 
     /// Once a job's instance is gone without a backup: aborts the multipart

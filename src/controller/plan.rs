@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::config::{Config, JobConfig};
 use crate::schema::{DatabaseTarget, JobSpec, UploadSettings, SCHEMA_VERSION};
+use crate::userdata::UserData;
 
 /// Tag marking resources backup-cloud manages (and may terminate).
 pub const TAG_MANAGED: &str = "backup-cloud:managed";
@@ -94,6 +95,22 @@ impl JobPlan {
     /// Key of the manifest that will mark this backup complete.
     pub fn manifest_key(&self) -> String {
         format!("{}manifest.json", self.spec.backup_prefix)
+    }
+
+    /// The instance's user-data for this plan, fetching the agent with
+    /// SHA-256 `agent_sha256` from `agent_url`.
+    pub fn user_data(&self, region: String, agent_sha256: &str, agent_url: String) -> UserData {
+        UserData {
+            job_id: self.spec.job_id.clone(),
+            status_parameter: self.spec.status_parameter.clone(),
+            spec_bucket: self.spec.bucket.clone(),
+            spec_key: self.spec_key.clone(),
+            agent_url,
+            agent_sha256: agent_sha256.to_owned(),
+            max_lifetime_minutes: self.max_lifetime_minutes,
+            region,
+            dump_mode: self.spec.dump.mode.name().to_owned(),
+        }
     }
 }
 
