@@ -4,7 +4,15 @@
 //! EC2. Endpoint overrides for LocalStack, path-style addressing and the
 //! standard credential chain are decided here once, so both sides agree.
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+use crate::schema::AwsTimeouts;
+
+/// How long to wait for a TCP (and TLS) connection to an AWS endpoint.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Clients for every service backup-cloud uses.
 #[derive(Clone, Debug)]
@@ -21,7 +29,23 @@ impl AwsClients {
     /// comes from `AWS_ENDPOINT_URL` through the chain; whenever one is set,
     /// S3 uses path-style addressing, which emulators such as LocalStack need.
     pub async fn load(region: Option<&str>, endpoint_url: Option<&str>) -> AwsClients {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        AwsClients::load_with(region, endpoint_url, AwsTimeouts::default()).await
+    }
+
+    /// [`AwsClients::load`], with every call bounded by `timeouts`: no
+    /// AWS call can hang forever.
+    pub async fn load_with(
+        region: Option<&str>,
+        endpoint_url: Option<&str>,
+        timeouts: AwsTimeouts,
+    ) -> AwsClients {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(Duration::from_secs(timeouts.attempt_secs))
+                .operation_timeout(Duration::from_secs(timeouts.operation_secs))
+                .build(),
+        );
         if let Some(region) = region {
             loader = loader.region(Region::new(region.to_owned()));
         }

@@ -261,8 +261,8 @@ async fn controller_command(
         print_config_summary(&config);
         return (Exit::Success, None);
     }
-    let controller =
-        Arc::new(Controller::new(config, Arc::clone(&reporter), Interrupts::listen()).await);
+    let interrupts = Interrupts::listen(config.timeouts.interrupt_prompt);
+    let controller = Arc::new(Controller::new(config, Arc::clone(&reporter), interrupts).await);
     let format = reporter.format();
     match command {
         Command::Run {

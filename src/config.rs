@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::schema::Engine;
+use crate::schema::{
+    AwsTimeouts, DumpMode, DumpSettings, Engine, Retention, DEFAULT_AWS_ATTEMPT_SECS,
+    DEFAULT_AWS_OPERATION_SECS, DEFAULT_DATABASE_CONNECT_SECS,
+};
 
 /// Ubuntu 24.04 LTS, amd64, from Canonical's public SSM parameters.
 pub const DEFAULT_AMI_PARAMETER: &str =
@@ -22,6 +25,9 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "m6id.large";
 pub const DEFAULT_STATUS_PREFIX: &str = "/backup-cloud/jobs";
 pub const DEFAULT_PART_SIZE_MIB: u64 = 16;
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 4;
+
+/// S3 accepts retention periods of up to 100 years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// Tag keys backup-cloud sets itself; users may not override them.
 pub const RESERVED_TAG_PREFIX: &str = "backup-cloud:";
@@ -59,6 +65,7 @@ pub struct Config {
     pub storage: StorageSettings,
     pub instance: InstanceSettings,
     pub status: StatusSettings,
+    pub timeouts: TimeoutSettings,
     pub upload: UploadConfig,
     pub jobs: BTreeMap<String, JobConfig>,
 }
@@ -78,6 +85,9 @@ pub struct StorageSettings {
     pub bucket: String,
     #[serde(default)]
     pub prefix: String,
+    /// S3 Object Lock retention for every object written.
+    #[serde(default)]
+    pub retention: Option<Retention>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +111,39 @@ pub struct StatusSettings {
     pub heartbeat_timeout: Duration,
     pub poll_interval: Duration,
     pub boot_timeout: Duration,
+    /// How long the transfer counters may stand still while dumping or
+    /// uploading before the job is declared hung, heartbeats or not.
+    pub stall_timeout: Duration,
+}
+
+/// Limits on every other wait (`[timeouts]`), so none can last forever.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutSettings {
+    /// For EC2 to confirm an instance is going away.
+    pub terminate_wait: Duration,
+    /// Past `max_lifetime`, before the controller stops waiting for the
+    /// dead-man shutdown to report in.
+    pub lifetime_grace: Duration,
+    /// For the operator's answer after Ctrl-C (then: terminate).
+    pub interrupt_prompt: Duration,
+    /// For the dump tools to connect to the database.
+    pub database_connect: Duration,
+    /// For the instance to download the agent, per attempt.
+    pub agent_download: Duration,
+    /// For one attempt of an AWS call.
+    pub aws_attempt: Duration,
+    /// For an AWS call, retries included.
+    pub aws_operation: Duration,
+}
+
+impl TimeoutSettings {
+    /// The limits on AWS calls, as the SDK and the job spec take them.
+    pub fn aws(&self) -> AwsTimeouts {
+        AwsTimeouts {
+            attempt_secs: self.aws_attempt.as_secs(),
+            operation_secs: self.aws_operation.as_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -117,8 +160,11 @@ pub struct JobConfig {
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// PostgreSQL: the database. MySQL: the databases dumped, joined by
+    /// `,`, or `*` for all of them (for logs and the manifest).
     pub database: String,
     pub password_parameter: String,
+    pub dump: DumpSettings,
     pub instance_type: String,
     pub max_lifetime: Duration,
     pub spot: bool,
@@ -136,6 +182,8 @@ struct RawConfig {
     instance: RawInstance,
     #[serde(default)]
     status: RawStatus,
+    #[serde(default)]
+    timeouts: RawTimeouts,
     #[serde(default)]
     upload: RawUpload,
     #[serde(default)]
@@ -166,6 +214,19 @@ struct RawStatus {
     heartbeat_timeout: Option<String>,
     poll_interval: Option<String>,
     boot_timeout: Option<String>,
+    stall_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    terminate_wait: Option<String>,
+    lifetime_grace: Option<String>,
+    interrupt_prompt: Option<String>,
+    database_connect: Option<String>,
+    agent_download: Option<String>,
+    aws_attempt: Option<String>,
+    aws_operation: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,11 +243,36 @@ struct RawJob {
     host: String,
     port: Option<u16>,
     user: String,
-    database: String,
+    database: Option<String>,
+    databases: Option<Vec<String>>,
     password_parameter: String,
+    format: Option<PostgresFormat>,
+    mode: Option<MysqlMode>,
+    jobs: Option<u32>,
+    compression_level: Option<i32>,
+    long_query_guard: Option<String>,
+    kill_long_queries: Option<bool>,
+    no_locks: Option<bool>,
+    rows_per_chunk: Option<u64>,
     instance_type: Option<String>,
     max_lifetime: Option<String>,
     spot: Option<bool>,
+}
+
+/// `format` of a PostgreSQL job.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum PostgresFormat {
+    Custom,
+    Directory,
+}
+
+/// `mode` of a MySQL job.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum MysqlMode {
+    Mydumper,
+    Mysqldump,
 }
 
 impl Config {
@@ -302,8 +388,19 @@ impl Validator<'_> {
             "empty, or path segments of letters, digits and `!-_.*'()` separated by single `/`, with no leading or trailing `/`",
         )?;
 
+        if let Some(retention) = &raw.storage.retention {
+            if !(1..=MAX_RETENTION_DAYS).contains(&retention.days) {
+                return Err(self.invalid(
+                    "storage.retention.days",
+                    format!("is {}", retention.days),
+                    &format!("a whole number of days from 1 to {MAX_RETENTION_DAYS}, in a table such as `retention = {{ mode = \"compliance\", days = 30 }}`"),
+                ));
+            }
+        }
+
         let instance = self.instance(raw.instance)?;
         let status = self.status(raw.status)?;
+        let timeouts = self.timeouts(raw.timeouts)?;
         let upload = self.upload(raw.upload)?;
 
         let mut jobs = BTreeMap::new();
@@ -317,6 +414,7 @@ impl Validator<'_> {
             storage: raw.storage,
             instance,
             status,
+            timeouts,
             upload,
             jobs,
         })
@@ -438,6 +536,12 @@ impl Validator<'_> {
             Duration::from_secs(900),
             Duration::from_secs(10)..=Duration::from_secs(24 * 3600),
         )?;
+        let stall_timeout = self.duration(
+            "status.stall_timeout",
+            raw.stall_timeout.as_deref(),
+            Duration::from_secs(30 * 60),
+            Duration::from_secs(60)..=Duration::from_secs(7 * 24 * 3600),
+        )?;
         if poll_interval * 2 > heartbeat_timeout {
             return Err(self.invalid(
                 "status.poll_interval",
@@ -454,6 +558,68 @@ impl Validator<'_> {
             heartbeat_timeout,
             poll_interval,
             boot_timeout,
+            stall_timeout,
+        })
+    }
+
+    fn timeouts(&self, raw: RawTimeouts) -> Result<TimeoutSettings, ConfigError> {
+        let secs = Duration::from_secs;
+        let aws_attempt = self.duration(
+            "timeouts.aws_attempt",
+            raw.aws_attempt.as_deref(),
+            secs(DEFAULT_AWS_ATTEMPT_SECS),
+            secs(5)..=secs(6 * 3600),
+        )?;
+        let aws_operation = self.duration(
+            "timeouts.aws_operation",
+            raw.aws_operation.as_deref(),
+            secs(DEFAULT_AWS_OPERATION_SECS),
+            secs(5)..=secs(24 * 3600),
+        )?;
+        if aws_operation < aws_attempt {
+            return Err(self.invalid(
+                "timeouts.aws_operation",
+                format!(
+                    "is {} but timeouts.aws_attempt is {}",
+                    humantime::format_duration(aws_operation),
+                    humantime::format_duration(aws_attempt)
+                ),
+                "at least timeouts.aws_attempt: one call spans all its attempts",
+            ));
+        }
+        Ok(TimeoutSettings {
+            terminate_wait: self.duration(
+                "timeouts.terminate_wait",
+                raw.terminate_wait.as_deref(),
+                secs(300),
+                secs(30)..=secs(3600),
+            )?,
+            lifetime_grace: self.duration(
+                "timeouts.lifetime_grace",
+                raw.lifetime_grace.as_deref(),
+                secs(120),
+                secs(10)..=secs(3600),
+            )?,
+            interrupt_prompt: self.duration(
+                "timeouts.interrupt_prompt",
+                raw.interrupt_prompt.as_deref(),
+                secs(60),
+                secs(1)..=secs(3600),
+            )?,
+            database_connect: self.duration(
+                "timeouts.database_connect",
+                raw.database_connect.as_deref(),
+                secs(DEFAULT_DATABASE_CONNECT_SECS),
+                secs(2)..=secs(600),
+            )?,
+            agent_download: self.duration(
+                "timeouts.agent_download",
+                raw.agent_download.as_deref(),
+                secs(600),
+                secs(10)..=secs(2 * 3600),
+            )?,
+            aws_attempt,
+            aws_operation,
         })
     }
 
@@ -500,7 +666,11 @@ impl Validator<'_> {
             is_host,
             "a DNS name or IP address (letters, digits, `.`, `-`, `:`)",
         )?;
-        let port = raw.port.unwrap_or(5432);
+        let default_port = match raw.engine {
+            Engine::Postgres => 5432,
+            Engine::Mysql => 3306,
+        };
+        let port = raw.port.unwrap_or(default_port);
         if port == 0 {
             return Err(self.invalid(&key("port"), "is 0", "a TCP port from 1 to 65535"));
         }
@@ -510,12 +680,7 @@ impl Validator<'_> {
             is_db_identifier,
             "a user name of 1-63 bytes without control characters",
         )?;
-        self.check(
-            &key("database"),
-            &raw.database,
-            is_db_identifier,
-            "a database name of 1-63 bytes without control characters",
-        )?;
+        let (database, dump) = self.dump_settings(name, &raw)?;
         self.check(
             &key("password_parameter"),
             &raw.password_parameter,
@@ -544,12 +709,165 @@ impl Validator<'_> {
             host: raw.host,
             port,
             user: raw.user,
-            database: raw.database,
+            database,
+            dump,
             password_parameter: raw.password_parameter,
             instance_type,
             max_lifetime,
             spot: raw.spot.unwrap_or(instance.spot),
         })
+    }
+
+    /// The job's dump mode and tuning, and the name its database(s) go by.
+    fn dump_settings(
+        &self,
+        name: &str,
+        raw: &RawJob,
+    ) -> Result<(String, DumpSettings), ConfigError> {
+        let key = |field: &str| format!("jobs.{name}.{field}");
+        let not_for = |field: &str, engine: &str| {
+            self.invalid(
+                &key(field),
+                format!("does not apply to engine = \"{engine}\""),
+                "the key removed, or the engine it belongs to",
+            )
+        };
+        let mut dump = DumpSettings::default();
+        let database = match raw.engine {
+            Engine::Postgres => {
+                for (field, given) in [
+                    ("databases", raw.databases.is_some()),
+                    ("mode", raw.mode.is_some()),
+                    ("long_query_guard", raw.long_query_guard.is_some()),
+                    ("kill_long_queries", raw.kill_long_queries.is_some()),
+                    ("no_locks", raw.no_locks.is_some()),
+                    ("rows_per_chunk", raw.rows_per_chunk.is_some()),
+                ] {
+                    if given {
+                        return Err(not_for(field, "postgres"));
+                    }
+                }
+                let database = raw.database.clone().ok_or_else(|| {
+                    self.invalid(
+                        &key("database"),
+                        "is missing",
+                        "the name of the database to dump",
+                    )
+                })?;
+                self.check(
+                    &key("database"),
+                    &database,
+                    is_db_identifier,
+                    "a database name of 1-63 bytes without control characters",
+                )?;
+                dump.mode = match raw.format.unwrap_or(PostgresFormat::Custom) {
+                    PostgresFormat::Custom => DumpMode::PostgresCustom,
+                    PostgresFormat::Directory => DumpMode::PostgresDirectory,
+                };
+                if raw.jobs.is_some() && dump.mode != DumpMode::PostgresDirectory {
+                    return Err(self.invalid(
+                        &key("jobs"),
+                        "needs format = \"directory\"",
+                        "format = \"directory\" (pg_dump runs jobs in parallel only in that format)",
+                    ));
+                }
+                database
+            }
+            Engine::Mysql => {
+                if raw.format.is_some() {
+                    return Err(not_for("format", "mysql"));
+                }
+                dump.mode = match raw.mode.unwrap_or(MysqlMode::Mydumper) {
+                    MysqlMode::Mydumper => DumpMode::Mydumper,
+                    MysqlMode::Mysqldump => DumpMode::Mysqldump,
+                };
+                dump.databases = match (&raw.database, &raw.databases) {
+                    (Some(_), Some(_)) => {
+                        return Err(self.invalid(
+                            &key("database"),
+                            "is given together with `databases`",
+                            "one of `database` or `databases`",
+                        ))
+                    }
+                    (Some(one), None) => vec![one.clone()],
+                    (None, Some(list)) => list.clone(),
+                    (None, None) => Vec::new(),
+                };
+                for (i, database) in dump.databases.iter().enumerate() {
+                    self.check(
+                        &format!("{}[{i}]", key("databases")),
+                        database,
+                        is_mysql_database_name,
+                        "a MySQL database name of 1-64 letters, digits, `_`, `$` and `-`, not starting with `-`",
+                    )?;
+                }
+                if let Some(guard) = raw.long_query_guard.as_deref() {
+                    dump.long_query_guard_secs = self
+                        .duration(
+                            &key("long_query_guard"),
+                            Some(guard),
+                            std::time::Duration::ZERO,
+                            Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
+                        )?
+                        .as_secs();
+                }
+                dump.kill_long_queries = raw.kill_long_queries.unwrap_or(false);
+                dump.no_locks = raw.no_locks.unwrap_or(false);
+                if let Some(rows) = raw.rows_per_chunk {
+                    if rows == 0 {
+                        return Err(self.invalid(
+                            &key("rows_per_chunk"),
+                            "is 0",
+                            "a positive number of rows",
+                        ));
+                    }
+                    dump.rows_per_chunk = rows;
+                }
+                if dump.mode == DumpMode::Mysqldump {
+                    for (field, given) in [
+                        ("jobs", raw.jobs.is_some()),
+                        ("long_query_guard", raw.long_query_guard.is_some()),
+                        ("kill_long_queries", raw.kill_long_queries.is_some()),
+                        ("no_locks", raw.no_locks.is_some()),
+                        ("rows_per_chunk", raw.rows_per_chunk.is_some()),
+                    ] {
+                        if given {
+                            return Err(self.invalid(
+                                &key(field),
+                                "applies to mode = \"mydumper\" only",
+                                "the key removed, or mode = \"mydumper\"",
+                            ));
+                        }
+                    }
+                }
+                if dump.databases.is_empty() {
+                    "*".to_owned()
+                } else {
+                    dump.databases.join(",")
+                }
+            }
+        };
+        if let Some(jobs) = raw.jobs {
+            if !(1..=64).contains(&jobs) {
+                return Err(self.invalid(
+                    &key("jobs"),
+                    format!("is {jobs}"),
+                    "a whole number from 1 to 64",
+                ));
+            }
+            dump.jobs = Some(jobs);
+        }
+        if let Some(level) = raw.compression_level {
+            if !(0..=19).contains(&level) {
+                return Err(self.invalid(
+                    &key("compression_level"),
+                    format!("is {level}"),
+                    "a zstd level from 1 to 19, or 0 for no compression",
+                ));
+            }
+            dump.compression_level = level;
+        }
+        Ok((database, dump))
     }
 
     fn instance_type(&self, key: &str, value: &str) -> Result<(), ConfigError> {
@@ -776,6 +1094,15 @@ fn is_host(value: &str) -> bool {
         && !value.starts_with('-')
 }
 
+/// A MySQL database name we accept: it becomes part of mydumper's file
+/// names, a regular expression and a command-line argument, so it is kept
+/// to characters that are inert in all three.
+fn is_mysql_database_name(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && !value.starts_with('-')
+        && all_chars(value, |c| c.is_ascii_alphanumeric() || "_$-".contains(c))
+}
+
 fn is_db_identifier(value: &str) -> bool {
     (1..=63).contains(&value.len()) && !value.chars().any(char::is_control)
 }
@@ -959,6 +1286,98 @@ password_parameter = "/backup-cloud/orders/password"
             "raw newline leaked into the message: {err}"
         );
         assert!(err.len() < 400, "message too long: {err}");
+    }
+
+    #[test]
+    fn every_wait_has_a_configurable_limit_with_a_default() {
+        let config = parse(GOOD).unwrap();
+        assert_eq!(config.status.stall_timeout, Duration::from_secs(1800));
+        let t = config.timeouts;
+        assert_eq!(
+            [
+                t.terminate_wait,
+                t.lifetime_grace,
+                t.interrupt_prompt,
+                t.database_connect,
+                t.agent_download,
+                t.aws_attempt,
+                t.aws_operation
+            ]
+            .map(|d| d.as_secs()),
+            [300, 120, 60, 30, 600, 600, 1800]
+        );
+        let config = parse(&format!(
+            "{GOOD}\n[timeouts]\nterminate_wait = \"90s\"\nlifetime_grace = \"30s\"\n\
+             interrupt_prompt = \"5s\"\ndatabase_connect = \"10s\"\nagent_download = \"1m\"\n\
+             aws_attempt = \"20s\"\naws_operation = \"2m\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.timeouts.terminate_wait, Duration::from_secs(90));
+        assert_eq!(config.timeouts.aws().attempt_secs, 20);
+        assert_eq!(config.timeouts.aws().operation_secs, 120);
+        for (table, key, expected) in [
+            (
+                "timeouts",
+                "terminate_wait = \"1s\"",
+                "`timeouts.terminate_wait`",
+            ),
+            (
+                "timeouts",
+                "agent_download = \"soon\"",
+                "`timeouts.agent_download`",
+            ),
+            (
+                "timeouts",
+                "aws_attempt = \"1h\"",
+                "`timeouts.aws_operation`",
+            ),
+            (
+                "timeouts",
+                "database_connect = \"1h\"",
+                "`timeouts.database_connect`",
+            ),
+            ("timeouts", "dns = \"1s\"", "dns"),
+        ] {
+            let err = error_for(&format!("{GOOD}\n[{table}]\n{key}\n"));
+            assert!(err.contains(expected) && err.contains("expected"), "{err}");
+        }
+        let err = error_for(&GOOD.replace(
+            "poll_interval = \"2s\"",
+            "poll_interval = \"2s\"\nstall_timeout = \"10s\"",
+        ));
+        assert!(err.contains("`status.stall_timeout`"), "{err}");
+    }
+
+    #[test]
+    fn retention_is_parsed_and_checked() {
+        use crate::schema::RetentionMode;
+        let with = |table: &str| {
+            GOOD.replace(
+                "prefix = \"prod/db\"",
+                &format!("prefix = \"prod/db\"\nretention = {table}"),
+            )
+        };
+        assert_eq!(parse(GOOD).unwrap().storage.retention, None);
+        let config = parse(&with("{ mode = \"governance\", days = 30 }")).unwrap();
+        assert_eq!(
+            config.storage.retention,
+            Some(Retention {
+                mode: RetentionMode::Governance,
+                days: 30
+            })
+        );
+        let err = error_for(&with("{ mode = \"compliance\", days = 0 }"));
+        assert!(
+            err.contains("`storage.retention.days`") && err.contains("36500"),
+            "{err}"
+        );
+        let err = error_for(&with("{ mode = \"legal-hold\", days = 3 }"));
+        assert!(
+            err.contains("compliance") && err.contains("governance"),
+            "{err}"
+        );
+        let err = error_for(&with("{ days = 3 }"));
+        assert!(err.contains("mode"), "{err}");
     }
 
     #[test]

@@ -18,12 +18,96 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     Postgres,
+    /// MySQL and MariaDB, RDS and Aurora included.
+    Mysql,
 }
 
 impl Engine {
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Postgres => "postgres",
+            Engine::Mysql => "mysql",
+        }
+    }
+}
+
+/// Which tool dumps the database and in what shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpMode {
+    /// `pg_dump --format=custom`: one stream, one object.
+    #[default]
+    PostgresCustom,
+    /// `pg_dump --format=directory --jobs N`: one object per file.
+    PostgresDirectory,
+    /// `mydumper`: parallel threads, one object per file.
+    Mydumper,
+    /// `mysqldump --single-transaction`: one stream, one object.
+    Mysqldump,
+}
+
+impl DumpMode {
+    /// The manifest's name for the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            DumpMode::PostgresCustom => "pg_dump-custom",
+            DumpMode::PostgresDirectory => "pg_dump-directory",
+            DumpMode::Mydumper => "mydumper",
+            DumpMode::Mysqldump => "mysqldump",
+        }
+    }
+
+    /// Whether the tool writes a directory of files (each its own object)
+    /// rather than one stream.
+    pub fn is_directory(self) -> bool {
+        matches!(self, DumpMode::PostgresDirectory | DumpMode::Mydumper)
+    }
+}
+
+/// How the agent dumps: the mode and its tuning. Every field has a
+/// default, so specs written before it existed still read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DumpSettings {
+    pub mode: DumpMode,
+    /// Parallel workers (`pg_dump --jobs`, `mydumper --threads`); `None`:
+    /// one per CPU of the instance.
+    pub jobs: Option<u32>,
+    /// MySQL databases to dump; empty: every database but the system ones.
+    pub databases: Vec<String>,
+    /// zstd level applied before encryption to dumps the tool leaves
+    /// uncompressed; 0 turns compression off.
+    pub compression_level: i32,
+    /// mydumper: refuse (or, with `kill_long_queries`, kill) queries
+    /// running longer than this many seconds before taking its snapshot.
+    pub long_query_guard_secs: u64,
+    pub kill_long_queries: bool,
+    /// mydumper: take no global read lock at all (RDS/Aurora, where
+    /// `FLUSH TABLES WITH READ LOCK` is refused): each thread's snapshot
+    /// starts separately, so tables are consistent one by one only.
+    pub no_locks: bool,
+    /// mydumper: split tables into chunks of this many rows (one file
+    /// each), so one big table is dumped by several threads.
+    pub rows_per_chunk: u64,
+}
+
+/// Default zstd level: fast, and most of the ratio of higher levels on SQL text.
+pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+/// mydumper's own default long-query guard.
+pub const DEFAULT_LONG_QUERY_GUARD_SECS: u64 = 60;
+pub const DEFAULT_ROWS_PER_CHUNK: u64 = 500_000;
+
+impl Default for DumpSettings {
+    fn default() -> Self {
+        DumpSettings {
+            mode: DumpMode::default(),
+            jobs: None,
+            databases: Vec::new(),
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            long_query_guard_secs: DEFAULT_LONG_QUERY_GUARD_SECS,
+            kill_long_queries: false,
+            no_locks: false,
+            rows_per_chunk: DEFAULT_ROWS_PER_CHUNK,
         }
     }
 }
@@ -52,6 +136,32 @@ pub struct JobSpec {
     /// How long the agent may go without a status update before the
     /// controller declares it dead; the agent heartbeats well within it.
     pub heartbeat_interval_secs: u64,
+    #[serde(default)]
+    pub dump: DumpSettings,
+    /// S3 Object Lock retention set on every object and the manifest;
+    /// `None`: the bucket's default, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    #[serde(default)]
+    pub aws_timeouts: AwsTimeouts,
+}
+
+/// How objects are locked against deletion (`storage.retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub mode: RetentionMode,
+    /// Days from the start of the backup until the lock ends.
+    pub days: u32,
+}
+
+/// S3 Object Lock modes: nobody can shorten a COMPLIANCE retention, not
+/// even the root user; GOVERNANCE yields to `s3:BypassGovernanceRetention`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    Compliance,
+    Governance,
 }
 
 /// Where the database is and who to log in as.
@@ -61,6 +171,37 @@ pub struct DatabaseTarget {
     pub port: u16,
     pub user: String,
     pub name: String,
+    /// How long the client tools wait to connect (`timeouts.database_connect`).
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+pub const DEFAULT_DATABASE_CONNECT_SECS: u64 = 30;
+
+fn default_connect_timeout_secs() -> u64 {
+    DEFAULT_DATABASE_CONNECT_SECS
+}
+
+/// Time limits on AWS SDK calls (`timeouts.aws_attempt`,
+/// `timeouts.aws_operation`): one attempt, and the whole call with its
+/// retries. Generous, because a part upload of 5 GiB is one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AwsTimeouts {
+    pub attempt_secs: u64,
+    pub operation_secs: u64,
+}
+
+pub const DEFAULT_AWS_ATTEMPT_SECS: u64 = 10 * 60;
+pub const DEFAULT_AWS_OPERATION_SECS: u64 = 30 * 60;
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        AwsTimeouts {
+            attempt_secs: DEFAULT_AWS_ATTEMPT_SECS,
+            operation_secs: DEFAULT_AWS_OPERATION_SECS,
+        }
+    }
 }
 
 /// Multipart upload tuning.
@@ -190,6 +331,20 @@ pub struct Manifest {
     pub started_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub finished_at: OffsetDateTime,
+    /// When the dump tool started and exited: with the objects' upload
+    /// times they show how far dump and upload overlapped.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dump_started_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dump_finished_at: Option<OffsetDateTime>,
     /// Per-table row counts and checksums from the dump's own snapshot,
     /// for restore drills; absent in backups from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +382,29 @@ pub struct ManifestObject {
     pub sha256: String,
     /// Plaintext bytes read from the dump tool.
     pub plaintext_bytes: u64,
+    /// For directory dumps: the file's path relative to the dump
+    /// directory, which is where it goes back for a restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// Compression applied before encryption (`zstd`); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub upload_started_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub upload_finished_at: Option<OffsetDateTime>,
 }
 
 /// Versions of everything that produced the backup, for a restore years later.

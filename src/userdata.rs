@@ -35,14 +35,18 @@ pub struct UserData {
     pub agent_url: String,
     pub agent_sha256: String,
     pub max_lifetime_minutes: u64,
+    /// `curl --max-time` for the agent's download.
+    pub agent_download_secs: u64,
     pub region: String,
+    /// The job's dump mode (`DumpMode::name`): which client tools to install.
+    pub dump_mode: String,
 }
 
 impl UserData {
     /// Renders the script, refusing values a shell cannot hold and results
     /// EC2 would refuse.
     pub fn render_script(&self) -> Result<String, UserDataError> {
-        let fields: [(&'static str, &str); 7] = [
+        let fields: [(&'static str, &str); 8] = [
             ("job_id", &self.job_id),
             ("status_parameter", &self.status_parameter),
             ("spec_bucket", &self.spec_bucket),
@@ -50,6 +54,7 @@ impl UserData {
             ("agent_url", &self.agent_url),
             ("agent_sha256", &self.agent_sha256),
             ("region", &self.region),
+            ("dump_mode", &self.dump_mode),
         ];
         if let Some((field, _)) = fields.iter().find(|(_, value)| value.contains('\0')) {
             return Err(UserDataError::Nul { field });
@@ -110,7 +115,9 @@ mod tests {
             agent_url: "http://127.0.0.1:4566/backups/agent?X-Amz-Signature=abc&b=c".into(),
             agent_sha256: "0".repeat(64),
             max_lifetime_minutes: 120,
+            agent_download_secs: 600,
             region: "us-east-1".into(),
+            dump_mode: "pg_dump-custom".into(),
         }
     }
 
@@ -197,6 +204,7 @@ mod tests {
             data.status_parameter = value.clone();
             data.agent_url = value.clone();
             data.region = value.clone();
+            data.dump_mode = value.clone();
             let script = data.render_script().unwrap();
             bash_n(&script);
             // Run the script's assignment block, then print the values back.
@@ -213,6 +221,37 @@ mod tests {
             assert_eq!(parts, vec![value.as_str(); 5], "value {value:?}");
             assert!(!canary.exists(), "injection ran for {value:?}");
         }
+    }
+
+    #[test]
+    fn the_agent_download_is_bounded_in_time() {
+        let mut data = sample();
+        data.agent_download_secs = 42;
+        let script = data.render_script().unwrap();
+        assert!(
+            script.contains("readonly AGENT_DOWNLOAD_SECS='42'\n")
+                || script.contains("readonly AGENT_DOWNLOAD_SECS=42\n"),
+            "{script}"
+        );
+        let curl = &script[script.find("curl -fsS").unwrap()..];
+        let curl = &curl[..curl.find("\"$AGENT_URL\"").unwrap()];
+        assert!(
+            curl.contains("--max-time \"$AGENT_DOWNLOAD_SECS\""),
+            "{curl}"
+        );
+    }
+
+    #[test]
+    fn only_the_tools_of_the_job_s_engine_are_installed() {
+        let mut data = sample();
+        data.dump_mode = "mydumper".into();
+        let script = data.render_script().unwrap();
+        bash_n(&script);
+        assert!(script.contains("readonly DUMP_MODE='mydumper'"));
+        // the package lists are chosen by the mode inside the script
+        let choose = script.find("case \"$DUMP_MODE\" in").unwrap();
+        let install = script.find("apt-get install -y -q $apt_packages").unwrap();
+        assert!(choose < install);
     }
 
     #[test]

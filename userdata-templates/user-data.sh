@@ -12,7 +12,9 @@ readonly SPEC_KEY={{ spec_key }}
 readonly AGENT_URL={{ agent_url }}
 readonly AGENT_SHA256={{ agent_sha256 }}
 readonly MAX_LIFETIME_MINUTES={{ max_lifetime_minutes }}
+readonly AGENT_DOWNLOAD_SECS={{ agent_download_secs }}
 export AWS_REGION={{ region }}
+readonly DUMP_MODE={{ dump_mode }}
 export AWS_DEFAULT_REGION="$AWS_REGION"
 
 # The agent reports its own failures and exits with this code; any other
@@ -49,17 +51,29 @@ trap 'on_exit $?' EXIT
 # Dead-man first: whatever happens next, this machine goes away.
 shutdown -h "+$MAX_LIFETIME_MINUTES" "backup-cloud: maximum lifetime reached"
 
-stage="installing the PostgreSQL client, gpg and GPGME"
+# Only the client tools the job's dump mode needs.
+case "$DUMP_MODE" in
+  mydumper) tools="mydumper mysql"; apt_packages="mydumper default-mysql-client"; dnf_packages="mydumper mariadb105" ;;
+  mysqldump) tools="mysqldump mysql"; apt_packages="default-mysql-client"; dnf_packages="mariadb105" ;;
+  *) tools="pg_dump psql pg_restore"; apt_packages="postgresql-client"; dnf_packages="postgresql16" ;;
+esac
+stage="installing the database client tools ($tools), gpg and GPGME"
 has_gpgme() { ldconfig -p 2>/dev/null | grep -q 'libgpgme\.so\.11'; }
-if ! command -v pg_dump >/dev/null || ! command -v psql >/dev/null \
-  || ! command -v gpg >/dev/null || ! command -v curl >/dev/null || ! has_gpgme; then
+missing=0
+for tool in $tools gpg curl; do
+  command -v "$tool" >/dev/null || missing=1
+done
+has_gpgme || missing=1
+if [ "$missing" -eq 1 ]; then
   if command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q postgresql-client gnupg curl ca-certificates
+    # shellcheck disable=SC2086 # word splitting intended: a package list
+    apt-get install -y -q $apt_packages gnupg curl ca-certificates
     apt-get install -y -q libgpgme11t64 || apt-get install -y -q libgpgme11
   elif command -v dnf >/dev/null; then
-    dnf install -y -q postgresql16 gnupg2 gpgme curl-minimal ca-certificates
+    # shellcheck disable=SC2086 # word splitting intended: a package list
+    dnf install -y -q $dnf_packages gnupg2 gpgme curl-minimal ca-certificates
   else
     echo "no supported package manager (apt-get or dnf)" >&2
     exit 1
@@ -69,7 +83,8 @@ fi
 stage="fetching the agent"
 workdir=$(mktemp -d -t backup-cloud.XXXXXXXX)
 agent="$workdir/backup-cloud"
-curl -fsS --retry 5 --retry-delay 2 --connect-timeout 10 -o "$agent" "$AGENT_URL"
+curl -fsS --retry 5 --retry-delay 2 --connect-timeout 10 --max-time "$AGENT_DOWNLOAD_SECS" \
+  -o "$agent" "$AGENT_URL"
 stage="checking the agent's SHA-256"
 printf '%s  %s\n' "$AGENT_SHA256" "$agent" | sha256sum --check --status
 chmod 0700 "$agent"

@@ -2,11 +2,10 @@
 //!
 //! Everything engine-specific the agent does lives here: how credentials
 //! reach the tools (a private file, never argv), how the server is asked
-//! for its version and size, and which dump command produces the stream.
-//! Another engine (MySQL) is another arm in each `match` on [`Engine`];
-//! another dump format (a directory dump, one object per file) is another
-//! [`DumpFormat`]. The rest of the agent only sees a [`DumpCommand`] and the
-//! [`DumpProcess`] it starts.
+//! for its version and size, and which dump command produces the dump —
+//! a stream on stdout (`pg_dump -Fc`, `mysqldump`) or a directory of files
+//! (`pg_dump -Fd`, `mydumper`). The rest of the agent only sees a
+//! [`DumpCommand`] and the [`DumpProcess`] it starts.
 
 use std::collections::VecDeque;
 use std::fs::OpenOptions;
@@ -16,14 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use crate::schema::{DatabaseTarget, Engine};
+use crate::schema::{DatabaseTarget, DumpMode, DumpSettings, Engine};
+
+/// Schemas every MySQL server has and no backup wants.
+const MYSQL_SYSTEM_SCHEMAS: [&str; 4] =
+    ["mysql", "information_schema", "performance_schema", "sys"];
 
 /// How much of a tool's stderr is kept for error messages.
 const STDERR_TAIL_BYTES: usize = 4096;
 
 /// How long a client tool may take to connect.
-const CONNECT_TIMEOUT_SECS: &str = "30";
-
 /// A database client tool failed or could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
@@ -52,6 +53,8 @@ pub enum DumpError {
     PasswordFile(io::Error),
     #[error("the database password contains a line break, which a password file cannot hold")]
     PasswordNotRepresentable,
+    #[error("the server has no databases to dump (system schemas are never dumped)")]
+    NoDatabases,
 }
 
 /// The database password. Its `Debug` output is redacted so it cannot leak
@@ -79,6 +82,7 @@ pub fn write_password_file(
 ) -> Result<(), DumpError> {
     let contents = match engine {
         Engine::Postgres => pgpass_line(&password.0)?,
+        Engine::Mysql => mysql_option_file(&password.0)?,
     };
     let mut file = OpenOptions::new()
         .write(true)
@@ -101,6 +105,16 @@ fn pgpass_line(password: &str) -> Result<String, DumpError> {
     Ok(format!("*:*:*:*:{escaped}\n"))
 }
 
+/// A MySQL option file giving the password to every client program
+/// (`[client]` is read by mysql, mysqldump and mydumper alike).
+fn mysql_option_file(password: &str) -> Result<String, DumpError> {
+    if password.contains(['\n', '\r']) {
+        return Err(DumpError::PasswordNotRepresentable);
+    }
+    let escaped = password.replace('\\', "\\\\").replace('"', "\\\"");
+    Ok(format!("[client]\npassword=\"{escaped}\"\n"))
+}
+
 /// What the server says about itself before the dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerFacts {
@@ -108,27 +122,13 @@ pub struct ServerFacts {
     pub database_bytes: u64,
 }
 
-/// The shape of a dump: what the tool writes and what the object is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DumpFormat {
-    /// `pg_dump --format=custom`, one stream, restorable with `pg_restore`.
-    PostgresCustom,
-}
-
-impl DumpFormat {
-    /// The manifest's name for the format.
-    pub fn name(self) -> &'static str {
-        match self {
-            DumpFormat::PostgresCustom => "pg_dump-custom",
-        }
-    }
-
-    /// File name of the encrypted object under the backup prefix.
-    pub fn object_name(self) -> &'static str {
-        match self {
-            DumpFormat::PostgresCustom => "pg_dump.custom.gpg",
-        }
-    }
+/// Where the dump tool writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DumpOutput {
+    /// One stream on stdout.
+    Stream,
+    /// Files in this directory, which exists and is empty; stdout is unused.
+    Directory(PathBuf),
 }
 
 /// How to reach the database with the engine's client tools.
@@ -138,6 +138,10 @@ pub struct Connection {
     target: DatabaseTarget,
     password_file: PathBuf,
 }
+
+/// The MySQL databases one backup covers, resolved against the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlDatabases(pub Vec<String>);
 
 impl Connection {
     /// `password_file` must have been written by [`write_password_file`].
@@ -149,19 +153,132 @@ impl Connection {
         }
     }
 
-    /// The command that dumps the whole database to stdout.
-    pub fn dump_command(&self) -> DumpCommand {
-        match self.engine {
-            Engine::Postgres => {
+    /// The command that takes the dump `settings` describe, with `jobs`
+    /// parallel workers, into `output` (which must suit the mode).
+    /// `databases` is what [`Connection::mysql_databases`] resolved; it is
+    /// ignored for PostgreSQL.
+    pub fn dump_command(
+        &self,
+        settings: &DumpSettings,
+        jobs: u32,
+        databases: &MysqlDatabases,
+        output: DumpOutput,
+    ) -> DumpCommand {
+        let directory = match &output {
+            DumpOutput::Directory(dir) => Some(dir.clone()),
+            DumpOutput::Stream => None,
+        };
+        let (program, command) = match settings.mode {
+            DumpMode::PostgresCustom => {
                 let mut command = self.postgres_client("pg_dump");
                 command.arg("--format=custom");
-                DumpCommand {
-                    program: "pg_dump",
-                    command,
-                    format: DumpFormat::PostgresCustom,
-                }
+                ("pg_dump", command)
             }
+            DumpMode::PostgresDirectory => {
+                let mut command = self.postgres_client("pg_dump");
+                // uncompressed: the agent compresses each file with zstd,
+                // faster and smaller than pg_dump's gzip; no fsync: the
+                // files are scratch, uploaded and deleted
+                command
+                    .arg("--format=directory")
+                    .arg(format!("--jobs={jobs}"))
+                    .arg("--compress=0")
+                    .arg("--no-sync");
+                if let Some(dir) = &directory {
+                    command.arg("--file").arg(dir);
+                }
+                ("pg_dump", command)
+            }
+            DumpMode::Mydumper => (
+                "mydumper",
+                self.mydumper(settings, jobs, databases, directory.as_deref()),
+            ),
+            DumpMode::Mysqldump => {
+                let mut command = self.mysql_client("mysqldump");
+                command.args([
+                    "--single-transaction",
+                    "--quick",
+                    "--routines",
+                    "--triggers",
+                    "--events",
+                    "--hex-blob",
+                    "--no-tablespaces",
+                    "--default-character-set=utf8mb4",
+                    "--databases",
+                    "--",
+                ]);
+                command.args(&databases.0);
+                ("mysqldump", command)
+            }
+        };
+        DumpCommand {
+            program,
+            command,
+            output,
         }
+    }
+
+    /// mydumper with a consistent snapshot: `--trx-consistency-only` holds
+    /// the global read lock only until every thread has opened its
+    /// transaction (needs RELOAD, not SUPER); `no_locks` takes none at all.
+    fn mydumper(
+        &self,
+        settings: &DumpSettings,
+        jobs: u32,
+        databases: &MysqlDatabases,
+        directory: Option<&Path>,
+    ) -> Command {
+        let target = &self.target;
+        let mut command = Command::new("mydumper");
+        command
+            .arg("--defaults-file")
+            .arg(&self.password_file)
+            .arg(format!("--host={}", target.host))
+            .arg(format!("--port={}", target.port))
+            .arg(format!("--user={}", target.user))
+            .arg(format!("--threads={jobs}"))
+            .arg(format!("--rows={}", settings.rows_per_chunk))
+            .arg("--trx-consistency-only")
+            .arg(format!(
+                "--long-query-guard={}",
+                settings.long_query_guard_secs
+            ))
+            .args(["--triggers", "--events", "--routines", "--verbose=1"])
+            .arg(format!("--regex={}", mydumper_regex(&databases.0)));
+        if settings.kill_long_queries {
+            command.arg("--kill-long-queries");
+        }
+        if settings.no_locks {
+            command.arg("--no-locks");
+        }
+        if let Some(dir) = directory {
+            command.arg("--outputdir").arg(dir);
+        }
+        command
+    }
+
+    /// The MySQL databases to dump: the configured list, or every
+    /// database on the server but the system schemas.
+    pub async fn mysql_databases(
+        &self,
+        configured: &[String],
+    ) -> Result<MysqlDatabases, DumpError> {
+        if !configured.is_empty() {
+            return Ok(MysqlDatabases(configured.to_vec()));
+        }
+        let output = self
+            .mysql_query("SELECT schema_name FROM information_schema.schemata ORDER BY schema_name")
+            .await?;
+        let databases: Vec<String> = output
+            .lines()
+            .map(str::trim)
+            .filter(|name| !name.is_empty() && !MYSQL_SYSTEM_SCHEMAS.contains(name))
+            .map(str::to_owned)
+            .collect();
+        if databases.is_empty() {
+            return Err(DumpError::NoDatabases);
+        }
+        Ok(MysqlDatabases(databases))
     }
 
     /// A connected `psql` for the table facts' snapshot session; `None`
@@ -169,11 +286,13 @@ impl Connection {
     pub fn facts_client(&self) -> Option<Command> {
         match self.engine {
             Engine::Postgres => Some(self.postgres_client("psql")),
+            Engine::Mysql => None,
         }
     }
 
-    /// Asks the server for its version and the database's size.
-    pub async fn server_facts(&self) -> Result<ServerFacts, DumpError> {
+    /// Asks the server for its version and the size of what is dumped
+    /// (`databases` for MySQL, the target database for PostgreSQL).
+    pub async fn server_facts(&self, databases: &MysqlDatabases) -> Result<ServerFacts, DumpError> {
         match self.engine {
             Engine::Postgres => {
                 let mut command = self.postgres_client("psql");
@@ -192,14 +311,62 @@ impl Connection {
                     output,
                 })
             }
+            Engine::Mysql => {
+                let schemas = databases
+                    .0
+                    .iter()
+                    .map(|name| sql_string(name))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let output = self
+                    .mysql_query(&format!(
+                        "SELECT VERSION(), COALESCE(SUM(data_length + index_length), 0) \
+                         FROM information_schema.tables WHERE table_schema IN ({schemas})"
+                    ))
+                    .await?;
+                parse_psql_facts(&output).ok_or(DumpError::UnexpectedOutput {
+                    program: "mysql",
+                    output,
+                })
+            }
         }
     }
 
+    /// Runs one query with the `mysql` client, returning its tab-separated
+    /// rows without headers.
+    async fn mysql_query(&self, sql: &str) -> Result<String, DumpError> {
+        let mut command = self.mysql_client("mysql");
+        command
+            .arg(format!(
+                "--connect-timeout={}",
+                self.target.connect_timeout_secs
+            ))
+            .args(["--batch", "--skip-column-names", "--execute"])
+            .arg(sql);
+        run_to_completion("mysql", command).await
+    }
+
+    /// A MySQL client program connected to the target over TCP; the
+    /// option file carrying the password must come first on its argv.
+    fn mysql_client(&self, program: &str) -> Command {
+        let target = &self.target;
+        let mut defaults = std::ffi::OsString::from("--defaults-extra-file=");
+        defaults.push(&self.password_file);
+        let mut command = Command::new(program);
+        command
+            .env_remove("MYSQL_PWD")
+            .env_remove("MYSQL_HOST")
+            .arg(defaults)
+            .arg(format!("--host={}", target.host))
+            .arg(format!("--port={}", target.port))
+            .arg(format!("--user={}", target.user))
+            .arg("--protocol=TCP");
+        command
+    }
+
     /// The dump tool's own version line, e.g. `pg_dump (PostgreSQL) 15.8`.
-    pub async fn dump_tool_version(&self) -> Result<String, DumpError> {
-        let program = match self.engine {
-            Engine::Postgres => "pg_dump",
-        };
+    pub async fn dump_tool_version(&self, mode: DumpMode) -> Result<String, DumpError> {
+        let program = dump_program(mode);
         let mut command = Command::new(program);
         command.arg("--version");
         let output = run_to_completion(program, command).await?;
@@ -215,7 +382,10 @@ impl Connection {
         let mut command = Command::new(program);
         command
             .env("PGPASSFILE", &self.password_file)
-            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_SECS)
+            .env(
+                "PGCONNECT_TIMEOUT",
+                self.target.connect_timeout_secs.to_string(),
+            )
             .env("PGAPPNAME", "backup-cloud")
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
@@ -226,6 +396,41 @@ impl Connection {
             .arg("--no-password");
         command
     }
+}
+
+/// The program that takes a dump in `mode`.
+fn dump_program(mode: DumpMode) -> &'static str {
+    match mode {
+        DumpMode::PostgresCustom | DumpMode::PostgresDirectory => "pg_dump",
+        DumpMode::Mydumper => "mydumper",
+        DumpMode::Mysqldump => "mysqldump",
+    }
+}
+
+/// A MySQL string literal: quotes and backslashes escaped.
+fn sql_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// mydumper's `--regex` (matched against `database.table`) selecting
+/// exactly `databases`; every character but letters and digits is
+/// escaped, so a name is never read as a pattern.
+fn mydumper_regex(databases: &[String]) -> String {
+    let alternatives: Vec<String> = databases
+        .iter()
+        .map(|name| {
+            name.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_string()
+                    } else {
+                        format!("\\{c}")
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    format!("^({})\\.", alternatives.join("|"))
 }
 
 /// `dbname='…'` with libpq's conninfo quoting.
@@ -282,7 +487,7 @@ fn summarise_stderr(stderr: &[u8]) -> String {
 pub struct DumpCommand {
     program: &'static str,
     command: Command,
-    format: DumpFormat,
+    output: DumpOutput,
 }
 
 impl DumpCommand {
@@ -293,18 +498,19 @@ impl DumpCommand {
         self
     }
 
-    pub fn format(&self) -> DumpFormat {
-        self.format
-    }
-
-    /// Starts the dump with stdout and stderr piped; stderr is drained on a
-    /// blocking thread so the tool can never stall on it.
+    /// Starts the dump with stderr piped and, for a stream, stdout piped;
+    /// stderr is drained on a blocking thread so the tool can never stall
+    /// on it.
     pub fn spawn(mut self) -> Result<DumpProcess, DumpError> {
         let program = self.program;
+        let stdout = match self.output {
+            DumpOutput::Stream => Stdio::piped(),
+            DumpOutput::Directory(_) => Stdio::null(),
+        };
         let mut child = self
             .command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| DumpError::Spawn { program, source })?;
@@ -418,14 +624,19 @@ mod tests {
             port: 5432,
             user: "backup".into(),
             name: "orders".into(),
+            connect_timeout_secs: 30,
         }
     }
 
     #[test]
     fn pg_dump_gets_the_connection_as_options_and_no_password() {
         let connection = Connection::new(Engine::Postgres, &target(), Path::new("/tmp/x/pgpass"));
-        let dump = connection.dump_command();
-        assert_eq!(dump.format(), DumpFormat::PostgresCustom);
+        let dump = connection.dump_command(
+            &DumpSettings::default(),
+            1,
+            &MysqlDatabases(Vec::new()),
+            DumpOutput::Stream,
+        );
         assert_eq!(dump.command.get_program(), "pg_dump");
         let args: Vec<_> = dump
             .command
@@ -449,6 +660,101 @@ mod tests {
             .find(|(k, _)| *k == "PGPASSFILE")
             .and_then(|(_, v)| v);
         assert_eq!(passfile, Some(std::ffi::OsStr::new("/tmp/x/pgpass")));
+    }
+
+    fn args_of(command: &Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn pg_dump_directory_runs_jobs_uncompressed_into_the_directory() {
+        let connection = Connection::new(Engine::Postgres, &target(), Path::new("/tmp/x/pgpass"));
+        let settings = DumpSettings {
+            mode: DumpMode::PostgresDirectory,
+            ..DumpSettings::default()
+        };
+        let dump = connection.dump_command(
+            &settings,
+            3,
+            &MysqlDatabases(Vec::new()),
+            DumpOutput::Directory("/scratch/dump".into()),
+        );
+        let args = args_of(&dump.command);
+        for expected in [
+            "--format=directory",
+            "--jobs=3",
+            "--compress=0",
+            "--no-sync",
+        ] {
+            assert!(args.contains(&expected.to_owned()), "{args:?}");
+        }
+        assert!(args.ends_with(&["--file".to_owned(), "/scratch/dump".to_owned()]));
+    }
+
+    #[test]
+    fn mysql_tools_read_the_password_from_the_option_file_only() {
+        let mut target = target();
+        target.port = 3306;
+        let connection = Connection::new(Engine::Mysql, &target, Path::new("/tmp/x/my.cnf"));
+        let databases = MysqlDatabases(vec!["shop".into(), "crm-2".into()]);
+        let settings = DumpSettings {
+            mode: DumpMode::Mysqldump,
+            ..DumpSettings::default()
+        };
+        let dump = connection.dump_command(&settings, 1, &databases, DumpOutput::Stream);
+        let args = args_of(&dump.command);
+        assert_eq!(args[0], "--defaults-extra-file=/tmp/x/my.cnf");
+        assert!(args.contains(&"--single-transaction".to_owned()));
+        assert!(
+            args.ends_with(&["--".into(), "shop".into(), "crm-2".into()]),
+            "{args:?}"
+        );
+        assert!(args
+            .iter()
+            .all(|a| !a.starts_with("--password") && a != "-p"));
+
+        let settings = DumpSettings {
+            mode: DumpMode::Mydumper,
+            kill_long_queries: true,
+            ..DumpSettings::default()
+        };
+        let dump = connection.dump_command(
+            &settings,
+            4,
+            &databases,
+            DumpOutput::Directory("/scratch/d".into()),
+        );
+        assert_eq!(dump.command.get_program(), "mydumper");
+        let args = args_of(&dump.command);
+        for expected in [
+            "--defaults-file",
+            "/tmp/x/my.cnf",
+            "--threads=4",
+            "--trx-consistency-only",
+            "--long-query-guard=60",
+            "--kill-long-queries",
+            "--regex=^(shop|crm\\-2)\\.",
+            "--outputdir",
+        ] {
+            assert!(
+                args.contains(&expected.to_owned()),
+                "{expected} in {args:?}"
+            );
+        }
+        assert!(!args.contains(&"--no-locks".to_owned()));
+    }
+
+    #[test]
+    fn mysql_option_file_escapes_quotes_and_backslashes() {
+        assert_eq!(
+            mysql_option_file(r#"a"b\c"#).unwrap(),
+            "[client]\npassword=\"a\\\"b\\\\c\"\n"
+        );
+        assert!(mysql_option_file("a\rb").is_err());
+        assert_eq!(sql_string(r"it's\"), r"'it''s\\'");
     }
 
     #[test]
@@ -503,7 +809,7 @@ mod tests {
         let mut process = DumpCommand {
             program: "sh",
             command,
-            format: DumpFormat::PostgresCustom,
+            output: DumpOutput::Stream,
         }
         .spawn()
         .unwrap();

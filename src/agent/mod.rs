@@ -18,12 +18,14 @@
 //! `verifying` (the object is checked and the manifest written).
 
 mod bench;
+mod directory;
 mod dump;
 mod encrypt;
 pub mod facts;
 mod keys;
 mod part_size;
 mod progress;
+mod scratch;
 mod upload;
 
 use std::io;
@@ -39,21 +41,24 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::aws::{describe_sdk_error, AwsClients};
 use crate::schema::{
-    JobSpec, Manifest, ManifestObject, Phase, Status, ToolVersions, UploadSettings, SCHEMA_VERSION,
-    STATUS_MESSAGE_MAX,
+    DumpMode, Engine, JobSpec, Manifest, ManifestObject, Phase, Status, ToolVersions,
+    UploadSettings, SCHEMA_VERSION, STATUS_MESSAGE_MAX,
 };
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
 
 pub use bench::{bench_encrypt, BenchError};
+pub use directory::DirectoryError;
 pub use dump::DumpError;
 pub use encrypt::EncryptError;
 pub use keys::KeyError;
+pub use scratch::ScratchError;
 pub use upload::UploadError;
 
-use dump::{Connection, DatabasePassword, DumpCommand};
+use directory::{FileLayout, ObjectSink};
+use dump::{Connection, DatabasePassword, DumpCommand, DumpOutput, MysqlDatabases};
 use encrypt::{CiphertextSummary, CountingReader, PartWriter};
 use progress::{StatusReporter, TransferCounters};
-use upload::MultipartUpload;
+use upload::{MultipartUpload, ObjectLock};
 
 /// Why a backup on this machine failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +110,10 @@ pub enum AgentError {
     #[error(transparent)]
     Dump(#[from] DumpError),
     #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
+    #[error(transparent)]
     Encrypt(#[from] EncryptError),
     #[error("cannot hand the ciphertext to the upload: {0}")]
     CiphertextSink(io::Error),
@@ -140,6 +149,7 @@ pub enum AgentError {
 pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
     let clients = AwsClients::load(None, None).await;
     let spec = fetch_spec(&clients.s3, spec_bucket, spec_key).await?;
+    let clients = AwsClients::load_with(None, None, spec.aws_timeouts).await;
     tracing::info!(job = %spec.job_id, "job spec s3://{spec_bucket}/{spec_key} loaded");
     let store = SsmStatusStore::new(clients.ssm.clone());
     let initial = claim_status(&store, &spec).await?;
@@ -163,7 +173,6 @@ pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
             reporter
                 .finish(Phase::Succeeded, |status| {
                     status.manifest_key = Some(manifest_key);
-                    status.objects_done = 1;
                     status.set_message("backup complete");
                 })
                 .await
@@ -295,40 +304,184 @@ async fn take_backup(
     tracing::info!("encrypting to {}", recipients.join(", "));
 
     let connection = Connection::new(spec.engine, &spec.database, &workspace.password_file());
-    let dump_tool = connection.dump_tool_version().await?;
-    let server = connection.server_facts().await?;
+    let settings = &spec.dump;
+    let databases = match spec.engine {
+        Engine::Mysql => connection.mysql_databases(&settings.databases).await?,
+        Engine::Postgres => MysqlDatabases(Vec::new()),
+    };
+    let dump_tool = connection.dump_tool_version(settings.mode).await?;
+    let server = connection.server_facts(&databases).await?;
     tracing::info!(
-        "server {}; database {} is {} bytes; dumping with {dump_tool}",
+        "server {}; {} is {} bytes; dumping with {dump_tool}",
         server.version,
         spec.database.name,
         server.database_bytes
     );
     reporter
-        .amend(|status| status.bytes_expected = Some(server.database_bytes))
+        .amend(|status| {
+            status.bytes_expected = Some(server.database_bytes);
+            status.set_message(&format!(
+                "dumping {} bytes with {dump_tool}",
+                server.database_bytes
+            ));
+        })
         .await;
 
+    let jobs = settings.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
+    });
     let facts = facts::Collecting::start(connection.facts_client()).await;
-    let mut dump = connection.dump_command();
-    if let Some(collecting) = &facts {
-        dump = dump.with_snapshot(collecting.snapshot());
-    }
-    let format = dump.format();
-    let object_key = format!("{}{}", spec.backup_prefix, format.object_name());
-    reporter.enter_phase(Phase::Dumping).await;
-    let upload = MultipartUpload::create(&clients.s3, &spec.bucket, &object_key).await?;
+    let snapshot = |dump: DumpCommand| match &facts {
+        Some(collecting) => dump.with_snapshot(collecting.snapshot()),
+        None => dump,
+    };
+    let dumped = if settings.mode.is_directory() {
+        let scratch = scratch::prepare(server.database_bytes)?;
+        let dir = scratch.dump_dir();
+        let dump = snapshot(connection.dump_command(
+            settings,
+            jobs,
+            &databases,
+            DumpOutput::Directory(dir.clone()),
+        ));
+        let sink = ObjectSink {
+            s3: clients.s3.clone(),
+            bucket: spec.bucket.clone(),
+            key_prefix: format!("{}data/", spec.backup_prefix),
+            gnupg_home: workspace.gnupg_home(),
+            recipients: recipients.clone(),
+            upload: spec.upload,
+            compression_level: settings.compression_level,
+            counters: counters.clone(),
+            retention: spec.retention,
+        };
+        let layout = match settings.mode {
+            DumpMode::Mydumper => FileLayout::Mydumper,
+            _ => FileLayout::PostgresDirectory {
+                database: spec.database.name.clone(),
+            },
+        };
+        reporter.enter_phase(Phase::Dumping).await;
+        let (dump_finished, dump_finished_signal) = oneshot::channel();
+        let pipeline = tokio::spawn(directory::dump_and_upload(
+            dump,
+            dir,
+            layout,
+            std::sync::Arc::new(sink),
+            dump_finished,
+        ));
+        if dump_finished_signal.await.is_ok() {
+            reporter.enter_phase(Phase::Uploading).await;
+        }
+        let dumped = pipeline
+            .await
+            .map_err(|err| crashed("directory dump", err))??;
+        drop(scratch);
+        dumped
+    } else {
+        let dump =
+            snapshot(connection.dump_command(settings, jobs, &databases, DumpOutput::Stream));
+        reporter.enter_phase(Phase::Dumping).await;
+        dump_stream(
+            clients,
+            spec,
+            dump,
+            &workspace,
+            &recipients,
+            counters,
+            reporter,
+        )
+        .await?
+    };
+
+    let facts = match facts {
+        Some(collecting) => collecting.finish().await,
+        None => None,
+    };
+    reporter.enter_phase(Phase::Verifying).await;
+    verify_objects(&clients.s3, &spec.bucket, &dumped.objects).await?;
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        job_name: spec.job_name.clone(),
+        job_id: spec.job_id.clone(),
+        engine: spec.engine,
+        format: settings.mode.name().to_owned(),
+        database: spec.database.name.clone(),
+        objects: dumped.objects,
+        recipients,
+        tool_versions: ToolVersions {
+            agent: env!("CARGO_PKG_VERSION").to_owned(),
+            dump_tool,
+            gpgme: gpgme::init().version().to_owned(),
+            server: server.version,
+        },
+        ami_id: spec.ami_id.clone(),
+        instance_type: spec.instance_type.clone(),
+        instance_id: initial.instance_id.clone(),
+        started_at: initial.started_at,
+        finished_at: OffsetDateTime::now_utc(),
+        dump_started_at: Some(dumped.dump_started_at),
+        dump_finished_at: Some(dumped.dump_finished_at),
+        facts,
+    };
+    let manifest_key = format!("{}manifest.json", spec.backup_prefix);
+    write_manifest(
+        &clients.s3,
+        &spec.bucket,
+        &manifest_key,
+        &manifest,
+        ObjectLock::new(spec.retention),
+    )
+    .await?;
+    Ok(manifest_key)
+}
+
+/// Streams a one-object dump (`pg_dump -Fc`, `mysqldump`) through
+/// compression (for a dump that is not compressed already), encryption
+/// and a multipart upload.
+async fn dump_stream(
+    clients: &AwsClients,
+    spec: &JobSpec,
+    dump: DumpCommand,
+    workspace: &Workspace,
+    recipients: &[String],
+    counters: &TransferCounters,
+    reporter: &StatusReporter<impl StatusStore>,
+) -> Result<directory::DirectoryDump, AgentError> {
+    let compression_level = match spec.dump.mode {
+        DumpMode::Mysqldump => spec.dump.compression_level,
+        _ => 0, // pg_dump's custom format is compressed already
+    };
+    let object_name = match (spec.dump.mode, compression_level) {
+        (DumpMode::Mysqldump, 0) => "mysqldump.sql.gpg",
+        (DumpMode::Mysqldump, _) => "mysqldump.sql.zst.gpg",
+        _ => "pg_dump.custom.gpg",
+    };
+    let object_key = format!("{}{object_name}", spec.backup_prefix);
+    counters.set_activity(&format!("dumping into {object_name}"));
+    let lock = ObjectLock::new(spec.retention);
+    let upload =
+        MultipartUpload::create(&clients.s3, &spec.bucket, &object_key, lock.as_ref()).await?;
     let (dump_finished, dump_finished_signal) = oneshot::channel();
+    let dump_started_at = OffsetDateTime::now_utc();
     let pipeline = tokio::spawn(stream_dump(
         dump,
         upload.clone(),
-        workspace.gnupg_home(),
-        recipients.clone(),
+        StreamEncoding {
+            gnupg_home: workspace.gnupg_home(),
+            recipients: recipients.to_vec(),
+            compression_level,
+        },
         spec.upload,
         counters.clone(),
         dump_finished,
     ));
-    if dump_finished_signal.await.is_ok() {
+    let dump_finished_at = if dump_finished_signal.await.is_ok() {
         reporter.enter_phase(Phase::Uploading).await;
-    }
+        OffsetDateTime::now_utc()
+    } else {
+        dump_started_at
+    };
     let completed = match pipeline.await {
         Ok(Ok(streamed)) => match upload.complete(streamed.parts).await {
             Ok(()) => Ok(streamed.ciphertext),
@@ -344,10 +497,7 @@ async fn take_backup(
             return Err(err);
         }
     };
-    let facts = match facts {
-        Some(collecting) => collecting.finish().await,
-        None => None,
-    };
+    counters.objects_done.fetch_add(1, Ordering::Relaxed);
     let plaintext_bytes = counters.plaintext_bytes.load(Ordering::Relaxed);
     tracing::info!(
         "uploaded s3://{}/{object_key}: {} bytes from {plaintext_bytes} plaintext bytes, sha256 {}",
@@ -355,39 +505,30 @@ async fn take_backup(
         ciphertext.bytes,
         ciphertext.sha256
     );
-
-    reporter.enter_phase(Phase::Verifying).await;
-    verify_object(&clients.s3, &spec.bucket, &object_key, ciphertext.bytes).await?;
-    let manifest = Manifest {
-        schema_version: SCHEMA_VERSION,
-        job_name: spec.job_name.clone(),
-        job_id: spec.job_id.clone(),
-        engine: spec.engine,
-        format: format.name().to_owned(),
-        database: spec.database.name.clone(),
+    Ok(directory::DirectoryDump {
         objects: vec![ManifestObject {
             key: object_key,
             size: ciphertext.bytes,
             sha256: ciphertext.sha256,
             plaintext_bytes,
+            path: None,
+            database: None,
+            table: None,
+            compression: (compression_level > 0).then(|| "zstd".to_owned()),
+            upload_started_at: Some(dump_started_at),
+            upload_finished_at: Some(OffsetDateTime::now_utc()),
         }],
-        recipients,
-        tool_versions: ToolVersions {
-            agent: env!("CARGO_PKG_VERSION").to_owned(),
-            dump_tool,
-            gpgme: gpgme::init().version().to_owned(),
-            server: server.version,
-        },
-        ami_id: spec.ami_id.clone(),
-        instance_type: spec.instance_type.clone(),
-        instance_id: initial.instance_id.clone(),
-        started_at: initial.started_at,
-        finished_at: OffsetDateTime::now_utc(),
-        facts,
-    };
-    let manifest_key = format!("{}manifest.json", spec.backup_prefix);
-    write_manifest(&clients.s3, &spec.bucket, &manifest_key, &manifest).await?;
-    Ok(manifest_key)
+        dump_started_at,
+        dump_finished_at,
+    })
+}
+
+/// Who a stream is encrypted to, and how it is compressed first.
+struct StreamEncoding {
+    gnupg_home: PathBuf,
+    recipients: Vec<String>,
+    /// zstd level; 0: not compressed.
+    compression_level: i32,
 }
 
 /// What a successful stream produced.
@@ -407,8 +548,7 @@ struct Streamed {
 async fn stream_dump(
     dump: DumpCommand,
     upload: MultipartUpload,
-    gnupg_home: PathBuf,
-    recipients: Vec<String>,
+    encoding: StreamEncoding,
     settings: UploadSettings,
     counters: TransferCounters,
     dump_finished: oneshot::Sender<()>,
@@ -428,10 +568,12 @@ async fn stream_dump(
     let plaintext_bytes = counters.plaintext_bytes.clone();
     let encryption = tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter::new(part_size, part_sender);
-        encrypt::encrypt_stream(
-            &gnupg_home,
-            &recipients,
+        encrypt::encrypt_maybe_compressed(
+            &encoding.gnupg_home,
+            &encoding.recipients,
             CountingReader::new(stdout, plaintext_bytes),
+            encoding.compression_level,
+            compression_workers(),
             &mut writer,
         )?;
         writer.finish().map_err(AgentError::CiphertextSink)
@@ -482,6 +624,14 @@ fn crashed(stage: &'static str, err: tokio::task::JoinError) -> AgentError {
     }
 }
 
+/// zstd worker threads for a single stream: every core but the one
+/// GPGME's gpg process needs.
+fn compression_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| u32::try_from(n.get()).unwrap_or(1))
+        .saturating_sub(1)
+}
+
 /// Aborts the upload; the backup has already failed, so a failure to
 /// abort is logged (S3 lifecycle rules are the backstop), not returned.
 async fn abort_upload(upload: &MultipartUpload) {
@@ -525,6 +675,18 @@ async fn fetch_password(
     Ok(DatabasePassword::new(value.to_owned()))
 }
 
+/// Checks that S3 holds exactly the bytes we uploaded, for every object.
+async fn verify_objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    objects: &[ManifestObject],
+) -> Result<(), AgentError> {
+    for object in objects {
+        verify_object(s3, bucket, &object.key, object.size).await?;
+    }
+    Ok(())
+}
+
 /// Checks that S3 holds exactly the bytes we uploaded.
 async fn verify_object(
     s3: &aws_sdk_s3::Client,
@@ -563,6 +725,7 @@ async fn write_manifest(
     bucket: &str,
     key: &str,
     manifest: &Manifest,
+    lock: Option<ObjectLock>,
 ) -> Result<(), AgentError> {
     let manifest_error = |reason: String| AgentError::Manifest {
         bucket: bucket.to_owned(),
@@ -575,6 +738,8 @@ async fn write_manifest(
         .bucket(bucket)
         .key(key)
         .content_type("application/json")
+        .set_object_lock_mode(lock.as_ref().map(|l| l.mode.clone()))
+        .set_object_lock_retain_until_date(lock.map(|l| l.retain_until))
         .body(ByteStream::from(body))
         .send()
         .await
@@ -623,7 +788,7 @@ impl Workspace {
     }
 
     fn password_file(&self) -> PathBuf {
-        self.dir.path().join("pgpass")
+        self.dir.path().join("db-password")
     }
 }
 
@@ -664,6 +829,7 @@ mod tests {
                 port: 5432,
                 user: "backup".into(),
                 name: "orders".into(),
+                connect_timeout_secs: 30,
             },
             password_parameter: "/pw".into(),
             bucket: "b".into(),
@@ -677,6 +843,9 @@ mod tests {
             ami_id: "ami-1".into(),
             instance_type: "m6id.large".into(),
             heartbeat_interval_secs: 10,
+            dump: Default::default(),
+            retention: None,
+            aws_timeouts: Default::default(),
         }
     }
 

@@ -48,6 +48,28 @@ pub struct TransferCounters {
     pub plaintext_bytes: Arc<AtomicU64>,
     /// Ciphertext bytes in parts S3 has acknowledged.
     pub uploaded_bytes: Arc<AtomicU64>,
+    /// Objects stored completely.
+    pub objects_done: Arc<AtomicU64>,
+    /// What the agent is doing now (e.g. `uploading shop.orders`),
+    /// published as the status message until the job ends.
+    activity: Arc<std::sync::Mutex<String>>,
+}
+
+impl TransferCounters {
+    pub fn set_activity(&self, activity: &str) {
+        let mut current = self
+            .activity
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        activity.clone_into(&mut current);
+    }
+
+    fn activity(&self) -> String {
+        self.activity
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
 }
 
 /// When the reporter writes.
@@ -162,6 +184,13 @@ impl<S: StatusStore> StatusReporter<S> {
     fn snapshot(&self, status: &mut Status) {
         status.bytes_read = self.counters.plaintext_bytes.load(Ordering::Relaxed);
         status.bytes_uploaded = self.counters.uploaded_bytes.load(Ordering::Relaxed);
+        status.objects_done = self.counters.objects_done.load(Ordering::Relaxed);
+        if !status.phase.is_terminal() {
+            let activity = self.counters.activity();
+            if !activity.is_empty() {
+                status.set_message(&activity);
+            }
+        }
         status.updated_at = OffsetDateTime::now_utc();
     }
 

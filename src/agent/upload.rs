@@ -11,13 +11,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockMode,
+};
 use aws_sdk_s3::Client as S3Client;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::aws::describe_sdk_error;
+use crate::schema::{Retention, RetentionMode};
 
 /// S3 refuses multipart uploads with more parts than this.
 pub const MAX_PARTS: i32 = 10_000;
@@ -65,6 +68,30 @@ pub enum UploadError {
     },
 }
 
+/// The S3 Object Lock retention an object carries (`storage.retention`):
+/// locked for that many days from when it is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectLock {
+    pub mode: ObjectLockMode,
+    pub retain_until: aws_sdk_s3::primitives::DateTime,
+}
+
+impl ObjectLock {
+    /// The lock for an object written now, if retention is asked for.
+    pub fn new(retention: Option<Retention>) -> Option<ObjectLock> {
+        let retention = retention?;
+        let until =
+            time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(retention.days));
+        Some(ObjectLock {
+            mode: match retention.mode {
+                RetentionMode::Compliance => ObjectLockMode::Compliance,
+                RetentionMode::Governance => ObjectLockMode::Governance,
+            },
+            retain_until: aws_sdk_s3::primitives::DateTime::from_secs(until.unix_timestamp()),
+        })
+    }
+}
+
 /// One multipart upload in progress. Cloning is cheap (the SDK client is
 /// reference-counted), so each part task carries its own handle.
 #[derive(Debug, Clone)]
@@ -77,11 +104,12 @@ pub struct MultipartUpload {
 
 impl MultipartUpload {
     /// Starts a multipart upload of `s3://bucket/key` with CRC32 part
-    /// checksums, which S3 verifies on every part.
+    /// checksums, which S3 verifies on every part, locked by `lock`.
     pub async fn create(
         client: &S3Client,
         bucket: &str,
         key: &str,
+        lock: Option<&ObjectLock>,
     ) -> Result<MultipartUpload, UploadError> {
         let create_error = |reason: String| UploadError::Create {
             bucket: bucket.to_owned(),
@@ -94,6 +122,8 @@ impl MultipartUpload {
             .key(key)
             .content_type("application/pgp-encrypted")
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .set_object_lock_mode(lock.map(|l| l.mode.clone()))
+            .set_object_lock_retain_until_date(lock.map(|l| l.retain_until))
             .send()
             .await
             .map_err(|err| create_error(describe_sdk_error(&err)))?;

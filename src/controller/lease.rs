@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::controller::watch::{InstanceState, Limits, LIFETIME_GRACE};
+use crate::controller::watch::{InstanceState, Limits};
 use crate::schema::{Phase, Status, SCHEMA_VERSION};
 
 /// The lease document.
@@ -56,7 +56,7 @@ pub fn lease_is_alive(
     limits: &Limits,
 ) -> bool {
     let age = positive(now - lease.acquired_at);
-    if age > limits.max_lifetime + LIFETIME_GRACE {
+    if age > limits.max_lifetime + limits.lifetime_grace {
         return false;
     }
     if instance == Some(InstanceState::Gone) {

@@ -37,9 +37,6 @@ use lease::LeaseDoc;
 use plan::JobPlan;
 use watch::{Decision, InstanceState, Limits, Observation};
 
-/// How long to wait for EC2 to confirm an instance is going away.
-const TERMINATE_WAIT: Duration = Duration::from_secs(300);
-
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -107,15 +104,16 @@ pub struct Interrupts {
 }
 
 impl Interrupts {
-    /// Starts listening for Ctrl-C.
-    pub fn listen() -> Interrupts {
+    /// Starts listening for Ctrl-C; an operator who does not answer the
+    /// question within `prompt_timeout` gets the instances terminated.
+    pub fn listen(prompt_timeout: Duration) -> Interrupts {
         let (sender, receiver) = signal::channel(None);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
                 return;
             }
             let choice = if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-                ask_on_interrupt().await
+                ask_on_interrupt(prompt_timeout).await
             } else {
                 OnInterrupt::Terminate
             };
@@ -138,7 +136,7 @@ impl Interrupts {
     }
 }
 
-async fn ask_on_interrupt() -> OnInterrupt {
+async fn ask_on_interrupt(timeout: Duration) -> OnInterrupt {
     eprint!(
         "\ninterrupted: terminate the backup instance(s) [T], or leave them running detached [d]? "
     );
@@ -152,7 +150,7 @@ async fn ask_on_interrupt() -> OnInterrupt {
             _ => OnInterrupt::Terminate,
         },
         _ = tokio::signal::ctrl_c() => OnInterrupt::Terminate,
-        _ = tokio::time::sleep(Duration::from_secs(60)) => OnInterrupt::Terminate,
+        _ = tokio::time::sleep(timeout) => OnInterrupt::Terminate,
     }
 }
 
@@ -200,9 +198,10 @@ impl Controller {
         reporter: Arc<Reporter>,
         interrupts: Interrupts,
     ) -> Controller {
-        let aws = AwsClients::load(
+        let aws = AwsClients::load_with(
             config.aws.region.as_deref(),
             config.aws.endpoint_url.as_deref(),
+            config.timeouts.aws(),
         )
         .await;
         let store = SsmStatusStore::new(aws.ssm.clone());
@@ -469,15 +468,17 @@ impl Controller {
                 instance_id: Some(instance_id),
                 ..JobResult::without_backup(
                     &running.job,
-                    Outcome::Detached,
+                    Outcome::Interrupted,
                     format!(
-                        "left running; follow it with `backup-cloud wait {}`",
+                        "interrupted; the job was left running detached: follow it with `backup-cloud wait {}`",
                         running.job
                     ),
                 )
             });
         }
-        if let Err(source) = launch::terminate(&self.aws, &instance_id, TERMINATE_WAIT).await {
+        if let Err(source) =
+            launch::terminate(&self.aws, &instance_id, self.config.timeouts.terminate_wait).await
+        {
             return Err(RunError::Cleanup {
                 job_id,
                 outcome: ending.describe(),
@@ -543,6 +544,7 @@ impl Controller {
         let mut interrupts = self.interrupts.clone();
         let mut last_status: Option<Status> = None;
         let mut last_change = Instant::now();
+        let mut last_progress = Instant::now();
         let mut first = true;
         loop {
             if !first {
@@ -564,6 +566,12 @@ impl Controller {
                 Ok(Some(status)) if status.job_id == running.job_id => {
                     if last_status.as_ref() != Some(&status) {
                         last_change = Instant::now();
+                        if last_status
+                            .as_ref()
+                            .is_none_or(|last| !same_progress(last, &status))
+                        {
+                            last_progress = last_change;
+                        }
                         self.reporter.progress(&running.job, &status);
                         last_status = Some(status);
                     }
@@ -576,6 +584,7 @@ impl Controller {
                 status: last_status.as_ref(),
                 since_launch: running.launched.elapsed(),
                 since_last_change: last_change.elapsed(),
+                since_last_progress: last_progress.elapsed(),
             };
             match watch::decide(&observation, &running.limits) {
                 Decision::Continue => {}
@@ -668,7 +677,12 @@ impl Controller {
             if instance.state == InstanceState::Gone {
                 continue;
             }
-            launch::terminate(&self.aws, &instance.instance_id, TERMINATE_WAIT).await?;
+            launch::terminate(
+                &self.aws,
+                &instance.instance_id,
+                self.config.timeouts.terminate_wait,
+            )
+            .await?;
             if let Some(job_id) = &instance.job_id {
                 self.mark_failed(&parameter, job_id, "terminated by the operator")
                     .await;
@@ -696,34 +710,43 @@ impl Controller {
                 continue;
             }
             let parameter = self.config.status_parameter(job);
-            let status = self.store.read(&parameter).await?;
-            let limits = match self.config.jobs.get(job) {
-                Some(job) => self.limits(job),
-                None => Limits {
-                    heartbeat_timeout: self.config.status.heartbeat_timeout,
-                    boot_timeout: self.config.status.boot_timeout,
-                    max_lifetime: self.config.instance.max_lifetime,
-                },
-            };
             let managed = reap::ManagedInstance {
                 instance_id: instance.instance_id.clone(),
                 job: job.clone(),
                 job_id: job_id.clone(),
                 launched_at,
             };
-            let Some(reason) = reap::reap_reason(
-                &managed,
-                status.as_ref(),
-                OffsetDateTime::now_utc(),
-                &limits,
-                older_than,
-            ) else {
+            let now = OffsetDateTime::now_utc();
+            let configured = self.config.jobs.get(job);
+            let reason = match configured {
+                Some(configured) => {
+                    let status = self.store.read(&parameter).await?;
+                    reap::reap_reason(
+                        &managed,
+                        status.as_ref(),
+                        now,
+                        &self.limits(configured),
+                        older_than,
+                    )
+                }
+                // Another configuration's job (another team, another
+                // test): its status and limits live there, not here.
+                None => reap::foreign_reap_reason(&managed, now, older_than),
+            };
+            let Some(reason) = reason else {
                 continue;
             };
-            launch::terminate(&self.aws, &instance.instance_id, TERMINATE_WAIT).await?;
-            self.mark_failed(&parameter, job_id, &format!("reaped: {reason}"))
-                .await;
-            self.abort_leftover_uploads(job).await;
+            launch::terminate(
+                &self.aws,
+                &instance.instance_id,
+                self.config.timeouts.terminate_wait,
+            )
+            .await?;
+            if configured.is_some() {
+                self.mark_failed(&parameter, job_id, &format!("reaped: {reason}"))
+                    .await;
+                self.abort_leftover_uploads(job).await;
+            }
             reaped.push((
                 instance.instance_id.clone(),
                 format!("{job} ({job_id}): {reason}"),
@@ -741,6 +764,8 @@ impl Controller {
             heartbeat_timeout: self.config.status.heartbeat_timeout,
             boot_timeout: self.config.status.boot_timeout,
             max_lifetime: job.max_lifetime,
+            lifetime_grace: self.config.timeouts.lifetime_grace,
+            stall_timeout: self.config.status.stall_timeout,
         }
     }
 
@@ -880,6 +905,13 @@ impl Controller {
         }
         None
     }
+}
+
+/// Whether two status documents show the same phase and transfer counters:
+/// heartbeats alone change only the timestamp.
+fn same_progress(a: &Status, b: &Status) -> bool {
+    (a.phase, a.bytes_read, a.bytes_uploaded, a.objects_done)
+        == (b.phase, b.bytes_read, b.bytes_uploaded, b.objects_done)
 }
 
 /// How `start` got a job to watch.

@@ -27,6 +27,8 @@ pub struct JobPlan {
     pub agent_prefix: String,
     pub tags: BTreeMap<String, String>,
     pub max_lifetime_minutes: u64,
+    /// Limit on the instance's download of the agent, per attempt.
+    pub agent_download_secs: u64,
 }
 
 /// Formats a time as the compact ISO-8601 stamp used in keys and job ids.
@@ -59,6 +61,7 @@ impl JobPlan {
                 port: job.port,
                 user: job.user.clone(),
                 name: job.database.clone(),
+                connect_timeout_secs: config.timeouts.database_connect.as_secs(),
             },
             password_parameter: job.password_parameter.clone(),
             bucket: config.storage.bucket.clone(),
@@ -72,6 +75,9 @@ impl JobPlan {
             ami_id: ami_id.to_owned(),
             instance_type: job.instance_type.clone(),
             heartbeat_interval_secs: (config.status.heartbeat_timeout.as_secs() / 4).max(1),
+            dump: job.dump.clone(),
+            retention: config.storage.retention,
+            aws_timeouts: config.timeouts.aws(),
         };
         let mut tags = config.instance.tags.clone();
         tags.insert("Name".to_owned(), format!("backup-cloud {}", job.name));
@@ -84,6 +90,7 @@ impl JobPlan {
             agent_prefix: format!("{prefix}agent/"),
             tags,
             max_lifetime_minutes: job.max_lifetime.as_secs().div_ceil(60),
+            agent_download_secs: config.timeouts.agent_download.as_secs(),
         }
     }
 
@@ -108,6 +115,7 @@ impl JobPlan {
             agent_url,
             agent_sha256: agent_sha256.to_owned(),
             max_lifetime_minutes: self.max_lifetime_minutes,
+            agent_download_secs: self.agent_download_secs,
             region,
             dump_mode: self.spec.dump.mode.name().to_owned(),
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use crate::controller::watch::{Limits, LIFETIME_GRACE};
+use crate::controller::watch::Limits;
 use crate::schema::{Phase, Status};
 
 /// One of our instances, as EC2 and its tags describe it.
@@ -35,7 +35,7 @@ pub fn reap_reason(
         .unwrap_or(Duration::ZERO);
     let fmt =
         |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
-    if age > limits.max_lifetime + LIFETIME_GRACE {
+    if age > limits.max_lifetime + limits.lifetime_grace {
         return Some(format!(
             "running for {}, past its maximum lifetime of {}",
             fmt(age),
@@ -79,6 +79,25 @@ pub fn reap_reason(
         }
         None => (age > limits.boot_timeout).then(|| "its job has no status".to_owned()),
     }
+}
+
+/// Why an instance of a job this configuration does not know should be
+/// terminated: only an explicit `--older-than` judges it, since its status
+/// parameter, lifetime and timeouts live in another configuration.
+pub fn foreign_reap_reason(
+    instance: &ManagedInstance,
+    now: OffsetDateTime,
+    older_than: Option<Duration>,
+) -> Option<String> {
+    let age: Duration = (now - instance.launched_at)
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    let limit = older_than.filter(|limit| age > *limit)?;
+    Some(format!(
+        "running for {}, older than {} (a job of another configuration)",
+        humantime::format_duration(Duration::from_secs(age.as_secs())),
+        humantime::format_duration(Duration::from_secs(limit.as_secs()))
+    ))
 }
 
 #[cfg(test)]
@@ -187,6 +206,22 @@ mod tests {
                 older_than.map(Duration::from_secs),
             );
             assert_eq!(reason.is_some(), reap, "{name}: {reason:?}");
+        }
+    }
+
+    #[test]
+    fn another_configuration_s_jobs_are_left_alone_unless_asked() {
+        // (now, older_than, reap): launched at 1000, long past any
+        // lifetime or timeout this configuration knows
+        let cases: &[(i64, Option<u64>, bool)] = &[
+            (1_000_000, None, false),
+            (1_000_000, Some(500), true),
+            (1400, Some(500), false),
+        ];
+        for (now, older_than, reap) in cases {
+            let reason =
+                foreign_reap_reason(&instance(), at(*now), older_than.map(Duration::from_secs));
+            assert_eq!(reason.is_some(), *reap, "{now} {older_than:?}: {reason:?}");
         }
     }
 }

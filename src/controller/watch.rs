@@ -6,7 +6,11 @@
 //! table-tested — says whether to keep waiting or how the job ended. Time is
 //! measured on the controller's clock only: a heartbeat is "fresh" when the
 //! status document last *changed* recently, whatever the instance's clock
-//! says.
+//! says. Progress is judged the same way: the transfer counters
+//! (`bytes_read`, `bytes_uploaded`, `objects_done`) must move within the
+//! stall timeout while the job dumps or uploads, or the job is hung even
+//! though its heartbeat keeps coming. A legitimate wait (a table lock)
+//! looks the same, which is why the default is long.
 
 use std::time::Duration;
 
@@ -31,6 +35,8 @@ pub struct Observation<'a> {
     pub since_launch: Duration,
     /// Time since the status document last changed.
     pub since_last_change: Duration,
+    /// Time since the transfer counters last moved (or the phase changed).
+    pub since_last_progress: Duration,
 }
 
 /// The limits the decision is taken against.
@@ -39,6 +45,11 @@ pub struct Limits {
     pub heartbeat_timeout: Duration,
     pub boot_timeout: Duration,
     pub max_lifetime: Duration,
+    /// Past `max_lifetime`, before giving up on the dead-man shutdown.
+    pub lifetime_grace: Duration,
+    /// How long the transfer counters may stand still while dumping or
+    /// uploading.
+    pub stall_timeout: Duration,
 }
 
 /// How a job ended, or that it has not yet.
@@ -49,10 +60,6 @@ pub enum Decision {
     Failed { reason: String },
     TimedOut { reason: String },
 }
-
-/// Grace on top of the instance's maximum lifetime before the controller
-/// stops waiting for the dead-man shutdown to report in.
-pub const LIFETIME_GRACE: Duration = Duration::from_secs(120);
 
 /// Decides the job's fate from one observation.
 pub fn decide(observation: &Observation<'_>, limits: &Limits) -> Decision {
@@ -97,6 +104,17 @@ pub fn decide(observation: &Observation<'_>, limits: &Limits) -> Decision {
                 ),
             };
         }
+        if matches!(phase, Some(Phase::Dumping | Phase::Uploading))
+            && observation.since_last_progress > limits.stall_timeout
+        {
+            return Decision::TimedOut {
+                reason: format!(
+                    "no progress for {} (phase {}): bytes read, bytes uploaded and objects done stood still although the agent kept reporting",
+                    humantime::format_duration(round_secs(observation.since_last_progress)),
+                    phase.map_or("unknown", Phase::as_str)
+                ),
+            };
+        }
     } else if observation.since_launch > limits.boot_timeout {
         return Decision::TimedOut {
             reason: format!(
@@ -105,7 +123,7 @@ pub fn decide(observation: &Observation<'_>, limits: &Limits) -> Decision {
             ),
         };
     }
-    if observation.since_launch > limits.max_lifetime + LIFETIME_GRACE {
+    if observation.since_launch > limits.max_lifetime + limits.lifetime_grace {
         return Decision::TimedOut {
             reason: format!(
                 "the job outlived its maximum lifetime of {}",
@@ -129,6 +147,8 @@ pub mod test_support {
         heartbeat_timeout: Duration::from_secs(60),
         boot_timeout: Duration::from_secs(300),
         max_lifetime: Duration::from_secs(3600),
+        lifetime_grace: Duration::from_secs(120),
+        stall_timeout: Duration::from_secs(1800),
     };
 
     /// `secs` seconds after the epoch.
@@ -158,6 +178,7 @@ mod tests {
                 status,
                 since_launch: Duration::from_secs(since_launch),
                 since_last_change: Duration::from_secs(since_last_change),
+                since_last_progress: Duration::from_secs(since_last_change),
             },
             &LIMITS,
         )
@@ -275,6 +296,83 @@ mod tests {
                 Decision::Succeeded { .. } => "succeeded",
                 Decision::Failed { .. } => "failed",
                 Decision::TimedOut { .. } => "timed out",
+            };
+            assert_eq!(kind, *expected, "{name}: {decision:?}");
+        }
+    }
+
+    #[test]
+    fn stalls_table() {
+        use InstanceState::*;
+        // (name, phase, since last change, since last progress, expected)
+        let cases: &[(&str, Phase, u64, u64, &str)] = &[
+            ("moving", Phase::Dumping, 5, 5, "continue"),
+            (
+                "hung upload, heartbeats",
+                Phase::Uploading,
+                5,
+                1801,
+                "timed out",
+            ),
+            (
+                "hung dump, heartbeats",
+                Phase::Dumping,
+                5,
+                1801,
+                "timed out",
+            ),
+            ("still at the limit", Phase::Dumping, 5, 1800, "continue"),
+            (
+                "lock wait within limit",
+                Phase::Dumping,
+                5,
+                1700,
+                "continue",
+            ),
+            (
+                "preparing is not judged",
+                Phase::Preparing,
+                5,
+                3000,
+                "continue",
+            ),
+            (
+                "verifying is not judged",
+                Phase::Verifying,
+                5,
+                3000,
+                "continue",
+            ),
+            (
+                "silent and still: heartbeat first",
+                Phase::Uploading,
+                61,
+                1801,
+                "no heartbeat",
+            ),
+        ];
+        for (name, phase, since_change, since_progress, expected) in cases {
+            let status = status(*phase);
+            let decision = decide(
+                &Observation {
+                    instance: Running,
+                    status: Some(&status),
+                    since_launch: Duration::from_secs(2000),
+                    since_last_change: Duration::from_secs(*since_change),
+                    since_last_progress: Duration::from_secs(*since_progress),
+                },
+                &LIMITS,
+            );
+            let kind = match &decision {
+                Decision::Continue => "continue",
+                Decision::TimedOut { reason } if reason.starts_with("no heartbeat") => {
+                    "no heartbeat"
+                }
+                Decision::TimedOut { reason } => {
+                    assert!(reason.contains("no progress"), "{name}: {reason}");
+                    "timed out"
+                }
+                other => panic!("{name}: {other:?}"),
             };
             assert_eq!(kind, *expected, "{name}: {decision:?}");
         }

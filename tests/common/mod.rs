@@ -275,6 +275,24 @@ impl Fixture {
 
     /// Writes the config file; `extra_job_keys` are appended to the job table.
     pub fn write_config(&self, database: &str, extra_job_keys: &str) {
+        self.write_config_for_job(&format!(
+            "engine = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{PG_BACKUP_USER}\"\ndatabase = \"{database}\"\n{extra_job_keys}",
+            port = pg_port(),
+        ));
+    }
+
+    /// Writes the config file for a MySQL job against the test MariaDB;
+    /// `job_keys` (e.g. `mode`, `databases`) are appended to the job table.
+    pub fn write_mysql_config(&self, job_keys: &str) {
+        self.write_config_for_job(&format!(
+            "engine = \"mysql\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{MYSQL_BACKUP_USER}\"\n{job_keys}",
+            port = mysql_port(),
+        ));
+    }
+
+    /// Writes the config file with `job_keys` (engine and connection
+    /// included) as the job table.
+    fn write_config_for_job(&self, job_keys: &str) {
         let text = format!(
             r#"[aws]
 region = "{REGION}"
@@ -300,20 +318,14 @@ part_size_mib = 5
 concurrency = 3
 
 [jobs.{job}]
-engine = "postgres"
-host = "127.0.0.1"
-port = {port}
-user = "{PG_BACKUP_USER}"
-database = "{database}"
 password_parameter = "{password_parameter}"
-{extra_job_keys}
+{job_keys}
 "#,
             endpoint = endpoint(),
             bucket = self.bucket,
             prefix = self.prefix,
             status_prefix = self.status_prefix,
             job = self.job,
-            port = pg_port(),
             password_parameter = self.password_parameter,
         );
         std::fs::write(&self.config_path, text).unwrap();
@@ -438,4 +450,169 @@ pub fn show(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+// ---- MariaDB ----------------------------------------------------------------
+
+pub const MYSQL_BACKUP_USER: &str = "backup";
+
+pub fn mysql_port() -> u16 {
+    std::env::var("BACKUP_CLOUD_TEST_MYSQL_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(53306)
+}
+
+pub fn mysql_backup_password() -> String {
+    std::env::var("BACKUP_CLOUD_TEST_MYSQL_PASSWORD").unwrap_or_else(|_| "backup-test-pw".into())
+}
+
+/// The test server's socket, where root logs in without a password.
+pub fn mysql_socket() -> PathBuf {
+    std::env::var_os("BACKUP_CLOUD_TEST_MYSQL_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".state/mariadb.sock"))
+}
+
+pub fn require_mysql_services() {
+    require_services();
+    require_service("MariaDB", mysql_port());
+}
+
+/// The `mariadb` client as root over the socket, batch mode, no headers.
+pub fn mariadb_root() -> Command {
+    let mut command = Command::new("mariadb");
+    command
+        .arg("--no-defaults")
+        .arg(format!("--socket={}", mysql_socket().display()))
+        .args(["-u", "root", "--batch", "--skip-column-names"])
+        .args(["--default-character-set=utf8mb4"]);
+    command
+}
+
+/// Runs `sql` as root and returns its output.
+pub fn mariadb(sql: &str) -> String {
+    let output = run_ok(mariadb_root().arg("-e").arg(sql));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Creates `database` with tables covering the awkward cases — NULLs,
+/// utf8mb4 text (emoji), BLOBs, decimals, datetimes — plus a view, a
+/// trigger and an empty table; `rows` rows of ~300 bytes in each of the
+/// two main tables.
+pub fn create_mysql_sample_database(database: &str, rows: u32) {
+    mariadb(&format!(
+        "CREATE DATABASE `{database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+         USE `{database}`;
+         CREATE TABLE customers (
+            id INT PRIMARY KEY,
+            name VARCHAR(200) NOT NULL,
+            city VARCHAR(50) NULL,
+            note TEXT,
+            photo BLOB NULL,
+            balance DECIMAL(12,2) NULL,
+            created DATETIME NOT NULL
+         ) ENGINE=InnoDB;
+         INSERT INTO customers
+         SELECT seq,
+                CONCAT('customer ', seq, ' Grüße 東京 🚀✓'),
+                IF(seq % 7 = 0, NULL, CONCAT('city-', seq % 113)),
+                REPEAT(MD5(seq), 6),
+                IF(seq % 5 = 0, NULL, UNHEX(CONCAT(MD5(seq), SHA1(seq), '00ff0a0d275c'))),
+                IF(seq % 11 = 0, NULL, seq * 3.17),
+                '2026-01-01 00:00:00' + INTERVAL seq * 37 SECOND
+         FROM seq_1_to_{rows};
+         CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, order_id BIGINT NOT NULL) ENGINE=InnoDB;
+         CREATE TABLE orders (
+            id BIGINT AUTO_INCREMENT PRIMARY KEY,
+            customer_id INT,
+            items JSON,
+            emoji VARCHAR(50) NULL
+         ) ENGINE=InnoDB;
+         CREATE TRIGGER orders_audit AFTER INSERT ON orders
+            FOR EACH ROW INSERT INTO audit (order_id) VALUES (NEW.id);
+         INSERT INTO orders (customer_id, items, emoji)
+         SELECT 1 + (seq % {rows}), JSON_OBJECT('sku', seq, 'qty', seq % 9),
+                IF(seq % 3 = 0, NULL, '🚀 naïve café 😀')
+         FROM seq_1_to_{rows};
+         CREATE TABLE empty_table (id INT) ENGINE=InnoDB;
+         CREATE VIEW big_customers AS SELECT id, name FROM customers WHERE balance > 100;"
+    ));
+}
+
+/// `CHECKSUM TABLE` of every base table in `databases`, by `db.table`.
+pub fn mysql_checksums(databases: &[&str]) -> Vec<(String, String)> {
+    let list = databases
+        .iter()
+        .map(|d| format!("'{d}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let tables = mariadb(&format!(
+        "SELECT CONCAT('`', table_schema, '`.`', table_name, '`') FROM information_schema.tables \
+         WHERE table_schema IN ({list}) AND table_type = 'BASE TABLE' ORDER BY table_schema, table_name"
+    ));
+    let tables: Vec<&str> = tables.lines().collect();
+    assert!(!tables.is_empty(), "no tables in {databases:?}");
+    mariadb(&format!("CHECKSUM TABLE {}", tables.join(", ")))
+        .lines()
+        .map(|line| {
+            let (table, checksum) = line.split_once('\t').expect("table<TAB>checksum");
+            (table.to_owned(), checksum.to_owned())
+        })
+        .collect()
+}
+
+/// Downloads every object of a manifest, decrypts it with the stock `gpg`
+/// CLI and, when compressed, decompresses it with the stock `zstd` CLI, to
+/// `dir/<path>`; returns the manifest's objects.
+pub async fn restore_directory(
+    fixture: &Fixture,
+    holder: &KeyHolder,
+    manifest: &serde_json::Value,
+    dir: &Path,
+) -> Vec<serde_json::Value> {
+    use sha2::{Digest, Sha256};
+    let objects = manifest["objects"].as_array().unwrap().clone();
+    let encrypted_dir = tempfile::tempdir().unwrap();
+    for (index, object) in objects.iter().enumerate() {
+        let key = object["key"].as_str().unwrap();
+        let path = object["path"]
+            .as_str()
+            .expect("directory objects carry a path");
+        let ciphertext = fixture.get(key).await;
+        assert_eq!(
+            ciphertext.len() as u64,
+            object["size"].as_u64().unwrap(),
+            "{key}"
+        );
+        assert_eq!(
+            hex::encode(Sha256::digest(&ciphertext)),
+            object["sha256"].as_str().unwrap(),
+            "{key}"
+        );
+        let encrypted = encrypted_dir.path().join(format!("{index}.gpg"));
+        std::fs::write(&encrypted, &ciphertext).unwrap();
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        if object["compression"] == "zstd" {
+            let compressed = encrypted_dir.path().join(format!("{index}.zst"));
+            holder.decrypt(&encrypted, &compressed);
+            run_ok(
+                Command::new("zstd")
+                    .args(["-q", "-d", "-f", "-o"])
+                    .arg(&target)
+                    .arg(&compressed),
+            );
+        } else {
+            holder.decrypt(&encrypted, &target);
+        }
+        assert_eq!(
+            std::fs::metadata(&target).unwrap().len(),
+            object["plaintext_bytes"].as_u64().unwrap(),
+            "{path}"
+        );
+    }
+    objects
 }

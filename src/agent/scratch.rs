@@ -1,0 +1,307 @@
+//! Scratch space for directory dumps: where the dump tool's files wait
+//! between being written and being uploaded.
+//!
+//! An EC2 instance-store NVMe device is the right place — fast, local and
+//! free — so when the instance has one that is genuinely unused it is
+//! formatted and mounted; otherwise the root volume's temporary directory
+//! serves. Formatting is the one destructive thing the agent does, so a
+//! device qualifies only if every check passes: its model is Amazon's
+//! instance-store model, it has no partitions, no holders (RAID, LVM), no
+//! filesystem or partition-table signature (`blkid -p`), and it is neither
+//! mounted nor used as swap. Anything else is left alone.
+//!
+//! Before the dump starts the free space is checked against the size of
+//! the database, which bounds the dump (indexes are not dumped), so a dump
+//! that cannot fit fails at once with the numbers rather than hours later.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The model string EC2 instance-store NVMe devices report.
+const INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
+
+/// Where an instance-store device is mounted.
+const INSTANCE_STORE_MOUNT: &str = "/mnt/backup-cloud-scratch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScratchError {
+    #[error(
+        "not enough scratch space in {dir}: {available} bytes free, the database is {needed} bytes; \
+         use an instance type with instance storage (e.g. m6id) or a larger root volume"
+    )]
+    TooSmall {
+        dir: PathBuf,
+        available: u64,
+        needed: u64,
+    },
+    #[error("cannot measure the free space in {dir}: {source}")]
+    Measure { dir: PathBuf, source: io::Error },
+    #[error("cannot create the scratch directory in {dir}: {source}")]
+    Create { dir: PathBuf, source: io::Error },
+}
+
+/// A private scratch directory, removed with everything in it on drop.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// The (empty) directory the dump tool writes into.
+    pub fn dump_dir(&self) -> PathBuf {
+        self.dir.path().join("dump")
+    }
+}
+
+/// Picks the scratch volume (an instance-store device when there is a
+/// usable one), checks it can hold `needed_bytes`, and makes a private
+/// directory on it with an empty `dump/` inside.
+pub fn prepare(needed_bytes: u64) -> Result<Scratch, ScratchError> {
+    let base = match instance_store_devices(
+        Path::new("/sys/block"),
+        &read("/proc/mounts"),
+        &read("/proc/swaps"),
+    )
+    .into_iter()
+    .next()
+    {
+        Some(device) => match format_and_mount(&device) {
+            Ok(mount) => mount,
+            Err(reason) => {
+                tracing::warn!(
+                    "instance store {} unusable ({reason}); using the root volume",
+                    device.display()
+                );
+                std::env::temp_dir()
+            }
+        },
+        None => std::env::temp_dir(),
+    };
+    let available = available_bytes(&base).map_err(|source| ScratchError::Measure {
+        dir: base.clone(),
+        source,
+    })?;
+    if available < needed_bytes {
+        return Err(ScratchError::TooSmall {
+            dir: base,
+            available,
+            needed: needed_bytes,
+        });
+    }
+    tracing::info!(
+        "scratch space in {}: {available} bytes free for a {needed_bytes}-byte database",
+        base.display()
+    );
+    let create_error = |source| ScratchError::Create {
+        dir: base.clone(),
+        source,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("backup-cloud-dump-")
+        .tempdir_in(&base)
+        .map_err(create_error)?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .map_err(create_error)?;
+    std::fs::create_dir(dir.path().join("dump")).map_err(create_error)?;
+    Ok(Scratch { dir })
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Unused instance-store devices (`/dev/nvmeXn1`), judged from sysfs under
+/// `sys_block` and the contents of `/proc/mounts` and `/proc/swaps`.
+fn instance_store_devices(sys_block: &Path, mounts: &str, swaps: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(sys_block) else {
+        return Vec::new();
+    };
+    let mut devices: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let block = sys_block.join(&name);
+            let qualifies = is_nvme_namespace(&name)
+                && std::fs::read_to_string(block.join("device/model"))
+                    .is_ok_and(|model| model.trim() == INSTANCE_STORE_MODEL)
+                && !has_children(&block, &name)
+                && !has_entries(&block.join("holders"))
+                && !mentions(mounts, &name)
+                && !mentions(swaps, &name);
+            qualifies.then(|| PathBuf::from(format!("/dev/{name}")))
+        })
+        .collect();
+    devices.sort();
+    devices
+}
+
+/// `nvme0n1`, not a partition (`nvme0n1p1`) or a controller (`nvme0`).
+fn is_nvme_namespace(name: &str) -> bool {
+    name.strip_prefix("nvme")
+        .and_then(|rest| rest.split_once('n'))
+        .is_some_and(|(controller, namespace)| {
+            !controller.is_empty()
+                && controller.chars().all(|c| c.is_ascii_digit())
+                && !namespace.is_empty()
+                && namespace.chars().all(|c| c.is_ascii_digit())
+        })
+}
+
+/// Whether sysfs lists partitions of the device (`<name>p1`, ...).
+fn has_children(block: &Path, name: &str) -> bool {
+    std::fs::read_dir(block).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}p"))
+        })
+    })
+}
+
+fn has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// Whether a `/proc/mounts`- or `/proc/swaps`-style listing names the device.
+fn mentions(listing: &str, name: &str) -> bool {
+    let device = format!("/dev/{name}");
+    listing.lines().any(|line| {
+        line.split_whitespace()
+            .next()
+            .is_some_and(|source| source == device || source.starts_with(&format!("{device}p")))
+    })
+}
+
+/// Formats `device` (after `blkid -p` confirms it holds no signature at
+/// all) and mounts it; returns the mount point.
+fn format_and_mount(device: &Path) -> Result<PathBuf, String> {
+    let probe = Command::new("blkid")
+        .arg("-p")
+        .arg(device)
+        .output()
+        .map_err(|err| format!("cannot run blkid: {err}"))?;
+    // blkid exits 2 when it finds nothing: the only state we may format
+    if probe.status.code() != Some(2) {
+        return Err(format!(
+            "blkid found a signature or failed: {}",
+            String::from_utf8_lossy(&probe.stdout).trim()
+        ));
+    }
+    let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+        let output = Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|err| format!("cannot run {program}: {err}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    };
+    let mount_point = PathBuf::from(INSTANCE_STORE_MOUNT);
+    run(
+        "mkfs.ext4",
+        &["-q".as_ref(), "-F".as_ref(), device.as_os_str()],
+    )?;
+    std::fs::create_dir_all(&mount_point).map_err(|err| err.to_string())?;
+    run(
+        "mount",
+        &[
+            "-o".as_ref(),
+            "noatime".as_ref(),
+            device.as_os_str(),
+            mount_point.as_os_str(),
+        ],
+    )?;
+    tracing::info!(
+        "instance store {} mounted at {INSTANCE_STORE_MOUNT}",
+        device.display()
+    );
+    Ok(mount_point)
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem of `dir`.
+#[allow(clippy::useless_conversion)] // statvfs field types differ between targets
+fn available_bytes(dir: &Path) -> io::Result<u64> {
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
+    // SAFETY: statvfs writes only into the zeroed struct we pass, and
+    // reads only the NUL-terminated path.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake `/sys/block` with one device `name` of `model`.
+    fn device(root: &Path, name: &str, model: &str) -> PathBuf {
+        let block = root.join(name);
+        std::fs::create_dir_all(block.join("device")).unwrap();
+        std::fs::create_dir_all(block.join("holders")).unwrap();
+        std::fs::write(block.join("device/model"), format!("{model}\n")).unwrap();
+        block
+    }
+
+    #[test]
+    fn only_bare_unmounted_instance_store_namespaces_qualify() {
+        let root = tempfile::tempdir().unwrap();
+        let sys = root.path();
+        device(sys, "nvme1n1", INSTANCE_STORE_MODEL);
+        device(sys, "nvme0n1", "Amazon Elastic Block Store");
+        let partitioned = device(sys, "nvme2n1", INSTANCE_STORE_MODEL);
+        std::fs::create_dir(partitioned.join("nvme2n1p1")).unwrap();
+        let raided = device(sys, "nvme3n1", INSTANCE_STORE_MODEL);
+        std::fs::create_dir(raided.join("holders/md0")).unwrap();
+        device(sys, "nvme4n1", INSTANCE_STORE_MODEL);
+        device(sys, "nvme5n1", INSTANCE_STORE_MODEL);
+        device(sys, "vda", INSTANCE_STORE_MODEL);
+        let mounts = "/dev/nvme4n1 /data ext4 rw 0 0\n/dev/vda / ext4 rw 0 0\n";
+        let swaps = "Filename Type Size Used Priority\n/dev/nvme5n1 partition 1 0 -2\n";
+        assert_eq!(
+            instance_store_devices(sys, mounts, swaps),
+            [PathBuf::from("/dev/nvme1n1")]
+        );
+    }
+
+    #[test]
+    fn this_machine_has_no_instance_store_to_touch() {
+        // the test hosts have none; finding one here would mean formatting it
+        let found = instance_store_devices(
+            Path::new("/sys/block"),
+            &read("/proc/mounts"),
+            &read("/proc/swaps"),
+        );
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn nvme_names_are_told_apart() {
+        assert!(is_nvme_namespace("nvme0n1"));
+        assert!(is_nvme_namespace("nvme12n3"));
+        assert!(!is_nvme_namespace("nvme0n1p1"));
+        assert!(!is_nvme_namespace("nvme0"));
+        assert!(!is_nvme_namespace("sda"));
+    }
+
+    #[test]
+    fn a_database_larger_than_the_free_space_is_refused() {
+        let err = prepare(u64::MAX).err().expect("too big");
+        assert!(matches!(err, ScratchError::TooSmall { .. }), "{err}");
+        let scratch = prepare(1).unwrap();
+        let dir = scratch.dump_dir();
+        assert!(dir.is_dir());
+        drop(scratch);
+        assert!(!dir.exists());
+    }
+}
