@@ -535,3 +535,90 @@ async fn a_killed_controller_leaves_the_dead_man_to_end_the_instance() {
     let earlier_keys: Vec<&String> = case.earlier.0.iter().map(|(k, _)| k).collect();
     assert!(earlier_keys.iter().all(|k| keys.contains(k)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_controller_s_orphan_is_reaped_and_its_upload_aborted() {
+    let database = unique("f_reaped_");
+    create_big_database(&database, 40);
+    let case = Case::new(&database).await;
+    case.configure(|text| {
+        text.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"")
+            .replace("concurrency = 3", "concurrency = 1")
+    });
+    case.proxy.add_rule(json!({
+        "method": "PUT", "query_contains": "partNumber=", "action": "delay", "seconds": 1, "count": -1
+    }));
+    let mut run = case.spawn_run();
+    case.wait_for_first_part().await;
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let fixture = &case.fixture;
+    assert_eq!(
+        fixture.incomplete_uploads().await,
+        1,
+        "the orphan's upload is open"
+    );
+    // the orphan hangs (stopped, not dead: nothing reports), so its
+    // heartbeat goes stale while its instance runs on
+    let agents = processes_with(&["agent", "--spec-bucket", &fixture.bucket]);
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    kill("STOP", &agents[0].to_string());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    // only instances of this configuration's jobs are judged by their
+    // heartbeat: other tests' instances run on
+    let reap = fixture.backup_cloud(&["reap", "--output", "json"]);
+    assert_eq!(reap.status.code(), Some(0), "{}", show(&reap));
+    let stdout = String::from_utf8_lossy(&reap.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let rows = report["reaped"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    assert!(
+        rows[0]["reason"].as_str().unwrap().contains("no heartbeat"),
+        "{report}"
+    );
+    case.proxy.clear_rules();
+    assert_instances_gone(fixture).await;
+    let status = fixture.status().await;
+    assert_eq!(status["phase"], "failed", "{status}");
+    assert!(
+        status["message"].as_str().unwrap().starts_with("reaped:"),
+        "{status}"
+    );
+    assert_eq!(
+        fixture.incomplete_uploads().await,
+        0,
+        "reap aborted the orphan's upload"
+    );
+    assert_eq!(
+        snapshot(fixture).await,
+        case.earlier,
+        "no new manifest or object, and the earlier backup is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_upload_with_live_heartbeats_times_out_as_a_stall() {
+    let database = unique("f_stall_");
+    create_big_database(&database, 40);
+    let case = Case::new(&database).await;
+    case.configure(|text| {
+        text.replace(
+            "boot_timeout = \"120s\"",
+            "boot_timeout = \"120s\"\nstall_timeout = \"1m\"",
+        )
+        .replace("concurrency = 3", "concurrency = 1")
+    });
+    // the second part never gets an answer; the agent's heartbeats do
+    case.proxy.add_rule(json!({
+        "method": "PUT", "query_contains": "partNumber=", "skip": 1, "action": "delay", "seconds": 3600, "count": -1
+    }));
+    let output = case.fixture.run_job();
+    case.proxy.clear_rules();
+    case.assert_failed_cleanly(&output, 5, "no progress").await;
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("stood still although the agent kept reporting"),
+        "{}",
+        show(&output)
+    );
+}

@@ -207,7 +207,8 @@ fn implied_actions(code: &str) -> Vec<&'static str> {
     if code.contains(".with_decryption(true)") {
         implied.push("kms:Decrypt");
     }
-    if code.contains(".object_lock_mode(") || code.contains(".object_lock_retain_until_date(") {
+    // `.object_lock_mode(x)` or `.set_object_lock_mode(Some(x))`
+    if code.contains("object_lock_mode(") || code.contains("object_lock_retain_until_date(") {
         implied.push("s3:PutObjectRetention");
     }
     implied
