@@ -1,35 +1,236 @@
 //! The databases a backup restores into, one arm per engine: how a target
-//! URL is read, which stock tool restores a decrypted stream, and how a
-//! scratch database for a drill is made and dropped. MySQL/MariaDB becomes
-//! one more [`Target`] variant with its own arms.
+//! URL is read, which stock tool restores a decrypted stream or a
+//! decrypted dump directory, and how a scratch database for a drill is
+//! made and dropped.
+//!
+//! MySQL passwords never reach a process's argv: they go to `mysql` and
+//! `myloader` in a 0600 option file in a private temporary directory that
+//! lives exactly as long as the tool.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::{Child, Command};
 
 use super::pipeline::tool_stdio;
 use super::RestoreError;
 use crate::schema::{Engine, Manifest};
 
-/// PostgreSQL dump formats `pg_restore` reads from stdin.
-const STREAMABLE_POSTGRES_FORMATS: &[&str] = &["pg_dump-custom"];
-
 /// Where to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A libpq connection URL (`postgres://` or `postgresql://`).
     Postgres { url: String },
+    /// `mysql://USER:PASSWORD@HOST:PORT/[DATABASE][?socket=PATH]`.
+    Mysql(MysqlTarget),
+}
+
+/// A MySQL/MariaDB server (and optionally one database on it).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct MysqlTarget {
+    pub user: Option<String>,
+    /// From the URL, or else `MYSQL_PWD`; `None`: the client's own option
+    /// files decide.
+    password: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub socket: Option<String>,
+    pub database: Option<String>,
+}
+
+impl std::fmt::Debug for MysqlTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlTarget")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("socket", &self.socket)
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// How a dump format reaches its restore tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One object, streamed into the tool's stdin.
+    Stream,
+    /// A directory of files the tool reads (decrypted into scratch space).
+    Directory,
+}
+
+/// A running restore tool; holds the option file it reads until it ends.
+pub struct RestoreTool {
+    pub child: Child,
+    _options: Option<OptionFile>,
+}
+
+/// A 0600 MySQL option file in a private 0700 directory, removed on drop.
+struct OptionFile {
+    dir: tempfile::TempDir,
+}
+
+impl OptionFile {
+    fn write(password: &str) -> Result<OptionFile, RestoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |e: std::io::Error| {
+            RestoreError::Failed(format!("cannot write the MySQL option file: {e}"))
+        };
+        if password.contains(['\n', '\r']) {
+            return Err(RestoreError::Usage(
+                "a MySQL password with a line break cannot go into an option file",
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("bc-mysql-")
+            .tempdir()
+            .map_err(fail)?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .map_err(fail)?;
+        let escaped = password.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join("my.cnf"))
+            .map_err(fail)?;
+        file.write_all(
+            format!("[client]\npassword=\"{escaped}\"\n[myloader]\npassword=\"{escaped}\"\n")
+                .as_bytes(),
+        )
+        .map_err(fail)?;
+        Ok(OptionFile { dir })
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("my.cnf")
+    }
+}
+
+/// `%XX` escapes of a URL's user and password.
+fn percent_decode(text: &str) -> Result<String, RestoreError> {
+    let bad = || RestoreError::Usage("a bad %-escape in the mysql:// URL");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3).ok_or_else(bad)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+impl MysqlTarget {
+    /// Reads `mysql://[USER[:PASSWORD]@]HOST[:PORT]/[DATABASE][?socket=PATH]`;
+    /// without a password in the URL, `MYSQL_PWD` is used when set.
+    fn parse(url: &str) -> Result<MysqlTarget, RestoreError> {
+        let bad = RestoreError::Usage(
+            "mysql targets are mysql://USER:PASSWORD@HOST:PORT/[DATABASE][?socket=PATH] URLs",
+        );
+        let rest = url.strip_prefix("mysql://").ok_or(bad)?;
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let mut target = MysqlTarget::default();
+        if let Some(userinfo) = userinfo {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password)),
+                None => (userinfo, None),
+            };
+            target.user = Some(percent_decode(user)?).filter(|u| !u.is_empty());
+            target.password = password.map(percent_decode).transpose()?;
+        }
+        if target.password.is_none() {
+            target.password = std::env::var("MYSQL_PWD").ok();
+        }
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                Some(port.parse::<u16>().map_err(|_| {
+                    RestoreError::Usage("the port of a mysql:// URL must be a number")
+                })?),
+            ),
+            None => (hostport, None),
+        };
+        target.host = Some(host.to_owned()).filter(|h| !h.is_empty());
+        target.port = port;
+        target.database = Some(percent_decode(database)?).filter(|d| !d.is_empty());
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("socket", path)) => target.socket = Some(percent_decode(path)?),
+                _ => {
+                    return Err(RestoreError::Usage(
+                        "the only option a mysql:// URL takes is ?socket=PATH",
+                    ))
+                }
+            }
+        }
+        Ok(target)
+    }
+
+    /// The option file (when there is a password) and the connection
+    /// options for `program`; the option file's flag comes first, as the
+    /// MySQL tools require.
+    fn command(&self, program: &str) -> Result<(Command, Option<OptionFile>), RestoreError> {
+        let options = self
+            .password
+            .as_deref()
+            .map(OptionFile::write)
+            .transpose()?;
+        let mut command = Command::new(program);
+        command.env_remove("MYSQL_PWD");
+        if let Some(options) = &options {
+            // myloader 0.10 knows only --defaults-file
+            let flag = if program == "myloader" {
+                "--defaults-file="
+            } else {
+                "--defaults-extra-file="
+            };
+            let mut arg = std::ffi::OsString::from(flag);
+            arg.push(options.path());
+            command.arg(arg);
+        }
+        if let Some(user) = &self.user {
+            command.arg(format!("--user={user}"));
+        }
+        if let Some(host) = &self.host {
+            command.arg(format!("--host={host}"));
+        }
+        if let Some(port) = self.port {
+            command.arg(format!("--port={port}"));
+        }
+        if let Some(socket) = &self.socket {
+            command.arg(format!("--socket={socket}"));
+        }
+        Ok((command, options))
+    }
 }
 
 impl Target {
-    /// Reads `postgres://…`; other schemes are refused with what is known.
+    /// Reads `postgres://…` or `mysql://…`; other schemes are refused.
     pub fn parse(url: &str) -> Result<Target, RestoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Target::Postgres {
                 url: url.to_owned(),
             })
+        } else if url.starts_with("mysql://") {
+            Ok(Target::Mysql(MysqlTarget::parse(url)?))
         } else {
             Err(RestoreError::Usage(
-                "restore targets are postgres://USER:PASSWORD@HOST:PORT/DATABASE URLs",
+                "restore targets are postgres://USER:PASSWORD@HOST:PORT/DATABASE or mysql://USER:PASSWORD@HOST:PORT/ URLs",
             ))
         }
     }
@@ -37,12 +238,13 @@ impl Target {
     pub fn engine(&self) -> Engine {
         match self {
             Target::Postgres { .. } => Engine::Postgres,
+            Target::Mysql(_) => Engine::Mysql,
         }
     }
 
-    /// Refuses a backup this target cannot take as a stream: another
-    /// engine, or a dump format its tool cannot read from stdin.
-    pub fn check_backup(&self, manifest: &Manifest) -> Result<(), RestoreError> {
+    /// Refuses a backup of another engine or of a format this build does
+    /// not know; says how the format reaches the restore tool.
+    pub fn check_backup(&self, manifest: &Manifest) -> Result<Shape, RestoreError> {
         if self.engine() != manifest.engine {
             return Err(RestoreError::Failed(format!(
                 "the backup is a {} dump; the target is {}",
@@ -50,21 +252,22 @@ impl Target {
                 self.engine().as_str()
             )));
         }
-        let streamable = match self {
-            Target::Postgres { .. } => STREAMABLE_POSTGRES_FORMATS,
-        };
-        if !streamable.contains(&manifest.format.as_str()) {
-            return Err(RestoreError::Failed(format!(
-                "a {} dump cannot be streamed into the restore tool; use `decrypt --out DIR` and restore the files",
-                manifest.format
-            )));
+        match (self, manifest.format.as_str()) {
+            (Target::Postgres { .. }, "pg_dump-custom") | (Target::Mysql(_), "mysqldump") => {
+                Ok(Shape::Stream)
+            }
+            (Target::Postgres { .. }, "pg_dump-directory") | (Target::Mysql(_), "mydumper") => {
+                Ok(Shape::Directory)
+            }
+            (_, format) => Err(RestoreError::Failed(format!(
+                "this build cannot restore a {format} dump"
+            ))),
         }
-        Ok(())
     }
 
     /// Starts the restore tool reading the plaintext dump on stdin.
-    pub fn spawn_restore(&self) -> Result<Child, RestoreError> {
-        match self {
+    pub fn spawn_restore(&self) -> Result<RestoreTool, RestoreError> {
+        let (mut command, options, program) = match self {
             Target::Postgres { url } => {
                 let mut command = Command::new("pg_restore");
                 command
@@ -72,16 +275,74 @@ impl Target {
                     .arg("--no-privileges")
                     .arg("--exit-on-error")
                     .arg(format!("--dbname={url}"));
-                tool_stdio(&mut command);
-                command
-                    .spawn()
-                    .map_err(|e| RestoreError::Failed(format!("cannot start pg_restore: {e}")))
+                (command, None, "pg_restore")
             }
-        }
+            Target::Mysql(mysql) => {
+                let (mut command, options) = mysql.command("mysql")?;
+                command.arg("--binary-mode");
+                if let Some(database) = &mysql.database {
+                    command.arg(format!("--database={database}"));
+                }
+                (command, options, "mysql")
+            }
+        };
+        tool_stdio(&mut command);
+        let child = command
+            .spawn()
+            .map_err(|e| RestoreError::Failed(format!("cannot start {program}: {e}")))?;
+        Ok(RestoreTool {
+            child,
+            _options: options,
+        })
+    }
+
+    /// Restores the dump directory `dir` with `jobs` parallel workers
+    /// (`pg_restore --jobs`, `myloader --threads`); blocks.
+    pub fn restore_directory(&self, dir: &Path, jobs: usize) -> Result<(), RestoreError> {
+        let (mut command, options, program) = match self {
+            Target::Postgres { url } => {
+                let mut command = Command::new("pg_restore");
+                command
+                    .arg("--no-owner")
+                    .arg("--no-privileges")
+                    .arg("--exit-on-error")
+                    .arg(format!("--jobs={jobs}"))
+                    .arg(format!("--dbname={url}"))
+                    .arg(dir);
+                (command, None, "pg_restore")
+            }
+            Target::Mysql(mysql) => {
+                let (mut command, options) = mysql.command("myloader")?;
+                command
+                    .arg(format!("--threads={jobs}"))
+                    .arg("--overwrite-tables")
+                    .arg("--directory")
+                    .arg(dir);
+                if let Some(database) = &mysql.database {
+                    command.arg(format!("--database={database}"));
+                }
+                (command, options, "myloader")
+            }
+        };
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = command
+            .spawn()
+            .map_err(|e| RestoreError::Failed(format!("cannot start {program}: {e}")))?;
+        self.wait_restore(RestoreTool {
+            child,
+            _options: options,
+        })
     }
 
     /// Waits for the restore tool; fails with its stderr unless it exited 0.
-    pub fn wait_restore(&self, mut child: Child) -> Result<(), RestoreError> {
+    pub fn wait_restore(&self, tool: RestoreTool) -> Result<(), RestoreError> {
+        let RestoreTool {
+            mut child,
+            _options,
+        } = tool;
         let mut stderr = String::new();
         if let Some(mut pipe) = child.stderr.take() {
             let _ = pipe.read_to_string(&mut stderr);
@@ -115,51 +376,88 @@ impl Target {
                     url: format!("{}/{database}{query}", &base[..authority_end]),
                 }
             }
+            Target::Mysql(mysql) => Target::Mysql(MysqlTarget {
+                database: Some(database.to_owned()),
+                ..mysql.clone()
+            }),
         }
     }
 
     /// Runs SQL on the target and returns psql's unaligned, tuples-only,
     /// tab-separated output.
+    /// (MySQL: the `mysql` client's batch output, no column names.)
     pub fn sql(&self, sql: &str) -> Result<String, RestoreError> {
-        self.psql(&["-c", sql], None)
-    }
-
-    /// Runs a psql script (meta-commands allowed) fed on stdin.
-    pub fn sql_script(&self, script: &str) -> Result<String, RestoreError> {
-        self.psql(&["-f", "-"], Some(script))
-    }
-
-    fn psql(&self, args: &[&str], stdin: Option<&str>) -> Result<String, RestoreError> {
-        use std::io::Write;
         match self {
-            Target::Postgres { url } => {
-                let mut child = Command::new("psql")
-                    .arg(format!("--dbname={url}"))
-                    .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-F", "\t"])
-                    .args(args)
-                    .stdin(std::process::Stdio::piped())
-                    .stdout(std::process::Stdio::piped())
-                    .stderr(std::process::Stdio::piped())
-                    .spawn()
-                    .map_err(|e| RestoreError::Failed(format!("cannot run psql: {e}")))?;
-                if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                    pipe.write_all(script.as_bytes())
-                        .map_err(|e| RestoreError::Failed(format!("cannot feed psql: {e}")))?;
-                }
-                drop(child.stdin.take());
-                let output = child
-                    .wait_with_output()
-                    .map_err(|e| RestoreError::Failed(format!("cannot run psql: {e}")))?;
-                if output.status.success() {
-                    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-                } else {
-                    Err(RestoreError::Failed(format!(
-                        "psql failed: {}",
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    )))
-                }
-            }
+            Target::Postgres { url } => psql(url, &["-c", sql], None),
+            Target::Mysql(mysql) => mysql.query(sql),
         }
+    }
+
+    /// Runs a psql script (meta-commands allowed) fed on stdin; MySQL: an
+    /// SQL script.
+    pub fn sql_script(&self, script: &str) -> Result<String, RestoreError> {
+        match self {
+            Target::Postgres { url } => psql(url, &["-f", "-"], Some(script)),
+            Target::Mysql(mysql) => mysql.query(script),
+        }
+    }
+}
+
+impl MysqlTarget {
+    /// Runs `sql` (fed on stdin) with the `mysql` client.
+    fn query(&self, sql: &str) -> Result<String, RestoreError> {
+        let (mut command, options) = self.command("mysql")?;
+        command.args([
+            "--batch",
+            "--skip-column-names",
+            "--default-character-set=utf8mb4",
+        ]);
+        if let Some(database) = &self.database {
+            command.arg(format!("--database={database}"));
+        }
+        let output = run_with_stdin(command, "mysql", sql);
+        drop(options);
+        output
+    }
+}
+
+fn psql(url: &str, args: &[&str], stdin: Option<&str>) -> Result<String, RestoreError> {
+    let mut command = Command::new("psql");
+    command
+        .arg(format!("--dbname={url}"))
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-F", "\t"])
+        .args(args);
+    run_with_stdin(command, "psql", stdin.unwrap_or(""))
+}
+
+/// Runs a client tool with `input` on stdin; returns its stdout, or fails
+/// with its stderr.
+fn run_with_stdin(
+    mut command: Command,
+    program: &str,
+    input: &str,
+) -> Result<String, RestoreError> {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| RestoreError::Failed(format!("cannot run {program}: {e}")))?;
+    if let Some(mut pipe) = child.stdin.take() {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| RestoreError::Failed(format!("cannot feed {program}: {e}")))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| RestoreError::Failed(format!("cannot run {program}: {e}")))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(RestoreError::Failed(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
     }
 }
 
@@ -183,6 +481,42 @@ mod tests {
                 url: "postgresql://h/x".into()
             }
         );
-        assert!(Target::parse("mysql://h/db").is_err());
+        assert!(Target::parse("ftp://h/db").is_err());
+    }
+
+    #[test]
+    fn mysql_urls_carry_the_password_apart_from_the_command_line() {
+        let Target::Mysql(target) =
+            Target::parse("mysql://root:p%40ss@db.internal:3307/?socket=/run/my.sock").unwrap()
+        else {
+            panic!("a mysql target")
+        };
+        assert_eq!(target.user.as_deref(), Some("root"));
+        assert_eq!(target.password.as_deref(), Some("p@ss"));
+        assert_eq!(target.host.as_deref(), Some("db.internal"));
+        assert_eq!(target.port, Some(3307));
+        assert_eq!(target.socket.as_deref(), Some("/run/my.sock"));
+        assert_eq!(target.database, None);
+        assert!(!format!("{target:?}").contains("p@ss"));
+        let (command, options) = target.command("mysql").unwrap();
+        let options = options.expect("an option file");
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(args[0].starts_with("--defaults-extra-file="), "{args:?}");
+        assert!(args.iter().all(|a| !a.contains("p@ss")), "{args:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(options.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(std::fs::read_to_string(options.path())
+            .unwrap()
+            .contains("password=\"p@ss\""));
+        let drill = Target::Mysql(target).with_database("scratch");
+        assert!(matches!(drill, Target::Mysql(m) if m.database.as_deref() == Some("scratch")));
+        assert!(Target::parse("mysql://h:port/").is_err());
     }
 }

@@ -1,6 +1,11 @@
-//! The streaming restore: download → decrypt (GPGME) → a file or the
-//! database's restore tool, with bounded memory and no plaintext on disk
-//! unless asked for.
+//! The streaming restore: download → decrypt (GPGME) → zstd -d (when the
+//! object was compressed) → a file or the database's restore tool, with
+//! bounded memory and no plaintext on disk unless asked for.
+//!
+//! Directory dumps (`pg_dump -Fd`, mydumper) cannot be streamed into a
+//! tool: their objects are decrypted, each back at its `path`, into a
+//! private (0700) scratch directory, restored from there with
+//! `pg_restore --jobs` or `myloader`, and the plaintext deleted.
 //!
 //! The download runs on the async side and hands chunks to GPGME's blocking
 //! thread over a bounded channel (the agent's upload pipeline, reversed):
@@ -22,11 +27,16 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::commands::mb_per_s;
-use super::engine::Target;
+use super::engine::{Shape, Target};
 use super::gpg::{self, Decryptor};
 use super::store::{Backup, StoreError};
 use super::RestoreError;
 use crate::schema::{Manifest, ManifestObject};
+
+/// Objects decrypted at once, at most (each is a download and a gpg).
+fn parallel_objects() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
 
 /// Chunks queued between the download and GPGME.
 const QUEUED_CHUNKS: usize = 8;
@@ -59,8 +69,58 @@ pub struct Restored {
 pub type DecryptorFor = dyn Fn(&ManifestObject) -> Result<Decryptor, RestoreError> + Send + Sync;
 
 /// Restores every object of `backup` into `sink`, in parallel, printing
-/// progress on stderr.
+/// progress on stderr. A directory dump bound for a database goes through
+/// a scratch directory (or `keep_plaintext`, which is then kept).
 pub async fn restore(
+    backup: &Backup,
+    manifest: &Manifest,
+    decryptor_for: &DecryptorFor,
+    sink: &Sink,
+) -> Result<Restored, RestoreError> {
+    let Sink::Database {
+        target,
+        keep_plaintext,
+    } = sink
+    else {
+        return restore_objects(backup, manifest, decryptor_for, sink).await;
+    };
+    if target.check_backup(manifest)? == Shape::Stream {
+        return restore_objects(backup, manifest, decryptor_for, sink).await;
+    }
+    let started = Instant::now();
+    let mut scratch = None;
+    let dir = match keep_plaintext {
+        Some(dir) => dir.clone(),
+        None => scratch.insert(private_scratch()?).path().to_owned(),
+    };
+    let mut restored =
+        restore_objects(backup, manifest, decryptor_for, &Sink::Dir(dir.clone())).await?;
+    let tool = target.clone();
+    let jobs = parallel_objects();
+    eprintln!("restoring the dump directory with {jobs} worker(s)");
+    tokio::task::spawn_blocking(move || tool.restore_directory(&dir, jobs))
+        .await
+        .map_err(RestoreError::crashed)??;
+    drop(scratch); // deletes the plaintext
+    restored.elapsed = started.elapsed();
+    Ok(restored)
+}
+
+/// A private (0700) directory for decrypted dump files, deleted on drop.
+/// `TMPDIR` chooses where; it needs room for the whole plaintext dump.
+fn private_scratch() -> Result<tempfile::TempDir, RestoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: io::Error| RestoreError::Failed(format!("cannot make a scratch directory: {e}"));
+    let dir = tempfile::Builder::new()
+        .prefix("backup-cloud-restore-")
+        .tempdir()
+        .map_err(fail)?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+    Ok(dir)
+}
+
+/// Every object into `sink`, at most [`parallel_objects`] at once.
+async fn restore_objects(
     backup: &Backup,
     manifest: &Manifest,
     decryptor_for: &DecryptorFor,
@@ -70,21 +130,25 @@ pub async fn restore(
     let total: u64 = manifest.objects.iter().map(|o| o.size).sum();
     let downloaded = Arc::new(AtomicU64::new(0));
     let progress = tokio::spawn(report_progress(downloaded.clone(), total));
+    let slots = Arc::new(tokio::sync::Semaphore::new(parallel_objects()));
     let mut tasks = tokio::task::JoinSet::new();
     for object in &manifest.objects {
-        let name = backup
-            .name_of(&object.key)
-            .ok_or_else(|| RestoreError::Failed(format!("{}: outside the backup", object.key)))?
-            .to_owned();
+        let name = plaintext_name(backup, object)?;
         let decryptor = decryptor_for(object)?;
-        tasks.spawn(restore_object(
+        let slots = slots.clone();
+        let (backup, object, sink, downloaded) = (
             backup.clone(),
             object.clone(),
-            name,
-            decryptor,
             sink.clone(),
             downloaded.clone(),
-        ));
+        );
+        tasks.spawn(async move {
+            let _slot = slots
+                .acquire_owned()
+                .await
+                .map_err(|e| RestoreError::Crashed(format!("the object queue closed: {e}")))?;
+            restore_object(backup, object, name, decryptor, sink, downloaded).await
+        });
     }
     let mut restored = Restored::default();
     let mut first_error = None;
@@ -125,6 +189,63 @@ async fn report_progress(downloaded: Arc<AtomicU64>, total: u64) {
     }
 }
 
+/// Where an object's plaintext goes in a folder: a directory dump's file
+/// back at its `path`; otherwise its name without `.gpg` (and `.zst` once
+/// decompressed).
+fn plaintext_name(backup: &Backup, object: &ManifestObject) -> Result<String, RestoreError> {
+    let outside = || RestoreError::Failed(format!("{}: outside the backup", object.key));
+    if let Some(path) = &object.path {
+        let safe = !path.is_empty()
+            && !path.starts_with('/')
+            && !path
+                .split('/')
+                .any(|s| s.is_empty() || s == "." || s == "..");
+        return if safe {
+            Ok(path.clone())
+        } else {
+            Err(outside())
+        };
+    }
+    let name = backup.name_of(&object.key).ok_or_else(outside)?;
+    let name = name.strip_suffix(".gpg").unwrap_or(name);
+    Ok(match object.compression.as_deref() {
+        Some("zstd") => name.strip_suffix(".zst").unwrap_or(name),
+        _ => name,
+    }
+    .to_owned())
+}
+
+/// Decrypts `input` into `out`, undoing the compression the manifest
+/// names; returns `out`.
+fn decrypt_into<R, W>(
+    decryptor: &Decryptor,
+    compression: Option<&str>,
+    input: R,
+    out: W,
+) -> Result<W, RestoreError>
+where
+    R: Read + Send,
+    W: Write + Send,
+{
+    match compression {
+        None => {
+            let mut out = out;
+            gpg::decrypt(decryptor, input, &mut out)?;
+            Ok(out)
+        }
+        Some("zstd") => {
+            let fail = |e: io::Error| RestoreError::Failed(format!("zstd -d: {e}"));
+            let mut decoder = zstd::stream::write::Decoder::new(out).map_err(fail)?;
+            gpg::decrypt(decryptor, input, &mut decoder)?;
+            decoder.flush().map_err(fail)?;
+            Ok(decoder.into_inner())
+        }
+        Some(other) => Err(RestoreError::Failed(format!(
+            "compression {other:?} is not one this build undoes"
+        ))),
+    }
+}
+
 /// One object: returns the plaintext bytes written.
 async fn restore_object(
     backup: Backup,
@@ -134,7 +255,8 @@ async fn restore_object(
     sink: Sink,
     downloaded: Arc<AtomicU64>,
 ) -> Result<u64, RestoreError> {
-    let plain_name = name.strip_suffix(".gpg").unwrap_or(&name).to_owned();
+    let plain_name = name;
+    let compression = object.compression.clone();
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(QUEUED_CHUNKS);
     let download = tokio::spawn(download(backup, object.clone(), sender, downloaded));
     let written = Arc::new(AtomicU64::new(0));
@@ -147,8 +269,8 @@ async fn restore_object(
         match sink {
             Sink::Dir(dir) => {
                 let file = TempFile::create(&dir.join(&plain_name))?;
-                let mut out = Counting::new(io::BufWriter::new(&file.file), counter);
-                gpg::decrypt(&decryptor, input, &mut out)?;
+                let out = Counting::new(io::BufWriter::new(&file.file), counter);
+                let mut out = decrypt_into(&decryptor, compression.as_deref(), input, out)?;
                 out.inner
                     .flush()
                     .map_err(|e| RestoreError::Failed(format!("{plain_name}: {e}")))?;
@@ -160,7 +282,7 @@ async fn restore_object(
                 keep_plaintext,
             } => {
                 let mut tool = target.spawn_restore()?;
-                let stdin = tool.stdin.take().expect("stdin is piped");
+                let stdin = tool.child.stdin.take().expect("stdin is piped");
                 let kept = keep_plaintext
                     .map(|dir| TempFile::create(&dir.join(&plain_name)))
                     .transpose()?;
@@ -174,20 +296,28 @@ async fn restore_object(
                     first: stdin,
                     second,
                 };
-                let mut out = Counting::new(tee, counter);
-                let decrypted = gpg::decrypt(&decryptor, input, &mut out);
-                let Counting {
-                    inner: Tee { first, second },
-                    ..
-                } = out;
-                drop(first); // end of input for the tool
+                let out = Counting::new(tee, counter);
+                let decrypted = decrypt_into(&decryptor, compression.as_deref(), input, out);
+                let second = match decrypted {
+                    Ok(Counting {
+                        inner: Tee { first, second },
+                        ..
+                    }) => {
+                        drop(first); // end of input for the tool
+                        second
+                    }
+                    Err(err) => {
+                        // the tool's stdin closes with the writer
+                        let _ = target.wait_restore(tool);
+                        return Err(err);
+                    }
+                };
                 if let Some(mut second) = second {
                     second
                         .flush()
                         .map_err(|e| RestoreError::Failed(format!("{plain_name}: {e}")))?;
                 }
                 let finished = target.wait_restore(tool);
-                decrypted?;
                 finished?;
                 kept.map(TempFile::keep_pending).transpose()?;
                 Ok(())
