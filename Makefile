@@ -48,7 +48,7 @@ services-down:
 	-tests/harness/mariadb-down
 
 test: services
-	cargo test --all-targets
+	cargo test --all-targets --no-fail-fast
 
 lint: deps
 	cargo fmt --all -- --check

@@ -622,23 +622,9 @@ async fn a_database_named_like_an_injection_is_backed_up_and_restored() {
     assert_eq!(psql_in(&restored, DIGEST_SQL), original);
     assert!(!Path::new(&canary).exists(), "an injection ran: {canary}");
 
-    let out = fixture
-        .aws
-        .ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:backup-cloud:job")
-                .values(&fixture.job)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let tags: Vec<(String, String)> = out
-        .reservations()
+    let instances = fixture.instances().await;
+    let tags: Vec<(String, String)> = instances
         .iter()
-        .flat_map(|r| r.instances())
         .flat_map(|i| i.tags())
         .map(|t| {
             (

@@ -209,12 +209,19 @@ async fn uploads_begin_while_the_dump_is_still_running() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
     let database = unique("e2e_overlap_");
-    // two tables of 150 000 rows in chunks of 5 000: ~60 files finishing
-    // one after another while the threads go on dumping
-    create_mysql_sample_database(&database, 150_000);
+    // The sample tables finish within the first second; a narrow table of
+    // two million rows keeps both threads dumping for several seconds more,
+    // so the proof does not hang on a race between a fast dump and the
+    // first upload.
+    create_mysql_sample_database(&database, 20_000);
+    mariadb(&format!(
+        "USE `{database}`;
+         CREATE TABLE filler (id INT PRIMARY KEY, v CHAR(16)) ENGINE=InnoDB;
+         INSERT INTO filler SELECT seq, LEFT(MD5(seq), 16) FROM seq_1_to_2000000;"
+    ));
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
     fixture.write_mysql_config(&format!(
-        "mode = \"mydumper\"\ndatabase = \"{database}\"\njobs = 2\nrows_per_chunk = 5000\n"
+        "mode = \"mydumper\"\ndatabase = \"{database}\"\njobs = 2\nrows_per_chunk = 50000\n"
     ));
     let (manifest, _) = back_up(&fixture).await;
 

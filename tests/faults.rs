@@ -427,32 +427,16 @@ async fn an_instance_terminated_from_outside_fails_the_job() {
     let fixture = &case.fixture;
     let ids: Vec<String> = match instance_id {
         Some(id) => vec![id],
-        None => {
-            let out = fixture
-                .aws
-                .ec2
-                .describe_instances()
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("tag:backup-cloud:job")
-                        .values(&fixture.job)
-                        .build(),
-                )
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("instance-state-name")
-                        .values("running")
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap();
-            out.reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .filter_map(|i| i.instance_id().map(str::to_owned))
-                .collect()
-        }
+        None => fixture
+            .instances()
+            .await
+            .iter()
+            .filter(|i| {
+                i.state().and_then(|s| s.name())
+                    == Some(&aws_sdk_ec2::types::InstanceStateName::Running)
+            })
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect(),
     };
     assert_eq!(ids.len(), 1, "{ids:?}");
     fixture

@@ -537,13 +537,7 @@ async fn spot_falls_back_to_on_demand_when_capacity_is_refused() {
     let (_holder, database, fixture) = sample_fixture("ops_spot_").await;
     let proxy = faultproxy::FaultProxy::start(&endpoint());
     fixture.write_config(&database, "spot = true");
-    let config = std::fs::read_to_string(&fixture.config_path)
-        .unwrap()
-        .replace(
-            &format!("endpoint_url = \"{}\"", endpoint()),
-            &format!("endpoint_url = \"{}\"", proxy.url()),
-        );
-    std::fs::write(&fixture.config_path, config).unwrap();
+    fixture.use_endpoint(&proxy.url());
     // EC2 refuses the spot request, as it does when a pool runs dry.
     proxy.add_rule(serde_json::json!({
         "body_contains": "InstanceMarketOptions.MarketType=spot",
@@ -579,13 +573,7 @@ async fn an_instance_that_cannot_be_terminated_exits_1_and_is_named() {
     let (_holder, database, fixture) = sample_fixture("ops_stuck_").await;
     let proxy = faultproxy::FaultProxy::start(&endpoint());
     fixture.write_config(&database, "");
-    let config = std::fs::read_to_string(&fixture.config_path)
-        .unwrap()
-        .replace(
-            &format!("endpoint_url = \"{}\"", endpoint()),
-            &format!("endpoint_url = \"{}\"", proxy.url()),
-        );
-    std::fs::write(&fixture.config_path, config).unwrap();
+    fixture.use_endpoint(&proxy.url());
     // EC2 refuses every TerminateInstances: the controller cannot confirm
     // the instance gone, which must never pass for success.
     proxy.add_rule(serde_json::json!({

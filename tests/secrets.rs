@@ -39,21 +39,8 @@ fn run_traced(fixture: &Fixture) -> Output {
 
 /// Everything EC2 shows about the job's instances: user-data and tags.
 async fn instance_surfaces(fixture: &Fixture) -> Vec<(String, Vec<u8>)> {
-    let out = fixture
-        .aws
-        .ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:backup-cloud:job")
-                .values(&fixture.job)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
     let mut surfaces = Vec::new();
-    for instance in out.reservations().iter().flat_map(|r| r.instances()) {
+    for instance in fixture.instances().await {
         let id = instance.instance_id().unwrap().to_owned();
         surfaces.push((
             format!("the tags of {id}"),

@@ -404,8 +404,8 @@ password_parameter = "{password_parameter}"
         out.uploads().len()
     }
 
-    /// States of every instance launched for this fixture's job.
-    pub async fn instance_states(&self) -> Vec<String> {
+    /// Every instance launched for this fixture's job, as EC2 lists them.
+    pub async fn instances(&self) -> Vec<aws_sdk_ec2::types::Instance> {
         let out = self
             .aws
             .ec2
@@ -422,12 +422,33 @@ password_parameter = "{password_parameter}"
         out.reservations()
             .iter()
             .flat_map(|r| r.instances())
+            .cloned()
+            .collect()
+    }
+
+    /// States of every instance launched for this fixture's job.
+    pub async fn instance_states(&self) -> Vec<String> {
+        self.instances()
+            .await
+            .iter()
             .filter_map(|i| {
                 i.state()
                     .and_then(|s| s.name())
                     .map(|n| n.as_str().to_owned())
             })
             .collect()
+    }
+
+    /// Points the controller's `endpoint_url` at `url` (a fault proxy).
+    pub fn use_endpoint(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let from = format!("endpoint_url = \"{}\"", endpoint());
+        assert!(
+            text.contains(&from),
+            "the config names the LocalStack endpoint"
+        );
+        let text = text.replace(&from, &format!("endpoint_url = \"{url}\""));
+        std::fs::write(&self.config_path, text).unwrap();
     }
 }
 
