@@ -192,6 +192,9 @@ async fn a_mydumper_backup_restores_into_mariadb_with_myloader() {
     ));
     let (manifest, address) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "mydumper");
+    let facts = &manifest["facts"];
+    assert_eq!(facts["method"], "mysql-checksum-table-v1", "{manifest}");
+    assert_eq!(facts["tables"].as_array().unwrap().len(), 8, "{facts}");
 
     // decrypt --out puts every file back at its path, decompressed
     let work = tempfile::tempdir().unwrap();
@@ -225,6 +228,60 @@ async fn a_mydumper_backup_restores_into_mariadb_with_myloader() {
     );
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_eq!(mysql_checksums(&databases), before);
+
+    // drill: scratch databases, compared with the facts from dump time
+    let scratch = || mariadb("SHOW DATABASES LIKE 'backup\\_cloud\\_drill\\_%'");
+    let leftover = scratch();
+    let output = run(
+        &fixture,
+        &["drill", &address, "--to", &mysql_root_url()],
+        holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("drill passed: 8 table(s), 39000 row(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("note: MySQL facts were taken after the dump"),
+        "{out}"
+    );
+    assert_eq!(scratch(), leftover, "the scratch databases are dropped");
+
+    // a checksum that does not match fails the drill, naming the table
+    let mut edited = manifest.clone();
+    for table in edited["facts"]["tables"].as_array_mut().unwrap() {
+        if table["schema"] == crm.as_str() && table["table"] == "orders" {
+            table["checksum"] = "12345".into();
+        }
+    }
+    let manifest_key = address
+        .strip_prefix(&format!("s3://{}/", fixture.bucket))
+        .unwrap();
+    fixture
+        .aws
+        .s3
+        .put_object()
+        .bucket(&fixture.bucket)
+        .key(manifest_key)
+        .body(serde_json::to_vec(&edited).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let output = run(
+        &fixture,
+        &["drill", &address, "--to", &mysql_root_url()],
+        holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(7), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains(&format!("BAD table {crm}.orders: checksum ")),
+        "{}",
+        show(&output)
+    );
+    assert_eq!(scratch(), leftover, "dropped after a failed drill too");
     drop_mysql_databases(&databases);
 }
 
@@ -254,4 +311,22 @@ async fn a_postgres_directory_backup_restores_with_pg_restore_jobs() {
     let original = table_digests(&database);
     assert_eq!(original.len(), 3, "{original:?}");
     assert_eq!(table_digests(&restored), original);
+
+    // and the drill: pg_restore --jobs into a scratch database, the facts
+    // taken in the dump's own snapshot
+    let server = format!(
+        "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
+        pg_port()
+    );
+    let output = run(
+        &fixture,
+        &["drill", &address, "--to", &server],
+        holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("drill passed: 3 table(s), 20000 row(s)"),
+        "{out}"
+    );
 }

@@ -290,6 +290,15 @@ impl Connection {
         }
     }
 
+    /// A connected `mysql` for the MySQL table facts; `None` for
+    /// PostgreSQL (see [`Connection::facts_client`]).
+    pub fn mysql_facts_client(&self) -> Option<Command> {
+        match self.engine {
+            Engine::Mysql => Some(self.mysql_client("mysql")),
+            Engine::Postgres => None,
+        }
+    }
+
     /// Asks the server for its version and the size of what is dumped
     /// (`databases` for MySQL, the target database for PostgreSQL).
     pub async fn server_facts(&self, databases: &MysqlDatabases) -> Result<ServerFacts, DumpError> {

@@ -11,6 +11,13 @@
 //! The checksum adds up the first 64 bits of each row's MD5 (of its text
 //! form, with every output setting that changes that text pinned), so it
 //! needs no sort and streams through any table size.
+//!
+//! On MySQL/MariaDB there is no snapshot a dump tool can be handed, so the
+//! facts ([`MYSQL_METHOD`]: `SELECT COUNT(*)` and `CHECKSUM TABLE` per
+//! base table) are taken after the dump in a transaction of their own
+//! (`START TRANSACTION WITH CONSISTENT SNAPSHOT`; `CHECKSUM TABLE` reads
+//! the table as it is): they equal the dump only when nothing wrote to the
+//! database meanwhile, and the drill says so.
 
 use std::process::Stdio;
 
@@ -40,15 +47,155 @@ ORDER BY schemaname, tablename
 \echo --backup-cloud-facts-end--
 ";
 
+/// Name of the MySQL facts: row count and `CHECKSUM TABLE`.
+pub const MYSQL_METHOD: &str = "mysql-checksum-table-v1";
+
+/// A MySQL identifier, backquoted.
+fn mysql_name(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// SQL listing `database \t table` of every base table in `databases`.
+pub fn mysql_tables_query(databases: &[String]) -> String {
+    let list = databases
+        .iter()
+        .map(|d| format!("'{}'", d.replace('\\', "\\\\").replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "SELECT table_schema, table_name FROM information_schema.tables \
+         WHERE table_schema IN ({list}) AND table_type = 'BASE TABLE' \
+         ORDER BY table_schema, table_name"
+    )
+}
+
+/// Parses the `mysql --batch` output of [`mysql_tables_query`].
+pub fn parse_mysql_tables(output: &str) -> Result<Vec<(String, String)>, FactsError> {
+    output
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            line.split_once('\t')
+                .map(|(d, t)| (d.to_owned(), t.to_owned()))
+                .ok_or_else(|| FactsError::Unexpected(line.to_owned()))
+        })
+        .collect()
+}
+
+/// The script printing, per table in order, its row count and then its
+/// `CHECKSUM TABLE` line, in one consistent-snapshot transaction.
+pub fn mysql_facts_script(tables: &[(String, String)]) -> String {
+    let mut script = String::from("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;\n");
+    for (database, table) in tables {
+        let name = format!("{}.{}", mysql_name(database), mysql_name(table));
+        script.push_str(&format!(
+            "SELECT COUNT(*) FROM {name};\nCHECKSUM TABLE {name};\n"
+        ));
+    }
+    script.push_str("COMMIT;\n");
+    script
+}
+
+/// Reads the output of [`mysql_facts_script`] for `tables`, naming each
+/// fact `(schema, table)` by `names` (the same tables, possibly under
+/// other database names).
+pub fn parse_mysql_facts(
+    names: &[(String, String)],
+    output: &str,
+) -> Result<Vec<TableFacts>, FactsError> {
+    let mut lines = output.lines().filter(|l| !l.is_empty());
+    names
+        .iter()
+        .map(|(schema, table)| {
+            let rows = lines.next().ok_or(FactsError::Ended)?;
+            let checksum = lines.next().ok_or(FactsError::Ended)?;
+            let checksum = checksum
+                .rsplit_once('\t')
+                .map(|(_, c)| c)
+                .filter(|c| !c.is_empty() && *c != "NULL")
+                .ok_or_else(|| FactsError::Unexpected(checksum.to_owned()))?;
+            Ok(TableFacts {
+                schema: schema.clone(),
+                table: table.clone(),
+                rows: rows
+                    .trim()
+                    .parse()
+                    .map_err(|_| FactsError::Unexpected(rows.to_owned()))?,
+                checksum: checksum.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Runs the connected `mysql` client `client` with `sql` on stdin.
+async fn mysql_batch(client: std::process::Command, sql: &str) -> Result<String, FactsError> {
+    let mut command = tokio::process::Command::from(client);
+    command
+        .args([
+            "--batch",
+            "--skip-column-names",
+            "--default-character-set=utf8mb4",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let mut stdin = child.stdin.take().ok_or(FactsError::Ended)?;
+    stdin.write_all(sql.as_bytes()).await?;
+    drop(stdin);
+    let output = child.wait_with_output().await?;
+    if !output.status.success() {
+        return Err(FactsError::Failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The MySQL facts of `databases`, taken with `client` (a connected
+/// `mysql`, made twice); `None` for another engine. Like the PostgreSQL
+/// facts they help drills but are not the backup: a failure warns and
+/// returns `None`.
+pub async fn mysql_facts(
+    client: impl Fn() -> Option<std::process::Command>,
+    databases: &[String],
+) -> Option<DumpFacts> {
+    let (Some(list), Some(facts)) = (client(), client()) else {
+        return None;
+    };
+    let collected = async {
+        let tables = parse_mysql_tables(&mysql_batch(list, &mysql_tables_query(databases)).await?)?;
+        let output = mysql_batch(facts, &mysql_facts_script(&tables)).await?;
+        parse_mysql_facts(&tables, &output)
+    };
+    match collected.await {
+        Ok(tables) => {
+            tracing::info!("table facts recorded for {} table(s)", tables.len());
+            Some(DumpFacts {
+                method: MYSQL_METHOD.to_owned(),
+                snapshot: None,
+                tables,
+            })
+        }
+        Err(err) => {
+            tracing::warn!("no table facts for this backup: {err}");
+            None
+        }
+    }
+}
+
 /// The facts could not be collected or read.
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
-    #[error("cannot run psql for the table facts: {0}")]
+    #[error("cannot run the database client for the table facts: {0}")]
     Io(#[from] std::io::Error),
-    #[error("psql ended before the table facts were complete")]
+    #[error("the database client ended before the table facts were complete")]
     Ended,
-    #[error("psql printed a table fact this agent does not understand: {0:?}")]
+    #[error("the database client printed a table fact this agent does not understand: {0:?}")]
     Unexpected(String),
+    #[error("mysql failed: {0}")]
+    Failed(String),
 }
 
 /// Parses one `schema \t table \t rows \t checksum` line.
@@ -244,5 +391,26 @@ mod tests {
         assert!(parse_fact("public\torders\tmany\t1").is_err());
         assert!(parse_fact("public\torders\t1").is_err());
         assert!(parse_fact("a\tb\t1\t2\t3").is_err());
+    }
+
+    #[test]
+    fn mysql_facts_pair_counts_with_checksums() {
+        let tables = parse_mysql_tables("shop\torders\nshop\tempty\n").unwrap();
+        let script = mysql_facts_script(&tables);
+        assert!(
+            script.contains("CHECKSUM TABLE `shop`.`orders`;"),
+            "{script}"
+        );
+        assert!(mysql_tables_query(&["it's".into()]).contains("IN ('it''s')"));
+        let names = [
+            ("drill".to_owned(), "orders".to_owned()),
+            ("drill".to_owned(), "empty".to_owned()),
+        ];
+        let facts = parse_mysql_facts(&names, "3\nshop.orders\t12345\n0\nshop.empty\t0\n").unwrap();
+        assert_eq!(facts[0].schema, "drill");
+        assert_eq!((facts[0].rows, facts[0].checksum.as_str()), (3, "12345"));
+        assert_eq!((facts[1].rows, facts[1].checksum.as_str()), (0, "0"));
+        assert!(parse_mysql_facts(&names, "3\nshop.orders\t12345\n").is_err());
+        assert!(parse_mysql_facts(&names[..1], "3\nshop.orders\tNULL\n").is_err());
     }
 }

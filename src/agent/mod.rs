@@ -396,7 +396,7 @@ async fn take_backup(
 
     let facts = match facts {
         Some(collecting) => collecting.finish().await,
-        None => None,
+        None => facts::mysql_facts(|| connection.mysql_facts_client(), &databases.0).await,
     };
     reporter.enter_phase(Phase::Verifying).await;
     verify_objects(&clients.s3, &spec.bucket, &dumped.objects).await?;

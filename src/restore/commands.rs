@@ -52,18 +52,23 @@ pub enum RestoreCommand {
         /// Write each object's plaintext into this folder.
         #[arg(long, required_unless_present = "to", conflicts_with = "to")]
         out: Option<PathBuf>,
-        /// Restore into this database instead (postgres://…).
+        /// Restore into this database instead (postgres://… or mysql://…).
         #[arg(long, value_name = "URL")]
         to: Option<String>,
     },
     /// Restore a backup into a database, decrypting with the private key in
-    /// the local gpg keyring/agent; streams, with no plaintext on disk.
+    /// the local gpg keyring/agent; streams, with no plaintext on disk
+    /// (directory dumps: in a private scratch directory, deleted after).
     Restore {
         backup: String,
-        /// The database to restore into (postgres://…).
+        /// The database to restore into: postgres://…/DATABASE, or
+        /// mysql://USER:PASSWORD@HOST:PORT/ (the dump's own databases; the
+        /// password may instead come from MYSQL_PWD or the client's option
+        /// files; `?socket=PATH` for a local socket).
         #[arg(long, value_name = "URL")]
         to: String,
-        /// Also keep each object's plaintext in this folder.
+        /// Also keep each object's plaintext in this folder (a directory
+        /// dump is then restored from there).
         #[arg(long, value_name = "DIR")]
         keep_plaintext: Option<PathBuf>,
     },
@@ -72,8 +77,8 @@ pub enum RestoreCommand {
     /// report the throughput, drop the scratch database.
     Drill {
         backup: String,
-        /// A database on the server to drill on (postgres://…); the scratch
-        /// database is created beside it.
+        /// A database on the server to drill on (postgres://…), or a MySQL
+        /// server (mysql://…/); the scratch database(s) are created there.
         #[arg(long, value_name = "URL")]
         to: String,
         /// Leave the scratch database in place.
@@ -216,6 +221,9 @@ async fn run(
             print_restored("drill restored", &report.restored);
             for problem in &report.problems {
                 println!("BAD {problem}");
+            }
+            if let Some(note) = report.note {
+                println!("note: {note}");
             }
             if report.problems.is_empty() {
                 println!(

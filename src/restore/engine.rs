@@ -297,8 +297,15 @@ impl Target {
     }
 
     /// Restores the dump directory `dir` with `jobs` parallel workers
-    /// (`pg_restore --jobs`, `myloader --threads`); blocks.
-    pub fn restore_directory(&self, dir: &Path, jobs: usize) -> Result<(), RestoreError> {
+    /// (`pg_restore --jobs`, `myloader --threads`); blocks. `only` (MySQL)
+    /// restores just that database of the dump, into the target's
+    /// database.
+    pub fn restore_directory(
+        &self,
+        dir: &Path,
+        jobs: usize,
+        only: Option<&str>,
+    ) -> Result<(), RestoreError> {
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
                 let mut command = Command::new("pg_restore");
@@ -320,6 +327,9 @@ impl Target {
                     .arg(dir);
                 if let Some(database) = &mysql.database {
                     command.arg(format!("--database={database}"));
+                }
+                if let Some(source) = only {
+                    command.arg(format!("--source-db={source}"));
                 }
                 (command, options, "myloader")
             }

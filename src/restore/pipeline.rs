@@ -88,22 +88,50 @@ pub async fn restore(
         return restore_objects(backup, manifest, decryptor_for, sink).await;
     }
     let started = Instant::now();
-    let mut scratch = None;
-    let dir = match keep_plaintext {
-        Some(dir) => dir.clone(),
-        None => scratch.insert(private_scratch()?).path().to_owned(),
+    let (scratch, mut restored, dir) = match keep_plaintext {
+        Some(dir) => {
+            let sink = Sink::Dir(dir.clone());
+            let restored = restore_objects(backup, manifest, decryptor_for, &sink).await?;
+            (None, restored, dir.clone())
+        }
+        None => {
+            let (scratch, restored) = decrypt_to_scratch(backup, manifest, decryptor_for).await?;
+            let dir = scratch.path().to_owned();
+            (Some(scratch), restored, dir)
+        }
     };
-    let mut restored =
-        restore_objects(backup, manifest, decryptor_for, &Sink::Dir(dir.clone())).await?;
-    let tool = target.clone();
-    let jobs = parallel_objects();
-    eprintln!("restoring the dump directory with {jobs} worker(s)");
-    tokio::task::spawn_blocking(move || tool.restore_directory(&dir, jobs))
-        .await
-        .map_err(RestoreError::crashed)??;
+    restore_directory(target, &dir, None).await?;
     drop(scratch); // deletes the plaintext
     restored.elapsed = started.elapsed();
     Ok(restored)
+}
+
+/// Decrypts every object of a directory dump into a new private scratch
+/// directory, which deletes the plaintext when dropped.
+pub async fn decrypt_to_scratch(
+    backup: &Backup,
+    manifest: &Manifest,
+    decryptor_for: &DecryptorFor,
+) -> Result<(tempfile::TempDir, Restored), RestoreError> {
+    let scratch = private_scratch()?;
+    let sink = Sink::Dir(scratch.path().to_owned());
+    let restored = restore_objects(backup, manifest, decryptor_for, &sink).await?;
+    Ok((scratch, restored))
+}
+
+/// Runs the target's directory restore tool on `dir` (`only`: one
+/// database of a MySQL dump) on a blocking thread.
+pub async fn restore_directory(
+    target: &Target,
+    dir: &Path,
+    only: Option<&str>,
+) -> Result<(), RestoreError> {
+    let (tool, dir, only) = (target.clone(), dir.to_owned(), only.map(str::to_owned));
+    let jobs = parallel_objects();
+    eprintln!("restoring the dump directory with {jobs} worker(s)");
+    tokio::task::spawn_blocking(move || tool.restore_directory(&dir, jobs, only.as_deref()))
+        .await
+        .map_err(RestoreError::crashed)?
 }
 
 /// A private (0700) directory for decrypted dump files, deleted on drop.
