@@ -44,6 +44,51 @@ fn mysql_root_url() -> String {
     )
 }
 
+/// A MariaDB account that may restore anything, reached over TCP, whose
+/// password needs escaping everywhere (URL, option file); dropped with
+/// the value.
+struct Restorer {
+    user: String,
+}
+
+/// The password: a quote, a backslash, an `@` and a `#`.
+const RESTORER_PASSWORD: &str = r#"p@ss"w\rd#1"#;
+
+impl Restorer {
+    fn create() -> Restorer {
+        let user = unique("rf_restorer_");
+        mariadb(&format!(
+            "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY '{}'; \
+             GRANT ALL ON *.* TO '{user}'@'127.0.0.1'",
+            RESTORER_PASSWORD.replace('\\', "\\\\")
+        ));
+        Restorer { user }
+    }
+
+    /// `mysql://USER@127.0.0.1:PORT/`, with the password in it or not.
+    fn url(&self, with_password: bool) -> String {
+        let password = if with_password {
+            format!(
+                ":{}",
+                RESTORER_PASSWORD.replace('@', "%40").replace('#', "%23")
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "mysql://{}{password}@127.0.0.1:{}/",
+            self.user,
+            mysql_port()
+        )
+    }
+}
+
+impl Drop for Restorer {
+    fn drop(&mut self) {
+        mariadb(&format!("DROP USER '{}'@'127.0.0.1'", self.user));
+    }
+}
+
 fn drop_mysql_databases(databases: &[&str]) {
     for database in databases {
         mariadb(&format!("DROP DATABASE IF EXISTS `{database}`"));
@@ -139,13 +184,18 @@ async fn a_mysqldump_backup_restores_into_mariadb_and_decrypts_through_zstd() {
         object["plaintext_bytes"].as_u64().unwrap()
     );
 
-    // restore streams download → gpg → zstd -d → mysql
+    // restore streams download → gpg → zstd -d → mysql, the password
+    // from MYSQL_PWD (handed on in an option file, never on argv)
     drop_mysql_databases(&databases);
-    let output = run(
-        &fixture,
-        &["restore", &address, "--to", &mysql_root_url()],
-        holder.home.path(),
-    );
+    let restorer = Restorer::create();
+    let output = Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+        .args(["restore", &address, "--to", &restorer.url(false)])
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .env("GNUPGHOME", holder.home.path())
+        .env("MYSQL_PWD", RESTORER_PASSWORD)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_eq!(mysql_checksums(&databases), before);
     drop_mysql_databases(&databases);
@@ -220,14 +270,30 @@ async fn a_mydumper_backup_restores_into_mariadb_with_myloader() {
         "decrypt --out differs from stock gpg + zstd"
     );
 
+    // restore: decrypt into private scratch space → myloader, the
+    // password from the URL (handed on in an option file, never on argv)
     drop_mysql_databases(&databases);
-    let output = run(
-        &fixture,
-        &["restore", &address, "--to", &mysql_root_url()],
-        holder.home.path(),
-    );
+    let restorer = Restorer::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+        .args(["restore", &address, "--to", &restorer.url(true)])
+        .arg("--config")
+        .arg(&fixture.config_path)
+        .env("GNUPGHOME", holder.home.path())
+        .env("TMPDIR", tmp.path())
+        .env_remove("MYSQL_PWD")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_eq!(mysql_checksums(&databases), before);
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "scratch plaintext and option files are removed: {leftovers:?}"
+    );
 
     // drill: scratch databases, compared with the facts from dump time
     let scratch = || mariadb("SHOW DATABASES LIKE 'backup\\_cloud\\_drill\\_%'");
