@@ -547,3 +547,75 @@ pub fn tool_stdio(command: &mut std::process::Command) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::store::Store;
+
+    fn object(key: &str, path: Option<&str>, compression: Option<&str>) -> ManifestObject {
+        ManifestObject {
+            key: key.into(),
+            size: 1,
+            sha256: String::new(),
+            plaintext_bytes: 1,
+            path: path.map(str::to_owned),
+            database: None,
+            table: None,
+            compression: compression.map(str::to_owned),
+            upload_started_at: None,
+            upload_finished_at: None,
+        }
+    }
+
+    #[test]
+    fn plaintext_goes_back_to_its_path_and_never_outside_the_folder() {
+        let prefix = "p/backup/j/t/";
+        let backup = Backup {
+            store: Store::Dir {
+                root: "/copy".into(),
+                prefix: prefix.into(),
+            },
+            prefix: prefix.into(),
+            public_keys_prefix: format!("{prefix}public-keys/"),
+        };
+        let name = |key: &str, path, compression| {
+            plaintext_name(
+                &backup,
+                &object(&format!("{prefix}{key}"), path, compression),
+            )
+        };
+        assert_eq!(
+            name("pg_dump.custom.gpg", None, None).unwrap(),
+            "pg_dump.custom"
+        );
+        assert_eq!(
+            name("mysqldump.sql.zst.gpg", None, Some("zstd")).unwrap(),
+            "mysqldump.sql"
+        );
+        assert_eq!(
+            name("data/sub/1.dat.zst.gpg", Some("sub/1.dat"), Some("zstd")).unwrap(),
+            "sub/1.dat"
+        );
+        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+            assert!(name("data/x.gpg", Some(bad), None).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn zstd_is_undone_only_when_the_manifest_says_so() {
+        use crate::restore::packets::tests::Gpg;
+        let holder = Gpg::new();
+        holder.generate("H <h@x>", "future-default");
+        let plaintext = b"INSERT INTO t VALUES (1);\n".repeat(10_000);
+        let compressed = zstd::encode_all(&plaintext[..], 3).unwrap();
+        let ciphertext = holder.encrypt(&["h@x"], &compressed, &[]);
+        let keyring = Decryptor::Keyring(Some(holder.home.path().to_owned()));
+        let out = decrypt_into(&keyring, Some("zstd"), &ciphertext[..], Vec::new()).unwrap();
+        assert!(out == plaintext);
+        let out = decrypt_into(&keyring, None, &ciphertext[..], Vec::new()).unwrap();
+        assert!(out == compressed);
+        let refused = decrypt_into(&keyring, Some("lz4"), &ciphertext[..], Vec::new());
+        assert!(refused.unwrap_err().to_string().contains("lz4"));
+    }
+}
