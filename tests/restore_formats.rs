@@ -140,7 +140,7 @@ fn session_keys(fixture: &Fixture, holder: &KeyHolder, address: &str, work: &Pat
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_mysqldump_backup_restores_into_mariadb_and_decrypts_through_zstd() {
+async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
     let shop = unique("rf_sd_shop_");
@@ -198,6 +198,27 @@ async fn a_mysqldump_backup_restores_into_mariadb_and_decrypts_through_zstd() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_eq!(mysql_checksums(&databases), before);
+
+    // drill: the stream's databases renamed into scratch databases
+    let scratch = || mariadb("SHOW DATABASES LIKE 'backup\\_cloud\\_drill\\_%'");
+    let leftover = scratch();
+    let output = run(
+        &fixture,
+        &["drill", &address, "--to", &mysql_root_url()],
+        holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        out.contains("drill passed: 8 table(s), 18000 row(s)"),
+        "{out}"
+    );
+    assert_eq!(scratch(), leftover, "the scratch databases are dropped");
+    assert_eq!(
+        mysql_checksums(&databases),
+        before,
+        "the originals untouched"
+    );
     drop_mysql_databases(&databases);
 }
 
@@ -226,7 +247,7 @@ async fn restore_directory_single(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_mydumper_backup_restores_into_mariadb_with_myloader() {
+async fn a_mydumper_backup_restores_with_myloader_and_drills() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
     let shop = unique("rf_md_shop_");
@@ -352,7 +373,7 @@ async fn a_mydumper_backup_restores_into_mariadb_with_myloader() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_postgres_directory_backup_restores_with_pg_restore_jobs() {
+async fn a_postgres_directory_backup_restores_with_pg_restore_jobs_and_drills() {
     require_services();
     let holder = KeyHolder::generate("holder");
     let database = unique("rf_dir_");

@@ -7,15 +7,17 @@
 //! unaltered down to the rows, with today's tools, at a measured speed.
 //!
 //! PostgreSQL (custom or directory format): one scratch database beside
-//! the one in the URL. MySQL (mydumper backups): one scratch database per
-//! database dumped, each loaded with `myloader --source-db`; MySQL facts
+//! the one in the URL. MySQL: one scratch database per
+//! database dumped, each loaded with `myloader --source-db` (mydumper) or
+//! renamed in the stream (mysqldump, see
+//! [`super::engine::RenameDatabases`]); MySQL facts
 //! come from their own transaction, not the dump's (see
 //! [`crate::agent::facts`]), and the report says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::engine::Target;
+use super::engine::{Shape, Target};
 use super::gpg::Decryptor;
 use super::pipeline::{self, Restored, Sink};
 use super::store::Backup;
@@ -109,12 +111,6 @@ async fn drill_mysql(
             facts.method
         )));
     }
-    if manifest.format != "mydumper" {
-        return Err(RestoreError::Failed(format!(
-            "a MySQL drill restores mydumper backups (into scratch databases); a {} dump names its databases itself: restore it onto a scratch server instead",
-            manifest.format
-        )));
-    }
     let stem = format!("backup_cloud_drill_{:08x}", rand::random::<u32>());
     let databases: BTreeSet<&str> = facts.tables.iter().map(|t| t.schema.as_str()).collect();
     let scratch: Vec<(String, String)> = databases
@@ -161,17 +157,33 @@ async fn restore_and_compare_mysql(
 ) -> Result<(Restored, Vec<String>), RestoreError> {
     let started = Instant::now();
     let decryptor_for = |_: &crate::schema::ManifestObject| Ok(Decryptor::Keyring(None));
-    let (dir, mut restored) =
-        pipeline::decrypt_to_scratch(backup, manifest, &decryptor_for).await?;
+    let (dir, mut restored) = match server.check_backup(manifest)? {
+        Shape::Directory => {
+            let (dir, restored) =
+                pipeline::decrypt_to_scratch(backup, manifest, &decryptor_for).await?;
+            for (dumped, database) in scratch {
+                let admin = server.clone();
+                let create = format!("CREATE DATABASE `{database}`");
+                tokio::task::spawn_blocking(move || admin.sql(&create))
+                    .await
+                    .map_err(RestoreError::crashed)??;
+                let target = server.with_database(database);
+                pipeline::restore_directory(&target, dir.path(), Some(dumped)).await?;
+            }
+            (Some(dir), restored)
+        }
+        Shape::Stream => {
+            // mysqldump names its databases in the stream: renamed there
+            let sink = Sink::Database {
+                target: server.renaming(scratch),
+                keep_plaintext: None,
+            };
+            let restored = pipeline::restore(backup, manifest, &decryptor_for, &sink).await?;
+            (None, restored)
+        }
+    };
     let mut found = BTreeMap::new();
     for (dumped, database) in scratch {
-        let admin = server.clone();
-        let create = format!("CREATE DATABASE `{database}`");
-        tokio::task::spawn_blocking(move || admin.sql(&create))
-            .await
-            .map_err(RestoreError::crashed)??;
-        let target = server.with_database(database);
-        pipeline::restore_directory(&target, dir.path(), Some(dumped)).await?;
         let (admin, database, dumped) = (server.clone(), database.clone(), dumped.clone());
         let tables = tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
             let failed = |e: facts::FactsError| RestoreError::Failed(e.to_string());

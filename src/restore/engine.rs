@@ -7,9 +7,9 @@
 //! `myloader` in a 0600 option file in a private temporary directory that
 //! lives exactly as long as the tool.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, ChildStdin, Command};
 
 use super::pipeline::tool_stdio;
 use super::RestoreError;
@@ -35,6 +35,9 @@ pub struct MysqlTarget {
     pub port: Option<u16>,
     pub socket: Option<String>,
     pub database: Option<String>,
+    /// `(dumped, scratch)`: databases a mysqldump stream is redirected
+    /// into (a drill's scratch databases); see [`RenameDatabases`].
+    pub rename: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for MysqlTarget {
@@ -46,6 +49,7 @@ impl std::fmt::Debug for MysqlTarget {
             .field("port", &self.port)
             .field("socket", &self.socket)
             .field("database", &self.database)
+            .field("rename", &self.rename)
             .finish()
     }
 }
@@ -105,6 +109,89 @@ impl OptionFile {
 
     fn path(&self) -> std::path::PathBuf {
         self.dir.path().join("my.cnf")
+    }
+}
+
+/// Redirects the databases a mysqldump stream names into others: rewrites
+/// `` `dumped` `` in the lines that start with `CREATE DATABASE`,
+/// `ALTER DATABASE` or `USE` (the only places mysqldump names the database
+/// of what follows), and passes every other byte through untouched, so
+/// lines of any length stream.
+pub struct RenameDatabases<W: Write> {
+    inner: W,
+    /// `` (`dumped`, `scratch`) ``, quoted.
+    names: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The start of the current line, while it may still be one of those.
+    head: Vec<u8>,
+    at_line_start: bool,
+}
+
+/// Longest line start inspected: the statement and a backquoted name.
+const RENAME_HEAD: usize = 512;
+const RENAMED_STATEMENTS: [&[u8]; 3] = [b"CREATE DATABASE ", b"ALTER DATABASE ", b"USE `"];
+
+impl<W: Write> RenameDatabases<W> {
+    pub fn new(inner: W, rename: &[(String, String)]) -> Self {
+        let quote = |name: &str| format!("`{}`", name.replace('`', "``")).into_bytes();
+        RenameDatabases {
+            inner,
+            names: rename.iter().map(|(a, b)| (quote(a), quote(b))).collect(),
+            head: Vec::new(),
+            at_line_start: true,
+        }
+    }
+
+    /// Writes the line start collected so far, renamed if it is one of
+    /// the statements.
+    fn emit_head(&mut self) -> std::io::Result<()> {
+        let head = std::mem::take(&mut self.head);
+        if RENAMED_STATEMENTS.iter().any(|s| head.starts_with(s)) {
+            for (from, to) in &self.names {
+                if let Some(at) = head.windows(from.len()).position(|w| w == &from[..]) {
+                    self.inner.write_all(&head[..at])?;
+                    self.inner.write_all(to)?;
+                    return self.inner.write_all(&head[at + from.len()..]);
+                }
+            }
+        }
+        self.inner.write_all(&head)
+    }
+}
+
+impl<W: Write> Write for RenameDatabases<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let newline = rest.iter().position(|&b| b == b'\n');
+            let line_end = newline.map_or(rest.len(), |i| i + 1);
+            if self.at_line_start {
+                let take = line_end.min(RENAME_HEAD - self.head.len());
+                self.head.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                let ended = self.head.last() == Some(&b'\n');
+                if ended || self.head.len() >= RENAME_HEAD {
+                    self.emit_head()?;
+                    self.at_line_start = ended;
+                }
+            } else {
+                self.inner.write_all(&rest[..line_end])?;
+                rest = &rest[line_end..];
+                self.at_line_start = newline.is_some();
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.emit_head()?;
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RenameDatabases<W> {
+    fn drop(&mut self) {
+        // a last line without a newline
+        let _ = self.emit_head();
     }
 }
 
@@ -294,6 +381,29 @@ impl Target {
             child,
             _options: options,
         })
+    }
+
+    /// The same MySQL target, with a mysqldump stream's databases
+    /// redirected `(dumped, into)`; PostgreSQL targets are unchanged.
+    pub fn renaming(&self, rename: &[(String, String)]) -> Target {
+        match self {
+            Target::Mysql(mysql) => Target::Mysql(MysqlTarget {
+                rename: rename.to_vec(),
+                ..mysql.clone()
+            }),
+            other => other.clone(),
+        }
+    }
+
+    /// What the decrypted stream is written to: the tool's stdin, through
+    /// [`RenameDatabases`] when a MySQL target redirects databases.
+    pub fn restore_input(&self, stdin: ChildStdin) -> Box<dyn Write + Send> {
+        match self {
+            Target::Mysql(mysql) if !mysql.rename.is_empty() => {
+                Box::new(RenameDatabases::new(stdin, &mysql.rename))
+            }
+            _ => Box::new(stdin),
+        }
     }
 
     /// Restores the dump directory `dir` with `jobs` parallel workers
@@ -492,6 +602,57 @@ mod tests {
             }
         );
         assert!(Target::parse("ftp://h/db").is_err());
+    }
+
+    #[test]
+    fn mysqldump_streams_are_redirected_into_other_databases() {
+        let dump = "-- Current Database: `shop`\n\
+            CREATE DATABASE /*!32312 IF NOT EXISTS*/ `shop` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n\
+            USE `shop`;\n\
+            INSERT INTO `t` VALUES ('USE `shop`;\nCREATE DATABASE `shop`');\n\
+            ALTER DATABASE `shop` CHARACTER SET latin1 ;\n\
+            USE `a``b`;\n\
+            USE `shop`;";
+        let rename = [
+            ("shop".to_owned(), "drill_0".to_owned()),
+            ("a`b".to_owned(), "drill_1".to_owned()),
+        ];
+        let expected = "-- Current Database: `shop`\n\
+            CREATE DATABASE /*!32312 IF NOT EXISTS*/ `drill_0` /*!40100 DEFAULT CHARACTER SET utf8mb4 */;\n\
+            USE `drill_0`;\n\
+            INSERT INTO `t` VALUES ('USE `shop`;\nCREATE DATABASE `drill_0`');\n\
+            ALTER DATABASE `drill_0` CHARACTER SET latin1 ;\n\
+            USE `drill_1`;\n\
+            USE `drill_0`;";
+        // (a line inside a string literal that looks like a statement is
+        // renamed too: mysqldump escapes newlines in values as \n, so it
+        // never writes one)
+        for chunk in [1, 3, 7, 4096] {
+            let mut out = Vec::new();
+            {
+                let mut writer = RenameDatabases::new(&mut out, &rename);
+                for piece in dump.as_bytes().chunks(chunk) {
+                    writer.write_all(piece).unwrap();
+                }
+            }
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "chunks of {chunk}"
+            );
+        }
+        let long = format!(
+            "INSERT INTO t VALUES ('{}');\nUSE `shop`;\n",
+            "x".repeat(5000)
+        );
+        let mut out = Vec::new();
+        RenameDatabases::new(&mut out, &rename)
+            .write_all(long.as_bytes())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            long.replace("USE `shop`", "USE `drill_0`")
+        );
     }
 
     #[test]

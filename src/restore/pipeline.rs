@@ -310,7 +310,7 @@ async fn restore_object(
                 keep_plaintext,
             } => {
                 let mut tool = target.spawn_restore()?;
-                let stdin = tool.child.stdin.take().expect("stdin is piped");
+                let stdin = target.restore_input(tool.child.stdin.take().expect("stdin is piped"));
                 let kept = keep_plaintext
                     .map(|dir| TempFile::create(&dir.join(&plain_name)))
                     .transpose()?;
