@@ -3,9 +3,10 @@
 //! decrypted dump directory, and how a scratch database for a drill is
 //! made and dropped.
 //!
-//! MySQL passwords never reach a process's argv: they go to `mysql` and
-//! `myloader` in a 0600 option file in a private temporary directory that
-//! lives exactly as long as the tool.
+//! Passwords never reach a process's argv: MySQL's go to `mysql` and
+//! `myloader` in a 0600 option file, PostgreSQL's to `pg_restore` and
+//! `psql` in a 0600 password file (`PGPASSFILE`), each in a private
+//! temporary directory that lives exactly as long as the tool.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -72,44 +73,106 @@ pub struct RestoreTool {
 /// A 0600 MySQL option file in a private 0700 directory, removed on drop.
 struct OptionFile {
     dir: tempfile::TempDir,
+    name: &'static str,
 }
 
 impl OptionFile {
+    /// A MySQL option file giving `password` to the client and myloader.
     fn write(password: &str) -> Result<OptionFile, RestoreError> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let fail = |e: std::io::Error| {
-            RestoreError::Failed(format!("cannot write the MySQL option file: {e}"))
-        };
         if password.contains(['\n', '\r']) {
             return Err(RestoreError::Usage(
                 "a MySQL password with a line break cannot go into an option file",
             ));
         }
+        let escaped = password.replace('\\', "\\\\").replace('"', "\\\"");
+        OptionFile::private(
+            "my.cnf",
+            &format!("[client]\npassword=\"{escaped}\"\n[myloader]\npassword=\"{escaped}\"\n"),
+        )
+    }
+
+    /// A libpq password file matching any server, for `PGPASSFILE`.
+    fn pgpass(password: &str) -> Result<OptionFile, RestoreError> {
+        if password.contains(['\n', '\r']) {
+            return Err(RestoreError::Usage(
+                "a PostgreSQL password with a line break cannot go into a password file",
+            ));
+        }
+        let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
+        OptionFile::private("pgpass", &format!("*:*:*:*:{escaped}\n"))
+    }
+
+    /// Writes `contents` as a 0600 file `name` in a fresh 0700 directory.
+    fn private(name: &'static str, contents: &str) -> Result<OptionFile, RestoreError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |e: std::io::Error| {
+            RestoreError::Failed(format!("cannot write the client's password file: {e}"))
+        };
         let dir = tempfile::Builder::new()
-            .prefix("bc-mysql-")
+            .prefix("bc-client-")
             .tempdir()
             .map_err(fail)?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(fail)?;
-        let escaped = password.replace('\\', "\\\\").replace('"', "\\\"");
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(dir.path().join("my.cnf"))
+            .open(dir.path().join(name))
             .map_err(fail)?;
-        file.write_all(
-            format!("[client]\npassword=\"{escaped}\"\n[myloader]\npassword=\"{escaped}\"\n")
-                .as_bytes(),
-        )
-        .map_err(fail)?;
-        Ok(OptionFile { dir })
+        file.write_all(contents.as_bytes()).map_err(fail)?;
+        Ok(OptionFile { dir, name })
     }
 
     fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("my.cnf")
+        self.dir.path().join(self.name)
     }
+}
+
+/// A PostgreSQL client command for `url` whose password, if the URL has
+/// one, travels in a private password file instead of the command line.
+fn postgres_command(
+    program: &str,
+    url: &str,
+) -> Result<(Command, Option<OptionFile>), RestoreError> {
+    let (url, password) = split_password(url)?;
+    let mut command = Command::new(program);
+    let passfile = match password {
+        Some(password) => {
+            let file = OptionFile::pgpass(&password)?;
+            command
+                .env("PGPASSFILE", file.path())
+                .env_remove("PGPASSWORD");
+            Some(file)
+        }
+        None => None,
+    };
+    command.arg(format!("--dbname={url}"));
+    Ok((command, passfile))
+}
+
+/// Splits the password out of a `postgres://user:password@host/…` URL.
+fn split_password(url: &str) -> Result<(String, Option<String>), RestoreError> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return Ok((url.to_owned(), None));
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return Ok((url.to_owned(), None));
+    };
+    let Some((user, password)) = userinfo.split_once(':') else {
+        return Ok((url.to_owned(), None));
+    };
+    let stripped = format!(
+        "{}{user}@{host}{}",
+        &url[..scheme_end],
+        &url[authority_end..]
+    );
+    Ok((stripped, Some(percent_decode(password)?)))
 }
 
 /// Redirects the databases a mysqldump stream names into others: rewrites
@@ -197,7 +260,7 @@ impl<W: Write> Drop for RenameDatabases<W> {
 
 /// `%XX` escapes of a URL's user and password.
 fn percent_decode(text: &str) -> Result<String, RestoreError> {
-    let bad = || RestoreError::Usage("a bad %-escape in the mysql:// URL");
+    let bad = || RestoreError::Usage("a bad %-escape in the database URL");
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -356,13 +419,12 @@ impl Target {
     pub fn spawn_restore(&self) -> Result<RestoreTool, RestoreError> {
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
-                let mut command = Command::new("pg_restore");
+                let (mut command, passfile) = postgres_command("pg_restore", url)?;
                 command
                     .arg("--no-owner")
                     .arg("--no-privileges")
-                    .arg("--exit-on-error")
-                    .arg(format!("--dbname={url}"));
-                (command, None, "pg_restore")
+                    .arg("--exit-on-error");
+                (command, passfile, "pg_restore")
             }
             Target::Mysql(mysql) => {
                 let (mut command, options) = mysql.command("mysql")?;
@@ -418,15 +480,14 @@ impl Target {
     ) -> Result<(), RestoreError> {
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
-                let mut command = Command::new("pg_restore");
+                let (mut command, passfile) = postgres_command("pg_restore", url)?;
                 command
                     .arg("--no-owner")
                     .arg("--no-privileges")
                     .arg("--exit-on-error")
                     .arg(format!("--jobs={jobs}"))
-                    .arg(format!("--dbname={url}"))
                     .arg(dir);
-                (command, None, "pg_restore")
+                (command, passfile, "pg_restore")
             }
             Target::Mysql(mysql) => {
                 let (mut command, options) = mysql.command("myloader")?;
@@ -542,12 +603,13 @@ impl MysqlTarget {
 }
 
 fn psql(url: &str, args: &[&str], stdin: Option<&str>) -> Result<String, RestoreError> {
-    let mut command = Command::new("psql");
+    let (mut command, passfile) = postgres_command("psql", url)?;
     command
-        .arg(format!("--dbname={url}"))
         .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-F", "\t"])
         .args(args);
-    run_with_stdin(command, "psql", stdin.unwrap_or(""))
+    let output = run_with_stdin(command, "psql", stdin.unwrap_or(""));
+    drop(passfile);
+    output
 }
 
 /// Runs a client tool with `input` on stdin; returns its stdout, or fails
@@ -602,6 +664,35 @@ mod tests {
             }
         );
         assert!(Target::parse("ftp://h/db").is_err());
+    }
+
+    #[test]
+    fn postgres_passwords_leave_the_url_for_a_private_password_file() {
+        let (url, password) =
+            split_password("postgres://backup:p%40ss:w%2Fd@db:5432/shop?sslmode=require").unwrap();
+        assert_eq!(url, "postgres://backup@db:5432/shop?sslmode=require");
+        assert_eq!(password.as_deref(), Some("p@ss:w/d"));
+        assert_eq!(
+            split_password("postgresql://backup@db/shop").unwrap(),
+            ("postgresql://backup@db/shop".to_owned(), None)
+        );
+        let (command, passfile) = postgres_command("psql", "postgres://u:secret@h/d").unwrap();
+        let argv: Vec<_> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(argv.iter().all(|a| !a.contains("secret")), "{argv:?}");
+        let passfile = passfile.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(passfile.path()).unwrap(),
+            "*:*:*:*:secret\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(passfile.path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
