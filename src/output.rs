@@ -363,7 +363,9 @@ pub fn describe_progress(status: &Status, rate_bytes_per_sec: Option<f64>) -> St
         status.bytes_read as f64 / MIB,
         status.bytes_uploaded as f64 / MIB
     );
-    if let Some(expected) = status.bytes_expected.filter(|e| *e > 0) {
+    if status.phase.is_terminal() {
+        // Share, rate and ETA describe a job in flight.
+    } else if let Some(expected) = status.bytes_expected.filter(|e| *e > 0) {
         let share = (status.bytes_read as f64 / expected as f64 * 100.0).min(100.0);
         text.push_str(&format!(
             " of ~{:.1} MiB ({share:.0}%)",
@@ -403,6 +405,10 @@ mod tests {
         status.bytes_expected = None;
         let line = describe_progress(&status, None);
         assert!(!line.contains("ETA"), "{line}");
+        status.bytes_expected = Some(100 * 1024 * 1024);
+        status.phase = Phase::Succeeded;
+        let line = describe_progress(&status, Some(10.0 * MIB));
+        assert!(!line.contains("ETA") && !line.contains('%'), "{line}");
     }
 
     #[test]
