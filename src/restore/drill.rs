@@ -76,14 +76,12 @@ pub async fn drill(
     let target = server.with_database(&scratch);
     let outcome = restore_and_compare(backup, &manifest, &target, &facts.tables).await;
     if !keep {
-        let admin = server.clone();
-        let drop = format!("DROP DATABASE IF EXISTS {scratch}");
-        let dropped = tokio::task::spawn_blocking(move || admin.sql(&drop))
-            .await
-            .map_err(RestoreError::crashed)?;
-        if let Err(err) = dropped {
-            eprintln!("warning: scratch database {scratch} was not dropped: {err}");
-        }
+        drop_scratch(
+            server,
+            format!("DROP DATABASE IF EXISTS {scratch}"),
+            &scratch,
+        )
+        .await?;
     }
     let (restored, problems) = outcome?;
     Ok(DrillReport {
@@ -122,14 +120,8 @@ async fn drill_mysql(
         restore_and_compare_mysql(backup, manifest, server, &scratch, &facts.tables).await;
     if !keep {
         for (_, database) in &scratch {
-            let admin = server.clone();
             let drop = format!("DROP DATABASE IF EXISTS `{database}`");
-            let dropped = tokio::task::spawn_blocking(move || admin.sql(&drop))
-                .await
-                .map_err(RestoreError::crashed)?;
-            if let Err(err) = dropped {
-                eprintln!("warning: scratch database {database} was not dropped: {err}");
-            }
+            drop_scratch(server, drop, database).await?;
         }
     }
     let (restored, problems) = outcome?;
@@ -261,6 +253,19 @@ fn compare(
         ));
     }
     problems
+}
+
+/// Drops a drill's scratch database; a failure only warns, since the drill's
+/// verdict is already made.
+async fn drop_scratch(server: &Target, drop: String, name: &str) -> Result<(), RestoreError> {
+    let admin = server.clone();
+    let dropped = tokio::task::spawn_blocking(move || admin.sql(&drop))
+        .await
+        .map_err(RestoreError::crashed)?;
+    if let Err(err) = dropped {
+        eprintln!("warning: scratch database {name} was not dropped: {err}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
