@@ -181,21 +181,21 @@ impl Store {
 
     /// Reads a whole small object.
     pub async fn read_all(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let mut reader = self.open(key, 0, None).await?;
-        let mut data = Vec::new();
-        reader
-            .read_to_end(&mut data)
-            .await
-            .map_err(|err| StoreError::Read {
-                location: self.location(key),
-                reason: err.to_string(),
-            })?;
-        Ok(data)
+        self.read_from(key, 0, None).await
     }
 
     /// Reads bytes `start..start+len` (fewer at the end of the object).
     pub async fn read_range(&self, key: &str, start: u64, len: u64) -> Result<Vec<u8>, StoreError> {
-        let mut reader = self.open(key, start, Some(len)).await?;
+        self.read_from(key, start, Some(len)).await
+    }
+
+    async fn read_from(
+        &self,
+        key: &str,
+        start: u64,
+        len: Option<u64>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut reader = self.open(key, start, len).await?;
         let mut data = Vec::new();
         reader
             .read_to_end(&mut data)
