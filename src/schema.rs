@@ -75,8 +75,8 @@ pub struct DumpSettings {
     pub jobs: Option<u32>,
     /// MySQL databases to dump; empty: every database but the system ones.
     pub databases: Vec<String>,
-    /// zstd level applied before encryption to dumps the tool leaves
-    /// uncompressed; 0 turns compression off.
+    /// zstd level applied before encryption (the dump tools themselves run
+    /// uncompressed); 0 turns compression off.
     pub compression_level: i32,
     /// mydumper: refuse (or, with `kill_long_queries`, kill) queries
     /// running longer than this many seconds before taking its snapshot.

@@ -606,7 +606,7 @@ async fn a_database_named_like_an_injection_is_backed_up_and_restored() {
     let encrypted = work.path().join("dump.gpg");
     let plain = work.path().join("dump.custom");
     std::fs::write(&encrypted, fixture.get(key).await).unwrap();
-    holder.decrypt(&encrypted, &plain);
+    holder.decrypt_and_decompress(&encrypted, &plain);
     let restored = unique("restored_");
     psql("postgres", &format!("CREATE DATABASE {restored}"));
     run_ok(

@@ -58,6 +58,8 @@ async fn a_postgres_backup_restores_to_identical_contents() {
     assert_eq!(objects.len(), 1, "{manifest}");
     let object = &objects[0];
     let key = object["key"].as_str().unwrap();
+    assert!(key.ends_with("/pg_dump.custom.zst.gpg"), "{key}");
+    assert_eq!(object["compression"], "zstd", "{manifest}");
 
     // Nothing under the backup's prefix but the object and the manifest.
     let mut listed = fixture.keys(&backup_prefix).await;
@@ -78,7 +80,7 @@ async fn a_postgres_backup_restores_to_identical_contents() {
     let encrypted = work.path().join("dump.gpg");
     let dump = work.path().join("dump.pgcustom");
     std::fs::write(&encrypted, &ciphertext).unwrap();
-    holder.decrypt(&encrypted, &dump);
+    holder.decrypt_and_decompress(&encrypted, &dump);
     assert_eq!(
         std::fs::metadata(&dump).unwrap().len(),
         object["plaintext_bytes"].as_u64().unwrap()

@@ -65,7 +65,7 @@ impl Backed {
         let encrypted = dir.join("stock.gpg");
         let plain = dir.join("stock.plain");
         std::fs::write(&encrypted, self.fixture.get(&self.object_key).await).unwrap();
-        self.holder.decrypt(&encrypted, &plain);
+        self.holder.decrypt_and_decompress(&encrypted, &plain);
         std::fs::read(&plain).unwrap()
     }
 
@@ -121,7 +121,7 @@ async fn verify_passes_a_good_backup_and_names_every_tampered_object() {
     let output = backed.run(&["verify", &backed.address()], operator.path());
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert!(
-        stdout(&output).contains("ok pg_dump.custom.gpg"),
+        stdout(&output).contains("ok pg_dump.custom.zst.gpg"),
         "{}",
         show(&output)
     );
@@ -135,27 +135,27 @@ async fn verify_passes_a_good_backup_and_names_every_tampered_object() {
     let cases: Vec<(&str, &str, &str)> = vec![
         (
             "flipped",
-            "pg_dump.custom.gpg",
+            "pg_dump.custom.zst.gpg",
             "does not match the manifest",
         ),
-        ("truncated", "pg_dump.custom.gpg", "truncated"),
-        ("missing", "pg_dump.custom.gpg", "missing"),
+        ("truncated", "pg_dump.custom.zst.gpg", "truncated"),
+        ("missing", "pg_dump.custom.zst.gpg", "missing"),
         ("extra", "stray.bin", "unexpected"),
         (
             "other-key",
-            "pg_dump.custom.gpg",
+            "pg_dump.custom.zst.gpg",
             "not encrypted to configured recipient",
         ),
         (
             "manifest-edited",
-            "pg_dump.custom.gpg",
+            "pg_dump.custom.zst.gpg",
             "does not match the manifest",
         ),
     ];
     for (i, (case, object, expected)) in cases.into_iter().enumerate() {
         let manifest_key = backed.copy(&format!("20990101T00000{i}Z")).await;
         let prefix = manifest_key.strip_suffix("manifest.json").unwrap();
-        let object_key = format!("{prefix}pg_dump.custom.gpg");
+        let object_key = format!("{prefix}pg_dump.custom.zst.gpg");
         match case {
             "flipped" => {
                 let mut data = original.clone();
@@ -377,11 +377,11 @@ async fn split_knowledge_decrypts_with_session_keys_alone() {
         names,
         [
             "index.json",
-            "pg_dump.custom.gpg.pkesk",
+            "pg_dump.custom.zst.gpg.pkesk",
             "stub-data-packet.bin"
         ]
     );
-    let pkesk = std::fs::read(unpacked.join("pg_dump.custom.gpg.pkesk")).unwrap();
+    let pkesk = std::fs::read(unpacked.join("pg_dump.custom.zst.gpg.pkesk")).unwrap();
     let object = backed.fixture.get(&backed.object_key).await;
     assert!(
         pkesk.len() < 200,
@@ -396,7 +396,7 @@ async fn split_knowledge_decrypts_with_session_keys_alone() {
     let listing = run_ok(
         Command::new("gpg")
             .args(["--batch", "--list-packets"])
-            .arg(unpacked.join("pg_dump.custom.gpg.pkesk"))
+            .arg(unpacked.join("pg_dump.custom.zst.gpg.pkesk"))
             .env("GNUPGHOME", operator.path()),
     );
     let listing = String::from_utf8_lossy(&listing.stdout);
@@ -457,7 +457,8 @@ async fn split_knowledge_decrypts_with_session_keys_alone() {
         .to_owned();
     let encrypted = work.path().join("object.gpg");
     std::fs::write(&encrypted, &object).unwrap();
-    let stock_out = work.path().join("stock-operator.plain");
+    let stock_out = work.path().join("stock-operator.zst");
+    let stock_plain = work.path().join("stock-operator.plain");
     let bare = empty_home();
     run_ok(
         Command::new("gpg")
@@ -469,7 +470,13 @@ async fn split_knowledge_decrypts_with_session_keys_alone() {
             .arg("--decrypt")
             .arg(&encrypted),
     );
-    assert!(std::fs::read(&stock_out).unwrap() == stock);
+    run_ok(
+        Command::new("zstd")
+            .args(["-q", "-d", "-o"])
+            .arg(&stock_plain)
+            .arg(&stock_out),
+    );
+    assert!(std::fs::read(&stock_plain).unwrap() == stock);
 
     // key holder half with stock gpg --show-session-key, operator ours,
     // restoring straight into a database
@@ -502,7 +509,7 @@ async fn split_knowledge_decrypts_with_session_keys_alone() {
     // the key holder's tool refuses an archive carrying ciphertext
     let mut smuggled = pkesk.clone();
     smuggled.extend_from_slice(&object[pkesk.len()..pkesk.len() + 4096]);
-    std::fs::write(unpacked.join("pg_dump.custom.gpg.pkesk"), &smuggled).unwrap();
+    std::fs::write(unpacked.join("pg_dump.custom.zst.gpg.pkesk"), &smuggled).unwrap();
     let bad_archive: PathBuf = work.path().join("smuggled.tar");
     run_ok(
         Command::new("tar")
@@ -514,7 +521,7 @@ async fn split_knowledge_decrypts_with_session_keys_alone() {
             .args([
                 "index.json",
                 "stub-data-packet.bin",
-                "pg_dump.custom.gpg.pkesk",
+                "pg_dump.custom.zst.gpg.pkesk",
             ]),
     );
     let output = Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
@@ -551,7 +558,7 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
     let output = backed.run(&["export", &backed.address(), "--to", dir_arg], home.path());
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert!(
-        stdout(&output).contains("copied pg_dump.custom.gpg"),
+        stdout(&output).contains("copied pg_dump.custom.zst.gpg"),
         "{}",
         show(&output)
     );
@@ -559,10 +566,10 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
 
     // interrupted: a half-written temporary and a truncated object
-    let object = dir.join("pg_dump.custom.gpg");
+    let object = dir.join("pg_dump.custom.zst.gpg");
     let good = std::fs::read(&object).unwrap();
     std::fs::write(&object, &good[..good.len() / 2]).unwrap();
-    std::fs::write(dir.join(".pg_dump.custom.gpg.partial"), &good[..100]).unwrap();
+    std::fs::write(dir.join(".pg_dump.custom.zst.gpg.partial"), &good[..100]).unwrap();
     let output = verify_dir();
     assert_eq!(
         output.status.code(),
@@ -571,7 +578,7 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
         show(&output)
     );
     assert!(
-        stdout(&output).contains("BAD pg_dump.custom.gpg: truncated"),
+        stdout(&output).contains("BAD pg_dump.custom.zst.gpg: truncated"),
         "{}",
         show(&output)
     );
@@ -580,9 +587,9 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
     let output = backed.run(&["export", &backed.address(), "--to", dir_arg], home.path());
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let out = stdout(&output);
-    assert!(out.contains("copied pg_dump.custom.gpg"), "{out}");
+    assert!(out.contains("copied pg_dump.custom.zst.gpg"), "{out}");
     assert!(out.contains("present manifest.json"), "{out}");
-    assert!(!dir.join(".pg_dump.custom.gpg.partial").exists());
+    assert!(!dir.join(".pg_dump.custom.zst.gpg.partial").exists());
     assert!(std::fs::read(&object).unwrap() == good);
     let output = verify_dir();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
@@ -594,7 +601,7 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
     let output = backed.run(&["export", &backed.address(), "--to", dir_arg], home.path());
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert!(
-        stdout(&output).contains("present pg_dump.custom.gpg"),
+        stdout(&output).contains("present pg_dump.custom.zst.gpg"),
         "{}",
         show(&output)
     );
@@ -610,8 +617,8 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
         "{}",
         show(&output)
     );
-    assert!(!fresh.join("pg_dump.custom.gpg").exists());
-    assert!(!fresh.join(".pg_dump.custom.gpg.partial").exists());
+    assert!(!fresh.join("pg_dump.custom.zst.gpg").exists());
+    assert!(!fresh.join(".pg_dump.custom.zst.gpg.partial").exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -231,19 +231,12 @@ async fn restore_directory_single(
 ) {
     let work = tempfile::tempdir().unwrap();
     let encrypted = work.path().join("object.gpg");
-    let compressed = work.path().join("object.zst");
     std::fs::write(
         &encrypted,
         fixture.get(object["key"].as_str().unwrap()).await,
     )
     .unwrap();
-    holder.decrypt(&encrypted, &compressed);
-    run_ok(
-        Command::new("zstd")
-            .args(["-q", "-d", "-f", "-o"])
-            .arg(target)
-            .arg(&compressed),
-    );
+    holder.decrypt_and_decompress(&encrypted, target);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -171,7 +171,8 @@ impl Connection {
         let (program, command) = match settings.mode {
             DumpMode::PostgresCustom => {
                 let mut command = self.postgres_client("pg_dump");
-                command.arg("--format=custom");
+                // uncompressed: the agent compresses the stream with zstd
+                command.arg("--format=custom").arg("--compress=0");
                 ("pg_dump", command)
             }
             DumpMode::PostgresDirectory => {
@@ -661,6 +662,7 @@ mod tests {
                 "--dbname=dbname='orders'",
                 "--no-password",
                 "--format=custom",
+                "--compress=0",
             ]
         );
         let passfile = dump

@@ -137,6 +137,19 @@ impl KeyHolder {
                 .arg(ciphertext),
         );
     }
+
+    /// Unpacks a zstd-compressed one-stream backup with the stock tools,
+    /// as the README tells an operator: `gpg --decrypt`, then `zstd -d`.
+    pub fn decrypt_and_decompress(&self, ciphertext: &Path, plaintext: &Path) {
+        let compressed = plaintext.with_extension("zst");
+        self.decrypt(ciphertext, &compressed);
+        run_ok(
+            Command::new("zstd")
+                .args(["-q", "-d", "-f", "--rm", "-o"])
+                .arg(plaintext)
+                .arg(&compressed),
+        );
+    }
 }
 
 /// Runs `psql` as the test cluster's superuser against `database`.
