@@ -1,6 +1,6 @@
 //! The agent's encryption stage on its own, for `make bench`.
 //!
-//! The benchmark compares the stage (GPGME encryption, SHA-256 and cutting
+//! The benchmark compares the stage (gpg encryption, SHA-256 and cutting
 //! the ciphertext into upload parts) with `gpg --encrypt` alone on the same
 //! input. To measure the real thing rather than a copy of it, the hidden
 //! `backup-cloud bench-encrypt` subcommand runs exactly the calls
