@@ -10,6 +10,7 @@ pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod gpg_stream;
 pub mod output;
 pub mod restore;
 pub mod schema;

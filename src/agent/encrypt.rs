@@ -1,31 +1,22 @@
 //! The encryption stage: plaintext in, OpenPGP ciphertext out, plus the
 //! writer that hashes the ciphertext and cuts it into upload parts.
 //!
-//! GPGME decides who can read a backup: it opens the keyring, finds every
-//! recipient (imported and checked by `keys`), and names the gpg engine.
-//! The bytes themselves go straight through that gpg's pipes, not through
-//! GPGME's data callbacks: GPGME 1.18 formats a trace line for every 48
-//! bytes it pumps, tracing on or not (`_gpgme_debug_trace()` is the
-//! constant 1 in its debug.h), and `perf` put 37% of the stage's CPU there
-//! against 28% for the encryption itself. Pumped by GPGME, the agent was
-//! slower than `pg_dump | gpg | aws s3 cp` (see the README's performance
-//! section).
+//! GPGME opens the keyring, finds every recipient (imported and checked by
+//! `keys`) and names the gpg engine; the bytes go through that gpg's pipes
+//! ([`crate::gpg_stream`] says why not through GPGME's).
 //!
-//! The stage is blocking and runs on a blocking thread, with a feeder
-//! thread writing the plaintext into gpg while this one reads the
-//! ciphertext out. It talks to the async upload side only through a
-//! bounded channel of parts: when the upload falls behind, `blocking_send`
-//! waits, gpg stops being read, and the dump tool blocks on its pipe.
-//! Memory stays at a few parts whatever the size of the database. When the
-//! upload gives up, the channel closes, the next write fails, gpg is
-//! killed and the feeder's next write fails too. SHA-256 of the ciphertext
-//! runs on a thread of its own, part by part, and part buffers are reused
-//! rather than allocated per part.
+//! The stage is blocking and runs on a blocking thread. It talks to the
+//! async upload side only through a bounded channel of parts: when the
+//! upload falls behind, `blocking_send` waits, gpg stops being read, and the
+//! dump tool blocks on its pipe. Memory stays at a few parts whatever the
+//! size of the database. When the upload gives up, the channel closes, the
+//! next write fails and gpg is stopped. SHA-256 of the ciphertext runs on a
+//! thread of its own, part by part, and part buffers are reused rather
+//! than allocated per part.
 
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -35,16 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::part_size::PartSizer;
-
-/// Bytes moved per read or write between the pipes and our buffers.
-const CHUNK: usize = 256 * 1024;
-
-/// Capacity asked for the pipes to and from gpg: the largest an
-/// unprivileged process may set by default (`/proc/sys/fs/pipe-max-size`).
-const PIPE_BYTES: libc::c_int = 1 << 20;
-
-/// How much of gpg's error output an error carries.
-const STDERR_LIMIT: u64 = 4096;
+use crate::gpg_stream::{self, StreamError};
 
 /// The encryption could not be set up or did not finish.
 #[derive(Debug, thiserror::Error)]
@@ -56,16 +38,8 @@ pub enum EncryptError {
         fingerprint: String,
         source: gpgme::Error,
     },
-    #[error("GPGME names no gpg engine for OpenPGP")]
-    Engine,
-    #[error("cannot start {program}: {source}")]
-    Spawn { program: PathBuf, source: io::Error },
-    #[error("reading the plaintext failed: {0}")]
-    Plaintext(io::Error),
-    #[error("passing the ciphertext on failed: {0}")]
-    Ciphertext(io::Error),
-    #[error("gpg encryption failed ({status}): {stderr}")]
-    Gpg { status: ExitStatus, stderr: String },
+    #[error("gpg encryption: {0}")]
+    Stream(#[from] StreamError),
     #[error("cannot set up zstd compression: {0}")]
     Compression(io::Error),
 }
@@ -89,7 +63,7 @@ pub fn encrypt_stream<R, W>(
     gnupg_home: &Path,
     fingerprints: &[String],
     plaintext: R,
-    mut ciphertext: W,
+    ciphertext: W,
 ) -> Result<(), EncryptError>
 where
     R: Read + Send,
@@ -104,141 +78,25 @@ where
                 source,
             })?;
     }
-    let program = gpg_engine(&context)?;
-    let mut command = Command::new(&program);
-    command.arg("--homedir").arg(gnupg_home).args([
-        "--batch",
-        "--no-tty",
-        "--quiet",
-        "--no-options",
-        "--trust-model",
-        "always",
-        "--compress-algo",
-        "none",
-        "--output",
-        "-",
-        "--encrypt",
-    ]);
+    let gpg = gpg_stream::engine(&context)?;
+    let mut args = vec![
+        OsString::from("--homedir"),
+        gnupg_home.into(),
+        "--no-options".into(),
+        "--trust-model".into(),
+        "always".into(),
+        "--compress-algo".into(),
+        "none".into(),
+        "--output".into(),
+        "-".into(),
+        "--encrypt".into(),
+    ];
     for fingerprint in fingerprints {
-        command.arg("--recipient").arg(fingerprint);
+        args.push("--recipient".into());
+        args.push(fingerprint.into());
     }
-    let mut gpg = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| EncryptError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-    let (Some(stdin), Some(mut stdout), Some(stderr)) =
-        (gpg.stdin.take(), gpg.stdout.take(), gpg.stderr.take())
-    else {
-        let _ = gpg.kill();
-        let _ = gpg.wait();
-        return Err(EncryptError::Spawn {
-            program,
-            source: io::Error::other("no pipes to the child"),
-        });
-    };
-    for pipe in [stdin.as_raw_fd(), stdout.as_raw_fd()] {
-        enlarge_pipe(pipe);
-    }
-    std::thread::scope(|scope| {
-        // dropping stdin when done tells gpg the plaintext has ended
-        let feeder = scope.spawn(move || copy(&mut { plaintext }, &mut { stdin }));
-        let complaints = scope.spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.take(STDERR_LIMIT).read_to_string(&mut text);
-            text
-        });
-        let drained = copy(&mut stdout, &mut ciphertext).map_err(|err| match err {
-            CopyError::Read(err) | CopyError::Write(err) => err,
-        });
-        if drained.is_err() {
-            // nobody reads gpg any more: stop it, which stops the feeder
-            let _ = gpg.kill();
-        }
-        drop(stdout);
-        let fed = feeder.join().unwrap_or_else(|_| {
-            Err(CopyError::Read(io::Error::other(
-                "the plaintext feeder panicked",
-            )))
-        });
-        let status = gpg.wait();
-        let stderr = complaints.join().unwrap_or_default();
-        drained.map_err(EncryptError::Ciphertext)?;
-        let status = status.map_err(|source| EncryptError::Spawn {
-            program: program.clone(),
-            source,
-        })?;
-        match fed {
-            Err(CopyError::Read(err)) => return Err(EncryptError::Plaintext(err)),
-            // gpg stopped reading: its exit status says why
-            Err(CopyError::Write(_)) if !status.success() => {}
-            Err(CopyError::Write(err)) => {
-                return Err(EncryptError::Plaintext(io::Error::other(format!(
-                    "gpg stopped reading it: {err}"
-                ))))
-            }
-            Ok(()) => {}
-        }
-        if status.success() {
-            Ok(())
-        } else {
-            Err(EncryptError::Gpg {
-                status,
-                stderr: stderr.trim().to_owned(),
-            })
-        }
-    })
-}
-
-/// The gpg GPGME itself would run for OpenPGP.
-fn gpg_engine(context: &Context) -> Result<PathBuf, EncryptError> {
-    use std::os::unix::ffi::OsStrExt;
-    match context.engine_info().path_raw() {
-        Some(path) if !path.to_bytes().is_empty() => {
-            Ok(PathBuf::from(std::ffi::OsStr::from_bytes(path.to_bytes())))
-        }
-        _ => Err(EncryptError::Engine),
-    }
-}
-
-/// Gives a pipe to gpg [`PIPE_BYTES`] of buffer instead of the kernel's
-/// 64 KiB, so gpg and the threads feeding and draining it wake each other
-/// far less often (context switches were a quarter of the stage's CPU).
-/// A hint: when the kernel refuses, the default works, only slower.
-fn enlarge_pipe(fd: std::os::fd::RawFd) {
-    // SAFETY: F_SETPIPE_SZ on a pipe we own changes only its capacity
-    let result = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_BYTES) };
-    if result < 0 {
-        tracing::debug!(
-            "keeping the default pipe size: {}",
-            io::Error::last_os_error()
-        );
-    }
-}
-
-/// Which side of a copy failed.
-enum CopyError {
-    Read(io::Error),
-    Write(io::Error),
-}
-
-/// Copies `from` into `to` until `from` ends, [`CHUNK`] bytes at a time
-/// (`io::copy` moves 8 KiB per call, 32 times the system calls).
-fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<(), CopyError> {
-    let mut buffer = vec![0; CHUNK];
-    loop {
-        let n = match from.read(&mut buffer) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(CopyError::Read(err)),
-        };
-        to.write_all(&buffer[..n]).map_err(CopyError::Write)?;
-    }
+    gpg_stream::run(&gpg, args, plaintext, ciphertext)?;
+    Ok(())
 }
 
 /// Like [`encrypt_stream`], but compresses the plaintext with zstd at
@@ -656,43 +514,6 @@ pub(crate) mod tests {
         assert!(decrypted == plaintext, "round trip changed the data");
     }
 
-    /// Yields `good` bytes, then fails.
-    struct FailingReader {
-        good: usize,
-    }
-
-    impl Read for FailingReader {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.good == 0 {
-                return Err(io::Error::other("the dump pipe broke"));
-            }
-            let n = buf.len().min(self.good);
-            buf[..n].fill(b'x');
-            self.good -= n;
-            Ok(n)
-        }
-    }
-
-    /// Accepts `room` bytes, then fails, as a closed part channel does.
-    struct StoppingWriter {
-        room: usize,
-    }
-
-    impl Write for StoppingWriter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if self.room == 0 {
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, "upload gone"));
-            }
-            let n = buf.len().min(self.room);
-            self.room -= n;
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn recipient() -> (TestKeyring, String) {
         let keyring = TestKeyring::new();
         let fingerprint = keyring.generate(
@@ -700,33 +521,6 @@ pub(crate) mod tests {
             &["future-default", "default", "never"],
         );
         (keyring, fingerprint)
-    }
-
-    #[test]
-    fn a_plaintext_that_breaks_fails_the_encryption() {
-        let (keyring, fingerprint) = recipient();
-        let err = encrypt_stream(
-            &keyring.home(),
-            std::slice::from_ref(&fingerprint),
-            FailingReader { good: 3 << 20 },
-            io::sink(),
-        )
-        .unwrap_err();
-        assert!(matches!(err, EncryptError::Plaintext(_)), "{err}");
-        assert!(err.to_string().contains("the dump pipe broke"), "{err}");
-    }
-
-    #[test]
-    fn a_sink_that_stops_stops_gpg_and_the_endless_plaintext() {
-        let (keyring, fingerprint) = recipient();
-        let err = encrypt_stream(
-            &keyring.home(),
-            std::slice::from_ref(&fingerprint),
-            io::repeat(7),
-            StoppingWriter { room: 1 << 20 },
-        )
-        .unwrap_err();
-        assert!(matches!(err, EncryptError::Ciphertext(_)), "{err}");
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The GPGME side of restoring: reading recipients' key ids from public
+//! The gpg side of restoring: reading recipients' key ids from public
 //! keys, recovering session keys from header packets, and decrypting
 //! streams with a keyring or with a session key alone.
 //!
-//! GPGME's Rust wrapper has no accessor for session keys, so the two
-//! context flags GPGME documents do it: `export-session-key` makes the
-//! decrypt result carry it (read through gpgme-sys), and
-//! `override-session-key` decrypts with one and no secret key.
+//! GPGME's Rust wrapper has no accessor for session keys, so the context
+//! flag GPGME documents does it: `export-session-key` makes the decrypt
+//! result carry it (read through gpgme-sys). Streams are decrypted by the
+//! gpg GPGME names, through its own pipes ([`crate::gpg_stream`] says
+//! why); with a session key alone, in a throwaway home whose gpg.conf holds
+//! `override-session-key`, so the key is never on a command line.
 //!
 //! Facts checked with gpg 2.2.40 / GPGME 1.18 (and pinned by tests): gpg
 //! reports a session key only once it reaches an encrypted data packet;
@@ -16,13 +18,14 @@
 //! Everything here blocks: run it on a blocking thread.
 
 use std::collections::BTreeMap;
-use std::ffi::CStr;
+use std::ffi::{CStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use gpgme::{Context, Data, Protocol};
+use gpgme::{Context, Protocol};
 
 use super::packets::STUB_DATA_PACKET;
+use crate::gpg_stream::{self, StreamError};
 
 /// GPGME failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +41,7 @@ pub enum GpgError {
     #[error("no secret key here decrypts the session key ({0})")]
     NoSessionKey(String),
     #[error("gpg decryption failed: {0}")]
-    Decrypt(gpgme::Error),
+    Decrypt(#[from] StreamError),
     #[error("{0:?} is not a session key (expected ALGO:HEX, e.g. 9:0123…)")]
     BadSessionKey(String),
 }
@@ -195,9 +198,6 @@ pub fn check_session_key(key: &str) -> Result<(), GpgError> {
     }
 }
 
-/// GPGME's buffer between callbacks and gpg (its maximum is 1 MiB).
-const IO_BUFFER_SIZE: &str = "1048576";
-
 /// How to decrypt.
 #[derive(Debug, Clone)]
 pub enum Decryptor {
@@ -214,29 +214,25 @@ where
     W: Write + Send,
 {
     let temp;
-    let mut context = match decryptor {
-        Decryptor::Keyring(home) => context(home.as_deref())?,
+    let home = match decryptor {
+        Decryptor::Keyring(home) => home.clone(),
         Decryptor::SessionKey(key) => {
+            // checked to be ALGO:HEX, so it cannot smuggle another option
             check_session_key(key)?;
             temp = TempHome::new()?;
-            let mut context = context(Some(&temp.path()))?;
-            context
-                .set_flag("override-session-key", key.as_str())
-                .map_err(GpgError::Setup)?;
-            context
+            let options = temp.path().join("gpg.conf");
+            super::write_private(&options, format!("override-session-key {key}\n").as_bytes())
+                .map_err(GpgError::TempHome)?;
+            Some(temp.path())
         }
     };
-    let mut input = Data::from_reader(ciphertext).map_err(|e| GpgError::Setup(e.error()))?;
-    let mut output = Data::from_writer(plaintext).map_err(|e| GpgError::Setup(e.error()))?;
-    // GPGME moves callback data 4 KiB at a time by default: one poll round
-    // per 4 KiB caps a restore far below gpg's own speed
-    for data in [&mut input, &mut output] {
-        data.set_flag("io-buffer-size", IO_BUFFER_SIZE)
-            .map_err(GpgError::Setup)?;
+    let gpg = gpg_stream::engine(&context(home.as_deref())?)?;
+    let mut args = Vec::<OsString>::new();
+    if let Some(home) = &home {
+        args.extend(["--homedir".into(), home.into()]);
     }
-    context
-        .decrypt(&mut input, &mut output)
-        .map_err(GpgError::Decrypt)?;
+    args.extend(["--output".into(), "-".into(), "--decrypt".into()]);
+    gpg_stream::run(&gpg, args, ciphertext, plaintext)?;
     Ok(())
 }
 
