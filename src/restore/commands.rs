@@ -157,7 +157,9 @@ async fn run(
             let keys = tokio::task::spawn_blocking(move || headers::session_keys(&archive, None))
                 .await
                 .map_err(RestoreError::crashed)??;
-            write_private(&out, keys.as_bytes())?;
+            super::write_private(&out, keys.as_bytes()).map_err(|e| {
+                RestoreError::Failed(format!("cannot write {}: {e}", out.display()))
+            })?;
             println!("wrote {}", out.display());
             Ok(Exit::Success)
         }
@@ -264,20 +266,6 @@ async fn run(
             Ok(Exit::Success)
         }
     }
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &std::path::Path, data: &[u8]) -> Result<(), RestoreError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut file| file.write_all(data).and_then(|()| file.sync_all()))
-        .map_err(|e| RestoreError::Failed(format!("cannot write {}: {e}", path.display())))
 }
 
 fn print_restored(what: &str, restored: &Restored) {

@@ -104,8 +104,7 @@ impl OptionFile {
 
     /// Writes `contents` as a 0600 file `name` in a fresh 0700 directory.
     fn private(name: &'static str, contents: &str) -> Result<OptionFile, RestoreError> {
-        use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let fail = |e: std::io::Error| {
             RestoreError::Failed(format!("cannot write the client's password file: {e}"))
         };
@@ -115,13 +114,7 @@ impl OptionFile {
             .map_err(fail)?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(fail)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.path().join(name))
-            .map_err(fail)?;
-        file.write_all(contents.as_bytes()).map_err(fail)?;
+        super::write_private(&dir.path().join(name), contents.as_bytes()).map_err(fail)?;
         Ok(OptionFile { dir, name })
     }
 

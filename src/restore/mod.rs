@@ -105,3 +105,18 @@ pub async fn open_either(
         _ => Err(RestoreError::Usage("give a backup address or --dir")),
     }
 }
+
+/// Writes `data` to `path`, readable by its owner only (created so, or
+/// replaced), and syncs it: session keys, client option files, gpg.conf.
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(data)?;
+    file.sync_all()
+}
