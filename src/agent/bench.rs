@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::encrypt::{self, CountingReader, PartWriter};
 use super::keys::{self, PublicKeyObject};
+use super::part_size::PartSizer;
 use super::{EncryptError, KeyError, Workspace};
 
 /// The benchmark could not run.
@@ -73,7 +74,6 @@ pub async fn bench_encrypt(public_key: &Path, part_size: u64) -> Result<EncryptR
         .map_err(|err| BenchError::Crashed(err.to_string()))??;
 
     // clap bounds it to S3's part sizes
-    let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
     let (part_sender, mut part_receiver) = mpsc::channel::<Bytes>(1);
     let consumer = tokio::spawn(async move {
         let mut parts = 0u64;
@@ -92,7 +92,7 @@ pub async fn bench_encrypt(public_key: &Path, part_size: u64) -> Result<EncryptR
     let counter = plaintext_bytes.clone();
     let started = Instant::now();
     let stage = tokio::task::spawn_blocking(move || {
-        let mut writer = PartWriter::new(part_size, part_sender);
+        let mut writer = PartWriter::new(PartSizer::new(part_size, None), part_sender);
         encrypt::encrypt_stream(
             &gnupg_home,
             &recipients,

@@ -41,6 +41,7 @@ use tokio::task::JoinSet;
 
 use super::dump::DumpCommand;
 use super::encrypt::{self, CountingReader, PartWriter};
+use super::part_size::PartSizer;
 use super::progress::TransferCounters;
 use super::upload::{MultipartUpload, ObjectLock};
 use super::{crashed, AgentError};
@@ -407,7 +408,9 @@ async fn upload_file(
         sink.key_prefix,
         if compressed { ".zst.gpg" } else { ".gpg" }
     );
-    let part_size = usize::try_from(sink.upload.part_size_bytes).unwrap_or(usize::MAX);
+    // the file is complete, so its size is known: compression only shrinks it
+    let file_size = file.metadata().ok().map(|metadata| metadata.len());
+    let sizer = PartSizer::new(sink.upload.part_size_bytes, file_size);
     let (part_sender, mut parts) = mpsc::channel(1);
     let file_bytes = Arc::new(AtomicU64::new(0));
     let encryption = {
@@ -418,7 +421,7 @@ async fn upload_file(
         let file_bytes = file_bytes.clone();
         tokio::task::spawn_blocking(move || {
             let plaintext = CountingReader::new(CountingReader::new(file, file_bytes), total_bytes);
-            let mut writer = PartWriter::new(part_size, part_sender);
+            let mut writer = PartWriter::new(sizer, part_sender);
             encrypt::encrypt_maybe_compressed(
                 &gnupg_home,
                 &recipients,

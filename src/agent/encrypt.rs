@@ -259,11 +259,10 @@ pub struct PartWriter {
 }
 
 impl PartWriter {
-    /// Parts of `part_size` bytes, growing once the stream outgrows it
-    /// (see [`PartSizer`]).
-    pub fn new(part_size: usize, parts: mpsc::Sender<Bytes>) -> Self {
+    /// Parts sized by `sizer`, sent on `parts`.
+    pub fn new(sizer: PartSizer, parts: mpsc::Sender<Bytes>) -> Self {
         PartWriter {
-            sizer: PartSizer::new(part_size as u64),
+            sizer,
             part_number: 1,
             part_size: 0,
             current: Vec::new(),
@@ -422,7 +421,7 @@ pub(crate) mod tests {
             }
             parts
         });
-        let mut writer = PartWriter::new(part_size, tx);
+        let mut writer = PartWriter::new(PartSizer::new(part_size as u64, None), tx);
         for piece in input.chunks(chunk) {
             writer.write_all(piece).unwrap();
         }
@@ -465,7 +464,7 @@ pub(crate) mod tests {
     fn writing_fails_once_the_upload_is_gone() {
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        let mut writer = PartWriter::new(4, tx);
+        let mut writer = PartWriter::new(PartSizer::new(4, None), tx);
         let err = writer.write_all(b"12345678").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
@@ -494,7 +493,7 @@ pub(crate) mod tests {
             ciphertext
         });
         let count = Arc::new(AtomicU64::new(0));
-        let mut writer = PartWriter::new(256 * 1024, tx);
+        let mut writer = PartWriter::new(PartSizer::new(256 * 1024, None), tx);
         encrypt_stream(
             &keyring.home(),
             std::slice::from_ref(&fingerprint),

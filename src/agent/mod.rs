@@ -45,6 +45,7 @@ use crate::schema::{
     UploadSettings, SCHEMA_VERSION, STATUS_MESSAGE_MAX,
 };
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
+use part_size::PartSizer;
 
 pub use bench::{bench_encrypt, BenchError};
 pub use directory::DirectoryError;
@@ -382,16 +383,14 @@ async fn take_backup(
         let dump =
             snapshot(connection.dump_command(settings, jobs, &databases, DumpOutput::Stream));
         reporter.enter_phase(Phase::Dumping).await;
-        dump_stream(
-            clients,
-            spec,
-            dump,
-            &workspace,
-            &recipients,
-            counters,
-            reporter,
-        )
-        .await?
+        let encoding = StreamEncoding {
+            gnupg_home: workspace.gnupg_home(),
+            recipients: recipients.clone(),
+            compression_level: settings.compression_level,
+            // planned for the database's size: the dump is rarely larger
+            parts: PartSizer::new(spec.upload.part_size_bytes, Some(server.database_bytes)),
+        };
+        dump_stream(clients, spec, dump, encoding, counters, reporter).await?
     };
 
     let facts = match facts {
@@ -443,15 +442,14 @@ async fn dump_stream(
     clients: &AwsClients,
     spec: &JobSpec,
     dump: DumpCommand,
-    workspace: &Workspace,
-    recipients: &[String],
+    encoding: StreamEncoding,
     counters: &TransferCounters,
     reporter: &StatusReporter<impl StatusStore>,
 ) -> Result<directory::DirectoryDump, AgentError> {
     // The dump tools write uncompressed; zstd here is several times
     // cheaper than pg_dump's zlib for a smaller result, and runs on its own
     // threads instead of inside the single pg_dump process.
-    let compression_level = spec.dump.compression_level;
+    let compression_level = encoding.compression_level;
     let object_name = match (spec.dump.mode, compression_level) {
         (DumpMode::Mysqldump, 0) => "mysqldump.sql.gpg",
         (DumpMode::Mysqldump, _) => "mysqldump.sql.zst.gpg",
@@ -468,12 +466,8 @@ async fn dump_stream(
     let pipeline = tokio::spawn(stream_dump(
         dump,
         upload.clone(),
-        StreamEncoding {
-            gnupg_home: workspace.gnupg_home(),
-            recipients: recipients.to_vec(),
-            compression_level,
-        },
-        spec.upload,
+        encoding,
+        spec.upload.concurrency,
         counters.clone(),
         dump_finished,
     ));
@@ -524,12 +518,14 @@ async fn dump_stream(
     })
 }
 
-/// Who a stream is encrypted to, and how it is compressed first.
+/// Who a stream is encrypted to, how it is compressed first, and how its
+/// ciphertext is cut into parts.
 struct StreamEncoding {
     gnupg_home: PathBuf,
     recipients: Vec<String>,
     /// zstd level; 0: not compressed.
     compression_level: i32,
+    parts: PartSizer,
 }
 
 /// What a successful stream produced.
@@ -550,12 +546,10 @@ async fn stream_dump(
     dump: DumpCommand,
     upload: MultipartUpload,
     encoding: StreamEncoding,
-    settings: UploadSettings,
+    concurrency: usize,
     counters: TransferCounters,
     dump_finished: oneshot::Sender<()>,
 ) -> Result<Streamed, AgentError> {
-    // checked when the spec was read; cannot fail here
-    let part_size = usize::try_from(settings.part_size_bytes).unwrap_or(usize::MAX);
     let mut process = dump.spawn()?;
     let program = process.program();
     let stdout = process.take_stdout().ok_or(AgentError::Crashed {
@@ -568,7 +562,7 @@ async fn stream_dump(
     let (part_sender, part_receiver) = mpsc::channel(1);
     let plaintext_bytes = counters.plaintext_bytes.clone();
     let encryption = tokio::task::spawn_blocking(move || {
-        let mut writer = PartWriter::new(part_size, part_sender);
+        let mut writer = PartWriter::new(encoding.parts, part_sender);
         encrypt::encrypt_maybe_compressed(
             &encoding.gnupg_home,
             &encoding.recipients,
@@ -602,11 +596,7 @@ async fn stream_dump(
     };
     let upload_half = async {
         upload
-            .upload_parts(
-                part_receiver,
-                settings.concurrency,
-                counters.uploaded_bytes.clone(),
-            )
+            .upload_parts(part_receiver, concurrency, counters.uploaded_bytes.clone())
             .await
             .map_err(AgentError::from)
     };
