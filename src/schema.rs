@@ -354,7 +354,7 @@ pub struct Manifest {
 /// Facts about the dumped data that a drill compares a restore against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpFacts {
-    /// How the checksums were computed, e.g. `postgres-row-md5-sum-v1`.
+    /// How the checksums were computed, e.g. `postgres-row-hash-sum-v2`.
     pub method: String,
     /// The snapshot the facts and the dump share, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

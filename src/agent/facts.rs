@@ -8,9 +8,15 @@
 //! its snapshot, and keeps it open until the dump is done. A drill runs the
 //! very same [`POSTGRES_FACTS_SCRIPT`] on the restored database.
 //!
-//! The checksum adds up the first 64 bits of each row's MD5 (of its text
-//! form, with every output setting that changes that text pinned), so it
-//! needs no sort and streams through any table size.
+//! The checksum adds up a 64-bit hash of each row's text form (with every
+//! output setting that changes that text pinned), so it needs no sort and
+//! streams through any table size. The hash is PostgreSQL's own
+//! `hashtextextended` (seed 0), which hash partitioning keeps stable across
+//! versions; on little-endian servers (every x86 and ARM one) it is the
+//! same everywhere. It replaced MD5 (`postgres-row-md5-sum-v1`), which cost
+//! more than the dump itself: on 9 million order rows, single-threaded,
+//! 18.3 s against 8.6 s for the hash, 7.6 s of that turning rows into text,
+//! and 6.8 s for the whole `pg_dump`.
 //!
 //! On MySQL/MariaDB there is no snapshot a dump tool can be handed, so the
 //! facts ([`MYSQL_METHOD`]: `SELECT COUNT(*)` and `CHECKSUM TABLE` per
@@ -27,7 +33,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use crate::schema::{DumpFacts, TableFacts};
 
 /// Name of the checksum definition, recorded with the facts.
-pub const POSTGRES_METHOD: &str = "postgres-row-md5-sum-v1";
+pub const POSTGRES_METHOD: &str = "postgres-row-hash-sum-v2";
 
 /// What marks the end of the facts in psql's output.
 const END_MARKER: &str = "--backup-cloud-facts-end--";
@@ -39,7 +45,7 @@ SET TimeZone = 'UTC';
 SET IntervalStyle = 'postgres';
 SET extra_float_digits = 3;
 SET bytea_output = 'hex';
-SELECT format('SELECT %L, %L, count(*), coalesce(sum((''x'' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0) FROM %I.%I AS t', schemaname, tablename, schemaname, tablename)
+SELECT format('SELECT %L, %L, count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0) FROM %I.%I AS t', schemaname, tablename, schemaname, tablename)
 FROM pg_tables
 WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY schemaname, tablename
