@@ -451,6 +451,7 @@ def end_to_end(localstack, env, keys, aws, database, part_size_mib, concurrency,
     shell both without compression (the pipeline alone). Rates are dump
     bytes per second, except the endpoint's (bytes it stored)."""
     agent_s, shell_s, endpoint_s, rss = [], [], [], []
+    agent_cpu, shell_cpu, endpoint_cpu = [], [], []
     plain_agent_s, plain_shell_s = [], []
 
     def shell(round_, compress):
@@ -471,15 +472,19 @@ def end_to_end(localstack, env, keys, aws, database, part_size_mib, concurrency,
         dump_bytes = manifest["objects"][0]["plaintext_bytes"]
         cipher_bytes = manifest["objects"][0]["size"]
         agent_s.append(out.seconds)
+        agent_cpu.append(out.busy_cpu_seconds)
         rss.append(out.peak_rss_kib)
         localstack.empty()
 
-        shell_s.append(measure(shell(round_, ""), shell=True, env=shell_env).seconds)
+        out = measure(shell(round_, ""), shell=True, env=shell_env)
+        shell_s.append(out.seconds)
+        shell_cpu.append(out.busy_cpu_seconds)
         localstack.empty()
 
         out = measure([aws, "s3", "cp", "--only-show-errors", str(sized_file(cipher_bytes)),
                        f"s3://{localstack.bucket}/endpoint/{round_}.bin"], env=env)
         endpoint_s.append(out.seconds)
+        endpoint_cpu.append(out.busy_cpu_seconds)
         localstack.empty()
         line = (f"e2e {database} round {round_ + 1}: "
                 f"agent {mb_s(dump_bytes, agent_s[-1]):.0f} MB/s, "
@@ -505,6 +510,14 @@ def end_to_end(localstack, env, keys, aws, database, part_size_mib, concurrency,
         "dump_bytes": dump_bytes,
         "compression_ratio": dump_bytes / cipher_bytes,
         "peak_rss_mib": max(rss) / 1024,
+        # CPU seconds the whole machine spent per run (database and
+        # LocalStack included), and the agent's wall time over the least
+        # its CPU allows on this many cores: near 1, the cores are the limit
+        "machine_cpu_s": {"agent": statistics.median(agent_cpu),
+                          "shell": statistics.median(shell_cpu),
+                          "endpoint": statistics.median(endpoint_cpu)},
+        "agent_wall_vs_cpu_floor": statistics.median(agent_s)
+                                   / (statistics.median(agent_cpu) / os.cpu_count()),
         "uncompressed_ratio": (statistics.median(plain_shell_s) / statistics.median(plain_agent_s)
                                if uncompressed_too else None),
     }
@@ -674,6 +687,8 @@ def main():
             "pg_dump": ("agent: --format=custom --compress=0, then zstd level 3 (its default); "
                         "baseline: --format=custom (pg_dump's default zlib)"),
             "uncompressed_agent_vs_shell": round(plain_ratio, 3),
+            "machine_cpu_s": {k: round(v, 1) for k, v in e2e["machine_cpu_s"].items()},
+            "agent_wall_vs_cpu_floor": round(e2e["agent_wall_vs_cpu_floor"], 3),
             "piped_gpg_vs_gpg": round(piped_ratio, 3),
             "orders_database": {
                 "dump_bytes": orders["dump_bytes"],
@@ -703,6 +718,11 @@ def main():
         ("agent_mb_s", agent_mb_s, "", f"parts {part_size_mib} MiB × {concurrency} in flight"),
         ("(piped gpg)", piped_ratio, "", "context: cat | gpg | cat vs gpg alone"),
         ("(uncompressed)", plain_ratio, "", "context: agent vs shell, both without compression"),
+        ("(CPU-bound)", e2e["agent_wall_vs_cpu_floor"], "",
+         "context: agent wall time over the machine CPU it used / cores "
+         f"(CPU s: agent {e2e['machine_cpu_s']['agent']:.1f}, "
+         f"shell {e2e['machine_cpu_s']['shell']:.1f}, "
+         f"aws s3 cp {e2e['machine_cpu_s']['endpoint']:.1f})"),
         ("(orders vs shell)", orders["agent_mb_s"] / orders["shell_mb_s"], "",
          f"context, compressible orders table: agent {orders['agent_mb_s']:.0f} vs shell "
          f"{orders['shell_mb_s']:.0f} MB/s, {orders['dump_bytes'] / 1e9:.2f} GB dump, "
