@@ -42,6 +42,25 @@ pub struct DrillReport {
     pub note: Option<&'static str>,
 }
 
+impl DrillReport {
+    fn new(
+        restored: Restored,
+        facts: &DumpFacts,
+        problems: Vec<String>,
+        scratch_database: String,
+        note: Option<&'static str>,
+    ) -> DrillReport {
+        DrillReport {
+            restored,
+            tables: facts.tables.len(),
+            rows: facts.tables.iter().map(|t| t.rows).sum(),
+            problems,
+            scratch_database,
+            note,
+        }
+    }
+}
+
 /// Drills `backup` on the server at `server` (any database on it; the
 /// scratch database is created beside it), with the private key from the
 /// gpg keyring. `keep` leaves the scratch database for inspection.
@@ -58,14 +77,18 @@ pub async fn drill(
                 .to_owned(),
         )
     })?;
-    if let Target::Mysql(_) = server {
-        return drill_mysql(backup, &manifest, server, facts, keep).await;
-    }
-    if facts.method != POSTGRES_METHOD {
+    let method = match server {
+        Target::Mysql(_) => MYSQL_METHOD,
+        Target::Postgres { .. } => POSTGRES_METHOD,
+    };
+    if facts.method != method {
         return Err(RestoreError::Failed(format!(
-            "the facts use method {}; this build checks {POSTGRES_METHOD}",
+            "the facts use method {}; this build checks {method}",
             facts.method
         )));
+    }
+    if let Target::Mysql(_) = server {
+        return drill_mysql(backup, &manifest, server, facts, keep).await;
     }
     let scratch = format!("backup_cloud_drill_{:08x}", rand::random::<u32>());
     let admin = server.clone();
@@ -84,14 +107,7 @@ pub async fn drill(
         .await?;
     }
     let (restored, problems) = outcome?;
-    Ok(DrillReport {
-        restored,
-        tables: facts.tables.len(),
-        rows: facts.tables.iter().map(|t| t.rows).sum(),
-        problems,
-        scratch_database: scratch,
-        note: None,
-    })
+    Ok(DrillReport::new(restored, facts, problems, scratch, None))
 }
 
 /// The MySQL drill: every dumped database into a scratch database of its
@@ -103,12 +119,6 @@ async fn drill_mysql(
     facts: &DumpFacts,
     keep: bool,
 ) -> Result<DrillReport, RestoreError> {
-    if facts.method != MYSQL_METHOD {
-        return Err(RestoreError::Failed(format!(
-            "the facts use method {}; this build checks {MYSQL_METHOD}",
-            facts.method
-        )));
-    }
     let stem = format!("backup_cloud_drill_{:08x}", rand::random::<u32>());
     let databases: BTreeSet<&str> = facts.tables.iter().map(|t| t.schema.as_str()).collect();
     let scratch: Vec<(String, String)> = databases
@@ -125,18 +135,14 @@ async fn drill_mysql(
         }
     }
     let (restored, problems) = outcome?;
-    Ok(DrillReport {
+    let names = scratch.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>();
+    Ok(DrillReport::new(
         restored,
-        tables: facts.tables.len(),
-        rows: facts.tables.iter().map(|t| t.rows).sum(),
+        facts,
         problems,
-        scratch_database: scratch
-            .iter()
-            .map(|(_, s)| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        note: Some(MYSQL_FACTS_NOTE),
-    })
+        names.join(", "),
+        Some(MYSQL_FACTS_NOTE),
+    ))
 }
 
 /// Decrypts once, loads each `(dumped, scratch)` database, and compares.

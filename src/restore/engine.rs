@@ -145,6 +145,14 @@ fn postgres_command(
     Ok((command, passfile))
 }
 
+/// `pg_restore` into `url`: owners and privileges are the target's, and
+/// the first error stops it.
+fn pg_restore(url: &str) -> Result<(Command, Option<OptionFile>), RestoreError> {
+    let (mut command, passfile) = postgres_command("pg_restore", url)?;
+    command.args(["--no-owner", "--no-privileges", "--exit-on-error"]);
+    Ok((command, passfile))
+}
+
 /// Splits the password out of a `postgres://user:password@host/…` URL.
 fn split_password(url: &str) -> Result<(String, Option<String>), RestoreError> {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -412,11 +420,7 @@ impl Target {
     pub fn spawn_restore(&self) -> Result<RestoreTool, RestoreError> {
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
-                let (mut command, passfile) = postgres_command("pg_restore", url)?;
-                command
-                    .arg("--no-owner")
-                    .arg("--no-privileges")
-                    .arg("--exit-on-error");
+                let (command, passfile) = pg_restore(url)?;
                 (command, passfile, "pg_restore")
             }
             Target::Mysql(mysql) => {
@@ -473,13 +477,8 @@ impl Target {
     ) -> Result<(), RestoreError> {
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
-                let (mut command, passfile) = postgres_command("pg_restore", url)?;
-                command
-                    .arg("--no-owner")
-                    .arg("--no-privileges")
-                    .arg("--exit-on-error")
-                    .arg(format!("--jobs={jobs}"))
-                    .arg(dir);
+                let (mut command, passfile) = pg_restore(url)?;
+                command.arg(format!("--jobs={jobs}")).arg(dir);
                 (command, passfile, "pg_restore")
             }
             Target::Mysql(mysql) => {
