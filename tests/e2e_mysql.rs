@@ -34,21 +34,12 @@ async fn back_up(fixture: &Fixture) -> (serde_json::Value, String) {
     (manifest, backup_prefix)
 }
 
-fn drop_databases(databases: &[&str]) {
-    for database in databases {
-        mariadb(&format!("DROP DATABASE `{database}`"));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mydumper_backup_restores_with_myloader_to_identical_checksums() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
-    let shop = unique("e2e_md_shop_");
-    let crm = unique("e2e_md_crm_");
+    let (shop, crm) = create_mysql_shop_and_crm("e2e_md", 20_000, 3_000);
     let untouched = unique("e2e_md_other_");
-    create_mysql_sample_database(&shop, 20_000);
-    create_mysql_sample_database(&crm, 3_000);
     create_mysql_sample_database(&untouched, 10);
     let databases = [shop.as_str(), crm.as_str()];
     let before = mysql_checksums(&databases);
@@ -56,7 +47,8 @@ async fn a_mydumper_backup_restores_with_myloader_to_identical_checksums() {
 
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
     fixture.write_mysql_config(&format!(
-        "mode = \"mydumper\"\ndatabases = [\"{shop}\", \"{crm}\"]\njobs = 2\nrows_per_chunk = 5000\n"
+        "{}jobs = 2\nrows_per_chunk = 5000\n",
+        mysql_job_keys("mydumper", &databases)
     ));
     let (manifest, backup_prefix) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "mydumper");
@@ -110,7 +102,7 @@ async fn a_mydumper_backup_restores_with_myloader_to_identical_checksums() {
     let dump = work.path().join("dump");
     restore_directory(&fixture, &holder, &manifest, &dump).await;
 
-    drop_databases(&databases);
+    drop_mysql_databases(&databases);
     run_ok(
         Command::new("myloader")
             .arg(format!("--socket={}", mysql_socket().display()))
@@ -137,24 +129,22 @@ async fn a_mydumper_backup_restores_with_myloader_to_identical_checksums() {
     }
     let emoji = mariadb(&format!("SELECT emoji FROM `{shop}`.orders WHERE id = 1"));
     assert_eq!(emoji.trim(), "🚀 naïve café 😀");
-    drop_databases(&databases);
-    drop_databases(&[&untouched]);
+    drop_mysql_databases(&databases);
+    drop_mysql_databases(&[&untouched]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mysqldump_backup_restores_with_mysql_to_identical_checksums() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
-    let shop = unique("e2e_sd_shop_");
-    let crm = unique("e2e_sd_crm_");
-    create_mysql_sample_database(&shop, 10_000);
-    create_mysql_sample_database(&crm, 2_000);
+    let (shop, crm) = create_mysql_shop_and_crm("e2e_sd", 10_000, 2_000);
     let databases = [shop.as_str(), crm.as_str()];
     let before = mysql_checksums(&databases);
 
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
     fixture.write_mysql_config(&format!(
-        "mode = \"mysqldump\"\ndatabases = [\"{shop}\", \"{crm}\"]\ncompression_level = 5\n"
+        "{}compression_level = 5\n",
+        mysql_job_keys("mysqldump", &databases)
     ));
     let (manifest, _) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "mysqldump");
@@ -174,7 +164,7 @@ async fn a_mysqldump_backup_restores_with_mysql_to_identical_checksums() {
             < object["plaintext_bytes"].as_u64().unwrap(),
         "zstd shrinks SQL text"
     );
-    drop_databases(&databases);
+    drop_mysql_databases(&databases);
     let pipeline = format!(
         "set -o pipefail; gpg --homedir '{home}' --batch --quiet --decrypt '{encrypted}' | zstd -q -d | mariadb --no-defaults --socket='{socket}' -u root",
         home = holder.home.path().display(),
@@ -192,7 +182,7 @@ async fn a_mysqldump_backup_restores_with_mysql_to_identical_checksums() {
         "SELECT trigger_name FROM information_schema.triggers WHERE trigger_schema = '{shop}'"
     ));
     assert_eq!(trigger.trim(), "orders_audit");
-    drop_databases(&databases);
+    drop_mysql_databases(&databases);
 }
 
 /// Seconds between two RFC 3339 timestamps of the manifest.

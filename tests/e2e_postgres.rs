@@ -34,7 +34,7 @@ async fn a_postgres_backup_restores_to_identical_contents() {
     let status = fixture.status().await;
     assert_eq!(status["phase"], "succeeded", "{status}");
     let manifest_key = status["manifest_key"].as_str().unwrap().to_owned();
-    let backup_prefix = format!("{}/backup/{}/", fixture.prefix, fixture.job);
+    let backup_prefix = fixture.backup_prefix();
     assert!(manifest_key.starts_with(&backup_prefix), "{manifest_key}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -123,26 +123,12 @@ async fn a_wrong_password_fails_cleanly() {
         "the reason reaches the operator: {stderr}"
     );
 
-    let status = fixture.status().await;
-    assert_eq!(status["phase"], "failed", "{status}");
+    let (status, keys) = fixture.assert_failed_without_manifest().await;
     let message = status["message"].as_str().unwrap();
     assert!(
         message.contains("password authentication failed"),
         "{message}"
     );
-
-    let backup_prefix = format!("{}/backup/{}/", fixture.prefix, fixture.job);
-    let keys = fixture.keys(&backup_prefix).await;
-    assert!(
-        keys.iter().all(|k| !k.ends_with("manifest.json")),
-        "no manifest for a failed backup: {keys:?}"
-    );
-    assert_eq!(
-        fixture.incomplete_uploads().await,
-        0,
-        "no multipart upload left behind"
-    );
-    assert_instances_gone(&fixture).await;
 
     let everything = format!("{}{}{status}", show(&output), keys.join(" "));
     assert!(!everything.contains(wrong_password), "the password leaked");

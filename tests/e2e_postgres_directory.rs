@@ -103,20 +103,7 @@ async fn a_directory_dump_failing_halfway_leaves_no_manifest_and_no_open_upload(
     assert_eq!(output.status.code(), Some(4), "{}", show(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("row-level security"), "{stderr}");
-    let status = fixture.status().await;
-    assert_eq!(status["phase"], "failed", "{status}");
-    assert_instances_gone(&fixture).await;
-    assert_eq!(
-        fixture.incomplete_uploads().await,
-        0,
-        "no multipart upload left open"
-    );
-    let backup_prefix = format!("{}/backup/{}/", fixture.prefix, fixture.job);
-    let keys = fixture.keys(&backup_prefix).await;
-    assert!(
-        keys.iter().all(|k| !k.ends_with("manifest.json")),
-        "no manifest for a failed backup: {keys:?}"
-    );
+    let (_, keys) = fixture.assert_failed_without_manifest().await;
     // What may remain: objects of files finished before the failure, under
     // data/, never a toc.dat (uploaded only after a clean exit).
     assert!(

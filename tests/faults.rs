@@ -126,6 +126,32 @@ impl Case {
         case
     }
 
+    /// A case on a fresh database with `mib` MiB of incompressible rows
+    /// (see [`create_big_database`]).
+    async fn big(prefix: &str, mib: u32) -> Case {
+        let database = unique(prefix);
+        create_big_database(&database, mib);
+        Case::new(&database).await
+    }
+
+    /// Starts `backup-cloud run` held mid-way: one part in flight, each
+    /// part delayed `delay_secs` by the proxy, and `edit` applied to the
+    /// config besides; returns once the first part has gone through.
+    async fn start_held(
+        &self,
+        delay_secs: u32,
+        edit: impl FnOnce(String) -> String,
+    ) -> std::process::Child {
+        self.configure(|text| edit(text.replace("concurrency = 3", "concurrency = 1")));
+        self.proxy.add_rule(json!({
+            "method": "PUT", "query_contains": "partNumber=", "action": "delay",
+            "seconds": delay_secs, "count": -1
+        }));
+        let run = self.spawn_run();
+        self.wait_for_first_part().await;
+        run
+    }
+
     /// Rewrites the config: both sides through the proxy, then `edit`.
     fn configure(&self, edit: impl FnOnce(String) -> String) {
         self.fixture.write_config(&self.database, "");
@@ -145,10 +171,6 @@ impl Case {
             );
         assert_ne!(proxied, text);
         std::fs::write(path, edit(proxied)).unwrap();
-    }
-
-    fn backup_prefix(&self) -> String {
-        format!("{}/backup/{}/", self.fixture.prefix, self.fixture.job)
     }
 
     /// Starts `backup-cloud run` without waiting for it.
@@ -214,7 +236,7 @@ impl Case {
 
 /// Every object under the job's backup prefix with its SHA-256.
 async fn snapshot(fixture: &Fixture) -> Snapshot {
-    let prefix = format!("{}/backup/{}/", fixture.prefix, fixture.job);
+    let prefix = fixture.backup_prefix();
     let mut keys = fixture.keys(&prefix).await;
     keys.sort();
     let mut objects = Vec::new();
@@ -231,19 +253,12 @@ fn wait_output(child: std::process::Child) -> Output {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dump_tool_dying_halfway_fails_the_backup() {
-    let database = unique("f_dumpdies_");
-    create_big_database(&database, 40);
-    let case = Case::new(&database).await;
-    case.configure(|text| text.replace("concurrency = 3", "concurrency = 1"));
+    let case = Case::big("f_dumpdies_", 40).await;
     // slow parts keep pg_dump blocked on its pipe, alive, mid-way
-    case.proxy.add_rule(json!({
-        "method": "PUT", "query_contains": "partNumber=", "action": "delay", "seconds": 1, "count": -1
-    }));
-    let run = case.spawn_run();
-    case.wait_for_first_part().await;
-    let dbname = format!("dbname='{database}'");
+    let run = case.start_held(1, |text| text).await;
+    let dbname = format!("dbname='{}'", case.database);
     let pids = processes_with(&["pg_dump", &dbname]);
-    assert_eq!(pids.len(), 1, "one pg_dump for {database}: {pids:?}");
+    assert_eq!(pids.len(), 1, "one pg_dump for {}: {pids:?}", case.database);
     kill("KILL", &pids[0].to_string());
     case.proxy.clear_rules();
     let output = wait_output(run);
@@ -290,9 +305,7 @@ async fn a_missing_password_parameter_fails_the_backup() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_errors_for_a_while_are_retried_and_the_backup_succeeds() {
-    let database = unique("f_s3blip_");
-    create_big_database(&database, 12);
-    let case = Case::new(&database).await;
+    let case = Case::big("f_s3blip_", 12).await;
     for (status, code) in [(503, "SlowDown"), (500, "InternalError")] {
         case.proxy.add_rule(json!({
             "method": "PUT", "query_contains": "partNumber=", "skip": 1, "count": 1,
@@ -337,9 +350,7 @@ async fn s3_errors_for_a_while_are_retried_and_the_backup_succeeds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_failing_for_good_fails_the_backup_cleanly() {
-    let database = unique("f_s3down_");
-    create_big_database(&database, 12);
-    let case = Case::new(&database).await;
+    let case = Case::big("f_s3down_", 12).await;
     case.proxy.add_rule(json!({
         "method": "PUT", "query_contains": "partNumber=", "skip": 1, "count": -1,
         "status": 500, "code": "InternalError"
@@ -352,9 +363,7 @@ async fn s3_failing_for_good_fails_the_backup_cleanly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_dropped_mid_part_is_retried() {
-    let database = unique("f_drop_");
-    create_big_database(&database, 12);
-    let case = Case::new(&database).await;
+    let case = Case::big("f_drop_", 12).await;
     case.proxy.add_rule(json!({
         "method": "PUT", "query_contains": "partNumber=", "skip": 1, "count": 1, "action": "drop"
     }));
@@ -368,9 +377,7 @@ async fn a_connection_dropped_mid_part_is_retried() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_dropped_on_every_part_fails_cleanly() {
-    let database = unique("f_drops_");
-    create_big_database(&database, 12);
-    let case = Case::new(&database).await;
+    let case = Case::big("f_drops_", 12).await;
     case.proxy.add_rule(json!({
         "method": "PUT", "query_contains": "partNumber=", "count": -1, "action": "drop"
     }));
@@ -381,18 +388,12 @@ async fn a_connection_dropped_on_every_part_fails_cleanly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_agent_goes_stale_and_the_controller_ends_the_job() {
-    let database = unique("f_agentdies_");
-    create_big_database(&database, 40);
-    let case = Case::new(&database).await;
-    case.configure(|text| {
-        text.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"")
-            .replace("concurrency = 3", "concurrency = 1")
-    });
-    case.proxy.add_rule(json!({
-        "method": "PUT", "query_contains": "partNumber=", "action": "delay", "seconds": 1, "count": -1
-    }));
-    let run = case.spawn_run();
-    case.wait_for_first_part().await;
+    let case = Case::big("f_agentdies_", 40).await;
+    let run = case
+        .start_held(1, |text| {
+            text.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"")
+        })
+        .await;
     // the whole instance process group: agent, pg_dump and the user-data
     // script, so nothing is left to report the death
     let agents = processes_with(&["agent", "--spec-bucket", &case.fixture.bucket]);
@@ -413,15 +414,8 @@ async fn a_killed_agent_goes_stale_and_the_controller_ends_the_job() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_terminated_from_outside_fails_the_job() {
-    let database = unique("f_vanish_");
-    create_big_database(&database, 40);
-    let case = Case::new(&database).await;
-    case.configure(|text| text.replace("concurrency = 3", "concurrency = 1"));
-    case.proxy.add_rule(json!({
-        "method": "PUT", "query_contains": "partNumber=", "action": "delay", "seconds": 1, "count": -1
-    }));
-    let run = case.spawn_run();
-    case.wait_for_first_part().await;
+    let case = Case::big("f_vanish_", 40).await;
+    let run = case.start_held(1, |text| text).await;
     let status = case.fixture.status().await;
     let instance_id = status["instance_id"].as_str().map(str::to_owned);
     let fixture = &case.fixture;
@@ -476,24 +470,18 @@ async fn throttled_status_writes_delay_progress_but_the_backup_succeeds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_controller_leaves_the_dead_man_to_end_the_instance() {
-    let database = unique("f_ctldies_");
-    create_big_database(&database, 40);
-    let case = Case::new(&database).await;
+    let case = Case::big("f_ctldies_", 40).await;
     // a one-minute lifetime, and a simulated minute of 3 seconds for this
     // instance only
-    case.configure(|text| {
-        text.replace("max_lifetime = \"20m\"", "max_lifetime = \"1m\"")
-            .replace("concurrency = 3", "concurrency = 1")
-            .replace(
-                "tags = { ",
-                "tags = { \"backup-cloud-sim:minute-seconds\" = \"3\", ",
-            )
-    });
-    case.proxy.add_rule(json!({
-        "method": "PUT", "query_contains": "partNumber=", "action": "delay", "seconds": 2, "count": -1
-    }));
-    let mut run = case.spawn_run();
-    case.wait_for_first_part().await;
+    let mut run = case
+        .start_held(2, |text| {
+            text.replace("max_lifetime = \"20m\"", "max_lifetime = \"1m\"")
+                .replace(
+                    "tags = { ",
+                    "tags = { \"backup-cloud-sim:minute-seconds\" = \"3\", ",
+                )
+        })
+        .await;
     run.kill().unwrap();
     run.wait().unwrap();
     let fixture = &case.fixture;
@@ -511,7 +499,7 @@ async fn a_killed_controller_leaves_the_dead_man_to_end_the_instance() {
     )
     .await;
     case.proxy.clear_rules();
-    let keys = fixture.keys(&case.backup_prefix()).await;
+    let keys = fixture.keys(&case.fixture.backup_prefix()).await;
     assert!(
         keys.iter().filter(|k| k.ends_with("manifest.json")).count() == 1,
         "only the earlier backup has a manifest: {keys:?}"
@@ -522,18 +510,12 @@ async fn a_killed_controller_leaves_the_dead_man_to_end_the_instance() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_controller_s_orphan_is_reaped_and_its_upload_aborted() {
-    let database = unique("f_reaped_");
-    create_big_database(&database, 40);
-    let case = Case::new(&database).await;
-    case.configure(|text| {
-        text.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"")
-            .replace("concurrency = 3", "concurrency = 1")
-    });
-    case.proxy.add_rule(json!({
-        "method": "PUT", "query_contains": "partNumber=", "action": "delay", "seconds": 1, "count": -1
-    }));
-    let mut run = case.spawn_run();
-    case.wait_for_first_part().await;
+    let case = Case::big("f_reaped_", 40).await;
+    let mut run = case
+        .start_held(1, |text| {
+            text.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"")
+        })
+        .await;
     run.kill().unwrap();
     run.wait().unwrap();
     let fixture = &case.fixture;
@@ -582,9 +564,7 @@ async fn a_killed_controller_s_orphan_is_reaped_and_its_upload_aborted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_upload_with_live_heartbeats_times_out_as_a_stall() {
-    let database = unique("f_stall_");
-    create_big_database(&database, 40);
-    let case = Case::new(&database).await;
+    let case = Case::big("f_stall_", 40).await;
     case.configure(|text| {
         text.replace(
             "boot_timeout = \"120s\"",

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
@@ -89,12 +89,6 @@ impl Drop for Restorer {
     }
 }
 
-fn drop_mysql_databases(databases: &[&str]) {
-    for database in databases {
-        mariadb(&format!("DROP DATABASE IF EXISTS `{database}`"));
-    }
-}
-
 /// Every file under `dir`, relative, with its contents.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -139,36 +133,22 @@ fn session_keys(fixture: &Fixture, holder: &KeyHolder, address: &str, work: &Pat
     keys.to_str().unwrap().to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
-    require_mysql_services();
-    let holder = KeyHolder::generate("holder");
-    let shop = unique("rf_sd_shop_");
-    let crm = unique("rf_sd_crm_");
-    create_mysql_sample_database(&shop, 5_000);
-    create_mysql_sample_database(&crm, 1_000);
-    let databases = [shop.as_str(), crm.as_str()];
-    let before = mysql_checksums(&databases);
-
-    let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
-    fixture.write_mysql_config(&format!(
-        "mode = \"mysqldump\"\ndatabases = [\"{shop}\", \"{crm}\"]\n"
-    ));
-    let (manifest, address) = back_up(&fixture).await;
-    let object = &manifest["objects"][0];
-    assert_eq!(object["compression"], "zstd", "{manifest}");
-
-    // decrypt --out undoes zstd: what stock gpg | zstd -d gives
-    let work = tempfile::tempdir().unwrap();
-    let stock = work.path().join("stock");
-    restore_directory_single(&fixture, &holder, object, &stock).await;
-    let keys = session_keys(&fixture, &holder, &address, work.path());
-    let out = work.path().join("out");
+/// `decrypt BACKUP --session-keys … --out` as an operator with an empty
+/// gpg home, the key holder's session keys made first; returns the
+/// output directory.
+fn decrypt_with_session_keys(
+    fixture: &Fixture,
+    holder: &KeyHolder,
+    address: &str,
+    work: &Path,
+) -> PathBuf {
+    let keys = session_keys(fixture, holder, address, work);
+    let out = work.join("out");
     let output = run(
-        &fixture,
+        fixture,
         &[
             "decrypt",
-            &address,
+            address,
             "--session-keys",
             &keys,
             "--out",
@@ -177,6 +157,58 @@ async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
         tempfile::tempdir().unwrap().path(),
     );
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    out
+}
+
+/// The drill's scratch databases on the MySQL server, one per line.
+fn drill_scratch_databases() -> String {
+    mariadb("SHOW DATABASES LIKE 'backup\\_cloud\\_drill\\_%'")
+}
+
+/// `drill` into the MySQL server: it passes with `counts` ("N table(s),
+/// M row(s)") and leaves no scratch database behind; returns its output.
+fn mysql_drill_passes(
+    fixture: &Fixture,
+    holder: &KeyHolder,
+    address: &str,
+    counts: &str,
+) -> String {
+    let leftover = drill_scratch_databases();
+    let output = run(
+        fixture,
+        &["drill", address, "--to", &mysql_root_url()],
+        holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(out.contains(&format!("drill passed: {counts}")), "{out}");
+    assert_eq!(
+        drill_scratch_databases(),
+        leftover,
+        "the scratch databases are dropped"
+    );
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
+    require_mysql_services();
+    let holder = KeyHolder::generate("holder");
+    let (shop, crm) = create_mysql_shop_and_crm("rf_sd", 5_000, 1_000);
+    let databases = [shop.as_str(), crm.as_str()];
+    let before = mysql_checksums(&databases);
+
+    let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
+    fixture.write_mysql_config(&mysql_job_keys("mysqldump", &databases));
+    let (manifest, address) = back_up(&fixture).await;
+    let object = &manifest["objects"][0];
+    assert_eq!(object["compression"], "zstd", "{manifest}");
+
+    // decrypt --out undoes zstd: what stock gpg | zstd -d gives
+    let work = tempfile::tempdir().unwrap();
+    let stock = work.path().join("stock");
+    restore_directory_single(&fixture, &holder, object, &stock).await;
+    let out = decrypt_with_session_keys(&fixture, &holder, &address, work.path());
     let decrypted = std::fs::read(out.join("mysqldump.sql")).unwrap();
     assert!(decrypted == std::fs::read(&stock).unwrap());
     assert_eq!(
@@ -200,20 +232,7 @@ async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
     assert_eq!(mysql_checksums(&databases), before);
 
     // drill: the stream's databases renamed into scratch databases
-    let scratch = || mariadb("SHOW DATABASES LIKE 'backup\\_cloud\\_drill\\_%'");
-    let leftover = scratch();
-    let output = run(
-        &fixture,
-        &["drill", &address, "--to", &mysql_root_url()],
-        holder.home.path(),
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        out.contains("drill passed: 8 table(s), 18000 row(s)"),
-        "{out}"
-    );
-    assert_eq!(scratch(), leftover, "the scratch databases are dropped");
+    mysql_drill_passes(&fixture, &holder, &address, "8 table(s), 18000 row(s)");
     assert_eq!(
         mysql_checksums(&databases),
         before,
@@ -243,16 +262,14 @@ async fn restore_directory_single(
 async fn a_mydumper_backup_restores_with_myloader_and_drills() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
-    let shop = unique("rf_md_shop_");
-    let crm = unique("rf_md_crm_");
-    create_mysql_sample_database(&shop, 12_000);
-    create_mysql_sample_database(&crm, 1_000);
+    let (shop, crm) = create_mysql_shop_and_crm("rf_md", 12_000, 1_000);
     let databases = [shop.as_str(), crm.as_str()];
     let before = mysql_checksums(&databases);
 
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
     fixture.write_mysql_config(&format!(
-        "mode = \"mydumper\"\ndatabases = [\"{shop}\", \"{crm}\"]\njobs = 2\nrows_per_chunk = 5000\n"
+        "{}jobs = 2\nrows_per_chunk = 5000\n",
+        mysql_job_keys("mydumper", &databases)
     ));
     let (manifest, address) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "mydumper");
@@ -264,21 +281,7 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
     let work = tempfile::tempdir().unwrap();
     let stock = work.path().join("stock");
     restore_directory(&fixture, &holder, &manifest, &stock).await;
-    let keys = session_keys(&fixture, &holder, &address, work.path());
-    let out = work.path().join("out");
-    let output = run(
-        &fixture,
-        &[
-            "decrypt",
-            &address,
-            "--session-keys",
-            &keys,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        tempfile::tempdir().unwrap().path(),
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = decrypt_with_session_keys(&fixture, &holder, &address, work.path());
     assert!(
         files(&out) == files(&stock),
         "decrypt --out differs from stock gpg + zstd"
@@ -310,24 +313,11 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
     );
 
     // drill: scratch databases, compared with the facts from dump time
-    let scratch = || mariadb("SHOW DATABASES LIKE 'backup\\_cloud\\_drill\\_%'");
-    let leftover = scratch();
-    let output = run(
-        &fixture,
-        &["drill", &address, "--to", &mysql_root_url()],
-        holder.home.path(),
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let out = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        out.contains("drill passed: 8 table(s), 39000 row(s)"),
-        "{out}"
-    );
+    let out = mysql_drill_passes(&fixture, &holder, &address, "8 table(s), 39000 row(s)");
     assert!(
         out.contains("note: MySQL facts were taken after the dump"),
         "{out}"
     );
-    assert_eq!(scratch(), leftover, "the scratch databases are dropped");
 
     // a checksum that does not match fails the drill, naming the table
     let mut edited = manifest.clone();
@@ -349,6 +339,7 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
         .send()
         .await
         .unwrap();
+    let leftover = drill_scratch_databases();
     let output = run(
         &fixture,
         &["drill", &address, "--to", &mysql_root_url()],
@@ -361,7 +352,11 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
         "{}",
         show(&output)
     );
-    assert_eq!(scratch(), leftover, "dropped after a failed drill too");
+    assert_eq!(
+        drill_scratch_databases(),
+        leftover,
+        "dropped after a failed drill too"
+    );
     drop_mysql_databases(&databases);
 }
 

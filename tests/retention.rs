@@ -53,9 +53,7 @@ async fn every_object_and_the_manifest_are_locked() {
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let status = fixture.status().await;
     let manifest_key = status["manifest_key"].as_str().unwrap().to_owned();
-    let keys = fixture
-        .keys(&format!("{}/backup/{}/", fixture.prefix, fixture.job))
-        .await;
+    let keys = fixture.keys(&fixture.backup_prefix()).await;
     assert!(keys.contains(&manifest_key), "{keys:?}");
     assert!(keys.len() >= 2, "objects and the manifest: {keys:?}");
 

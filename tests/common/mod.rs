@@ -405,6 +405,31 @@ password_parameter = "{password_parameter}"
         out.body.collect().await.unwrap().into_bytes().to_vec()
     }
 
+    /// Where the job's backups go.
+    pub fn backup_prefix(&self) -> String {
+        format!("{}/backup/{}/", self.prefix, self.job)
+    }
+
+    /// The promises of a failed job: status `failed`, no manifest under
+    /// the job's backup prefix, no multipart upload left open, every
+    /// instance gone. Returns the status and what is under the prefix.
+    pub async fn assert_failed_without_manifest(&self) -> (serde_json::Value, Vec<String>) {
+        let status = self.status().await;
+        assert_eq!(status["phase"], "failed", "{status}");
+        let keys = self.keys(&self.backup_prefix()).await;
+        assert!(
+            keys.iter().all(|k| !k.ends_with("manifest.json")),
+            "no manifest for a failed backup: {keys:?}"
+        );
+        assert_eq!(
+            self.incomplete_uploads().await,
+            0,
+            "no multipart upload left open"
+        );
+        assert_instances_gone(self).await;
+        (status, keys)
+    }
+
     pub async fn incomplete_uploads(&self) -> usize {
         let out = self
             .aws
@@ -575,6 +600,29 @@ pub fn create_mysql_sample_database(database: &str, rows: u32) {
 }
 
 /// `CHECKSUM TABLE` of every base table in `databases`, by `db.table`.
+/// Two sample databases backed up together: `{tag}_shop_…` with
+/// `shop_rows` rows and `{tag}_crm_…` with `crm_rows`. Returns their names.
+pub fn create_mysql_shop_and_crm(tag: &str, shop_rows: u32, crm_rows: u32) -> (String, String) {
+    let shop = unique(&format!("{tag}_shop_"));
+    let crm = unique(&format!("{tag}_crm_"));
+    create_mysql_sample_database(&shop, shop_rows);
+    create_mysql_sample_database(&crm, crm_rows);
+    (shop, crm)
+}
+
+/// The MySQL job keys choosing `mode` and exactly `databases`.
+pub fn mysql_job_keys(mode: &str, databases: &[&str]) -> String {
+    let quoted: Vec<String> = databases.iter().map(|d| format!("\"{d}\"")).collect();
+    format!("mode = \"{mode}\"\ndatabases = [{}]\n", quoted.join(", "))
+}
+
+/// Drops `databases` from the MySQL server, those that exist.
+pub fn drop_mysql_databases(databases: &[&str]) {
+    for database in databases {
+        mariadb(&format!("DROP DATABASE IF EXISTS `{database}`"));
+    }
+}
+
 pub fn mysql_checksums(databases: &[&str]) -> Vec<(String, String)> {
     let list = databases
         .iter()
