@@ -607,18 +607,7 @@ async fn a_database_named_like_an_injection_is_backed_up_and_restored() {
     let plain = work.path().join("dump.custom");
     std::fs::write(&encrypted, fixture.get(key).await).unwrap();
     holder.decrypt_and_decompress(&encrypted, &plain);
-    let restored = unique("restored_");
-    psql("postgres", &format!("CREATE DATABASE {restored}"));
-    run_ok(
-        Command::new("pg_restore")
-            .arg(format!(
-                "--dbname=host=127.0.0.1 port={} user=postgres dbname={restored}",
-                pg_port()
-            ))
-            .env("PGPASSWORD", PG_ADMIN_PASSWORD)
-            .args(["--no-owner", "--exit-on-error"])
-            .arg(&plain),
-    );
+    let restored = pg_restore_into_new_database("restored_", &plain, &[]);
     assert_eq!(psql_in(&restored, DIGEST_SQL), original);
     assert!(!Path::new(&canary).exists(), "an injection ran: {canary}");
 

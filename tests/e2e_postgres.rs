@@ -86,19 +86,7 @@ async fn a_postgres_backup_restores_to_identical_contents() {
         object["plaintext_bytes"].as_u64().unwrap()
     );
 
-    let restored = unique("e2e_restored_");
-    psql("postgres", &format!("CREATE DATABASE {restored}"));
-    run_ok(
-        Command::new("pg_restore")
-            .arg("--no-owner")
-            .arg("--exit-on-error")
-            .arg(format!(
-                "--dbname=host=127.0.0.1 port={} user=postgres dbname={restored}",
-                pg_port()
-            ))
-            .env("PGPASSWORD", PG_ADMIN_PASSWORD)
-            .arg(&dump),
-    );
+    let restored = pg_restore_into_new_database("e2e_restored_", &dump, &[]);
     let original = table_digests(&database);
     assert_eq!(original.len(), 3, "{original:?}");
     assert_eq!(table_digests(&restored), original);

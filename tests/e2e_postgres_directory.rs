@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_backup_restores_with_pg_restore_jobs() {
@@ -58,18 +57,7 @@ async fn a_directory_backup_restores_with_pg_restore_jobs() {
     let work = tempfile::tempdir().unwrap();
     let dump = work.path().join("dump");
     restore_directory(&fixture, &holder, &manifest, &dump).await;
-    let restored = unique("e2e_dir_restored_");
-    psql("postgres", &format!("CREATE DATABASE {restored}"));
-    run_ok(
-        Command::new("pg_restore")
-            .args(["--no-owner", "--exit-on-error", "--jobs=2"])
-            .arg(format!(
-                "--dbname=host=127.0.0.1 port={} user=postgres dbname={restored}",
-                pg_port()
-            ))
-            .env("PGPASSWORD", PG_ADMIN_PASSWORD)
-            .arg(&dump),
-    );
+    let restored = pg_restore_into_new_database("e2e_dir_restored_", &dump, &["--jobs=2"]);
     let original = table_digests(&database);
     assert_eq!(original.len(), 3, "{original:?}");
     assert_eq!(table_digests(&restored), original);

@@ -152,6 +152,26 @@ impl KeyHolder {
     }
 }
 
+/// Restores `dump` with stock `pg_restore --no-owner --exit-on-error`
+/// (and `extra`) into a new database named `{prefix}…`, as the superuser;
+/// returns the database's name.
+pub fn pg_restore_into_new_database(prefix: &str, dump: &Path, extra: &[&str]) -> String {
+    let restored = unique(prefix);
+    psql("postgres", &format!("CREATE DATABASE {restored}"));
+    run_ok(
+        Command::new("pg_restore")
+            .args(["--no-owner", "--exit-on-error"])
+            .args(extra)
+            .arg(format!(
+                "--dbname=host=127.0.0.1 port={} user=postgres dbname={restored}",
+                pg_port()
+            ))
+            .env("PGPASSWORD", PG_ADMIN_PASSWORD)
+            .arg(dump),
+    );
+    restored
+}
+
 /// Runs `psql` as the test cluster's superuser against `database`.
 pub fn psql(database: &str, sql: &str) -> String {
     let output = run_ok(
