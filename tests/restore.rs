@@ -295,6 +295,12 @@ async fn restore_streams_into_postgres_with_the_private_key() {
     );
 }
 
+/// The command exited 7 (unrestorable) and its report says `finding`.
+fn assert_unrestorable(output: &Output, finding: &str) {
+    assert_eq!(output.status.code(), Some(UNRESTORABLE), "{}", show(output));
+    assert!(stdout(output).contains(finding), "{}", show(output));
+}
+
 /// The session keys file from the key holder's stock gpg, one object.
 fn stock_session_keys(holder: &KeyHolder, archive: &Path, work: &Path) -> String {
     let unpacked = work.join("unpacked");
@@ -570,18 +576,7 @@ async fn export_resumes_after_interruption_and_verifies_offline() {
     let good = std::fs::read(&object).unwrap();
     std::fs::write(&object, &good[..good.len() / 2]).unwrap();
     std::fs::write(dir.join(".pg_dump.custom.zst.gpg.partial"), &good[..100]).unwrap();
-    let output = verify_dir();
-    assert_eq!(
-        output.status.code(),
-        Some(UNRESTORABLE),
-        "{}",
-        show(&output)
-    );
-    assert!(
-        stdout(&output).contains("BAD pg_dump.custom.zst.gpg: truncated"),
-        "{}",
-        show(&output)
-    );
+    assert_unrestorable(&verify_dir(), "BAD pg_dump.custom.zst.gpg: truncated");
 
     // resumed: the bad copy is replaced, the rest is kept
     let output = backed.run(&["export", &backed.address(), "--to", dir_arg], home.path());
@@ -675,16 +670,9 @@ async fn drill_restores_into_a_scratch_database_and_checks_the_dump_facts() {
         &["drill", &backed.address(), "--to", &server],
         backed.holder.home.path(),
     );
-    assert_eq!(
-        output.status.code(),
-        Some(UNRESTORABLE),
-        "{}",
-        show(&output)
-    );
-    assert!(
-        stdout(&output).contains("BAD table public.orders: 20000 rows restored, 19999 dumped"),
-        "{}",
-        show(&output)
+    assert_unrestorable(
+        &output,
+        "BAD table public.orders: 20000 rows restored, 19999 dumped",
     );
     assert_eq!(scratch(), before, "dropped after a failed drill too");
 }
