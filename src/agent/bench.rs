@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::encrypt::{self, CountingReader, PartWriter};
+use super::encrypt::{CountingReader, Encryptor, PartWriter};
 use super::keys::{self, PublicKeyObject};
 use super::part_size::PartSizer;
 use super::{EncryptError, KeyError, Workspace};
@@ -68,10 +68,12 @@ pub async fn bench_encrypt(public_key: &Path, part_size: u64) -> Result<EncryptR
         key: public_key.display().to_string(),
         data: Bytes::from(data),
     }];
-    let home = gnupg_home.clone();
-    let recipients = tokio::task::spawn_blocking(move || keys::import_recipients(&home, &objects))
-        .await
-        .map_err(|err| BenchError::Crashed(err.to_string()))??;
+    let encryptor = tokio::task::spawn_blocking(move || {
+        let recipients = keys::import_recipients(&gnupg_home, &objects)?;
+        Ok::<_, BenchError>(Encryptor::new(&gnupg_home, &recipients)?)
+    })
+    .await
+    .map_err(|err| BenchError::Crashed(err.to_string()))??;
 
     // clap bounds it to S3's part sizes
     let (part_sender, mut part_receiver) = mpsc::channel::<Bytes>(1);
@@ -93,12 +95,7 @@ pub async fn bench_encrypt(public_key: &Path, part_size: u64) -> Result<EncryptR
     let started = Instant::now();
     let stage = tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter::new(PartSizer::new(part_size, None), part_sender);
-        encrypt::encrypt_stream(
-            &gnupg_home,
-            &recipients,
-            CountingReader::new(stdin, counter),
-            &mut writer,
-        )?;
+        encryptor.encrypt(CountingReader::new(stdin, counter), &mut writer)?;
         writer.finish().map_err(BenchError::Sink)
     });
     let summary = stage

@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::dump::DumpCommand;
-use super::encrypt::{self, CountingReader, PartWriter};
+use super::encrypt::{CountingReader, Encryptor, PartWriter};
 use super::part_size::PartSizer;
 use super::progress::TransferCounters;
 use super::upload::{MultipartUpload, ObjectLock};
@@ -145,8 +145,7 @@ pub struct ObjectSink {
     pub bucket: String,
     /// Key prefix of the objects, ending in `/`.
     pub key_prefix: String,
-    pub gnupg_home: PathBuf,
-    pub recipients: Vec<String>,
+    pub encryptor: Encryptor,
     pub upload: UploadSettings,
     /// zstd level; 0 stores the files uncompressed (before encryption).
     pub compression_level: i32,
@@ -414,22 +413,14 @@ async fn upload_file(
     let (part_sender, mut parts) = mpsc::channel(1);
     let file_bytes = Arc::new(AtomicU64::new(0));
     let encryption = {
-        let gnupg_home = sink.gnupg_home.clone();
-        let recipients = sink.recipients.clone();
+        let encryptor = sink.encryptor.clone();
         let level = sink.compression_level;
         let total_bytes = sink.counters.plaintext_bytes.clone();
         let file_bytes = file_bytes.clone();
         tokio::task::spawn_blocking(move || {
             let plaintext = CountingReader::new(CountingReader::new(file, file_bytes), total_bytes);
             let mut writer = PartWriter::new(sizer, part_sender);
-            encrypt::encrypt_maybe_compressed(
-                &gnupg_home,
-                &recipients,
-                plaintext,
-                level,
-                0,
-                &mut writer,
-            )?;
+            encryptor.encrypt_maybe_compressed(plaintext, level, 0, &mut writer)?;
             writer.finish().map_err(AgentError::CiphertextSink)
         })
     };

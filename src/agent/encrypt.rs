@@ -16,7 +16,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -52,80 +52,94 @@ pub fn open_keyring(gnupg_home: &Path) -> Result<Context, gpgme::Error> {
     Ok(context)
 }
 
-/// Encrypts everything `plaintext` yields to every key in `fingerprints`
-/// (trusted because the operator put them there; without gpg's own
-/// compression because the agent compresses with zstd first, faster;
-/// unsigned because the instance holds no key worth trusting) and writes
-/// binary OpenPGP to `ciphertext`. Succeeds only if the whole plaintext
-/// was read, gpg exited cleanly and every ciphertext byte was written.
-/// Blocking: run it on a blocking thread.
-pub fn encrypt_stream<R, W>(
-    gnupg_home: &Path,
-    fingerprints: &[String],
-    plaintext: R,
-    ciphertext: W,
-) -> Result<(), EncryptError>
-where
-    R: Read + Send,
-    W: Write + Send,
-{
-    let mut context = open_keyring(gnupg_home).map_err(EncryptError::Keyring)?;
-    for fingerprint in fingerprints {
-        context
-            .get_key(fingerprint)
-            .map_err(|source| EncryptError::MissingRecipient {
-                fingerprint: fingerprint.clone(),
-                source,
-            })?;
-    }
-    let gpg = gpg_stream::engine(&context)?;
-    let mut args = vec![
-        OsString::from("--homedir"),
-        gnupg_home.into(),
-        "--no-options".into(),
-        "--trust-model".into(),
-        "always".into(),
-        "--compress-algo".into(),
-        "none".into(),
-        "--output".into(),
-        "-".into(),
-        "--encrypt".into(),
-    ];
-    for fingerprint in fingerprints {
-        args.push("--recipient".into());
-        args.push(fingerprint.into());
-    }
-    gpg_stream::run(&gpg, args, plaintext, ciphertext)?;
-    Ok(())
+/// What the stage encrypts with, resolved once per backup: the gpg GPGME
+/// names for the keyring, and the recipients GPGME found in it.
+/// Encryptions are to every recipient (trusted because the operator put
+/// them there), without gpg's own compression (the agent compresses with
+/// zstd first, faster) and unsigned (the instance holds no key worth
+/// trusting), as binary OpenPGP.
+#[derive(Debug, Clone)]
+pub struct Encryptor {
+    gpg: PathBuf,
+    /// gpg's arguments: the keyring, those choices, the recipients.
+    args: Vec<OsString>,
 }
 
-/// Like [`encrypt_stream`], but compresses the plaintext with zstd at
-/// `level` first (with `workers` extra threads; 0 compresses on this one),
-/// unless `level` is 0. For dumps the tool leaves uncompressed: SQL text
-/// shrinks several times, so less is encrypted, uploaded and stored.
-pub fn encrypt_maybe_compressed<R, W>(
-    gnupg_home: &Path,
-    fingerprints: &[String],
-    plaintext: R,
-    level: i32,
-    workers: u32,
-    ciphertext: W,
-) -> Result<(), EncryptError>
-where
-    R: Read + Send,
-    W: Write + Send,
-{
-    if level == 0 {
-        return encrypt_stream(gnupg_home, fingerprints, plaintext, ciphertext);
+impl Encryptor {
+    /// Finds every key in `fingerprints` in the keyring at `gnupg_home`.
+    /// Blocking (GPGME lists keys through gpg).
+    pub fn new(gnupg_home: &Path, fingerprints: &[String]) -> Result<Encryptor, EncryptError> {
+        let mut context = open_keyring(gnupg_home).map_err(EncryptError::Keyring)?;
+        for fingerprint in fingerprints {
+            context
+                .get_key(fingerprint)
+                .map_err(|source| EncryptError::MissingRecipient {
+                    fingerprint: fingerprint.clone(),
+                    source,
+                })?;
+        }
+        let mut args = vec![
+            OsString::from("--homedir"),
+            gnupg_home.into(),
+            "--no-options".into(),
+            "--trust-model".into(),
+            "always".into(),
+            "--compress-algo".into(),
+            "none".into(),
+            "--output".into(),
+            "-".into(),
+            "--encrypt".into(),
+        ];
+        for fingerprint in fingerprints {
+            args.push("--recipient".into());
+            args.push(fingerprint.into());
+        }
+        Ok(Encryptor {
+            gpg: gpg_stream::engine(&context)?,
+            args,
+        })
     }
-    let mut compressed =
-        zstd::stream::read::Encoder::new(plaintext, level).map_err(EncryptError::Compression)?;
-    if workers > 0 {
-        compressed
-            .multithread(workers)
+
+    /// Encrypts everything `plaintext` yields into `ciphertext`. Succeeds
+    /// only if the whole plaintext was read, gpg exited cleanly and every
+    /// ciphertext byte was written. Blocking: run it on a blocking thread.
+    pub fn encrypt<R, W>(&self, plaintext: R, ciphertext: W) -> Result<(), EncryptError>
+    where
+        R: Read + Send,
+        W: Write + Send,
+    {
+        gpg_stream::run(&self.gpg, &self.args, plaintext, ciphertext)?;
+        Ok(())
+    }
+
+    /// Like [`Encryptor::encrypt`], but compresses the plaintext with zstd
+    /// at `level` first (with `workers` extra threads; 0 compresses on this
+    /// one), unless `level` is 0. For dumps the tool leaves uncompressed:
+    /// SQL text shrinks several times, so less is encrypted, uploaded and
+    /// stored.
+    pub fn encrypt_maybe_compressed<R, W>(
+        &self,
+        plaintext: R,
+        level: i32,
+        workers: u32,
+        ciphertext: W,
+    ) -> Result<(), EncryptError>
+    where
+        R: Read + Send,
+        W: Write + Send,
+    {
+        if level == 0 {
+            return self.encrypt(plaintext, ciphertext);
+        }
+        let mut compressed = zstd::stream::read::Encoder::new(plaintext, level)
             .map_err(EncryptError::Compression)?;
+        if workers > 0 {
+            compressed
+                .multithread(workers)
+                .map_err(EncryptError::Compression)?;
+        }
+        self.encrypt(compressed, ciphertext)
     }
-    encrypt_stream(gnupg_home, fingerprints, compressed, ciphertext)
 }
 
 /// A reader that adds every byte it passes on to a shared counter.
@@ -480,7 +494,11 @@ pub(crate) mod tests {
 
     #[test]
     fn encrypted_stream_decrypts_with_stock_gpg() {
-        let (keyring, fingerprint) = recipient();
+        let keyring = TestKeyring::new();
+        let fingerprint = keyring.generate(
+            "Test Recipient <t@example.org>",
+            &["future-default", "default", "never"],
+        );
         let plaintext: Vec<u8> = (0..3 * 1024 * 1024 + 17u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
@@ -494,13 +512,13 @@ pub(crate) mod tests {
         });
         let count = Arc::new(AtomicU64::new(0));
         let mut writer = PartWriter::new(PartSizer::new(256 * 1024, None), tx);
-        encrypt_stream(
-            &keyring.home(),
-            std::slice::from_ref(&fingerprint),
-            CountingReader::new(&plaintext[..], count.clone()),
-            &mut writer,
-        )
-        .unwrap();
+        Encryptor::new(&keyring.home(), std::slice::from_ref(&fingerprint))
+            .unwrap()
+            .encrypt(
+                CountingReader::new(&plaintext[..], count.clone()),
+                &mut writer,
+            )
+            .unwrap();
         let summary = writer.finish().unwrap();
         let ciphertext = receiver.join().unwrap();
         assert_eq!(count.load(Ordering::Relaxed), plaintext.len() as u64);
@@ -513,26 +531,11 @@ pub(crate) mod tests {
         assert!(decrypted == plaintext, "round trip changed the data");
     }
 
-    fn recipient() -> (TestKeyring, String) {
-        let keyring = TestKeyring::new();
-        let fingerprint = keyring.generate(
-            "Test Recipient <t@example.org>",
-            &["future-default", "default", "never"],
-        );
-        (keyring, fingerprint)
-    }
-
     #[test]
     fn an_unknown_recipient_is_named() {
         let keyring = TestKeyring::new();
         let missing = "0123456789ABCDEF0123456789ABCDEF01234567".to_owned();
-        let err = encrypt_stream(
-            &keyring.home(),
-            std::slice::from_ref(&missing),
-            &b"x"[..],
-            io::sink(),
-        )
-        .unwrap_err();
+        let err = Encryptor::new(&keyring.home(), std::slice::from_ref(&missing)).unwrap_err();
         assert!(err.to_string().contains(&missing), "{err}");
     }
 }

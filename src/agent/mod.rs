@@ -57,7 +57,7 @@ pub use upload::UploadError;
 
 use directory::{FileLayout, ObjectSink};
 use dump::{Connection, DatabasePassword, DumpCommand, DumpOutput, MysqlDatabases};
-use encrypt::{CiphertextSummary, CountingReader, PartWriter};
+use encrypt::{CiphertextSummary, CountingReader, Encryptor, PartWriter};
 use progress::{StatusReporter, TransferCounters};
 use upload::{MultipartUpload, ObjectLock};
 
@@ -298,10 +298,13 @@ async fn take_backup(
 
     let key_objects = keys::fetch_public_keys(&clients.s3, &spec.bucket, &spec.prefix).await?;
     let gnupg_home = workspace.gnupg_home();
-    let recipients =
-        tokio::task::spawn_blocking(move || keys::import_recipients(&gnupg_home, &key_objects))
-            .await
-            .map_err(|err| crashed("key import", err))??;
+    let (recipients, encryptor) = tokio::task::spawn_blocking(move || {
+        let recipients = keys::import_recipients(&gnupg_home, &key_objects)?;
+        let encryptor = Encryptor::new(&gnupg_home, &recipients)?;
+        Ok::<_, AgentError>((recipients, encryptor))
+    })
+    .await
+    .map_err(|err| crashed("key import", err))??;
     tracing::info!("encrypting to {}", recipients.join(", "));
 
     let connection = Connection::new(spec.engine, &spec.database, &workspace.password_file());
@@ -349,8 +352,7 @@ async fn take_backup(
             s3: clients.s3.clone(),
             bucket: spec.bucket.clone(),
             key_prefix: format!("{}data/", spec.backup_prefix),
-            gnupg_home: workspace.gnupg_home(),
-            recipients: recipients.clone(),
+            encryptor: encryptor.clone(),
             upload: spec.upload,
             compression_level: settings.compression_level,
             counters: counters.clone(),
@@ -384,8 +386,7 @@ async fn take_backup(
             snapshot(connection.dump_command(settings, jobs, &databases, DumpOutput::Stream));
         reporter.enter_phase(Phase::Dumping).await;
         let encoding = StreamEncoding {
-            gnupg_home: workspace.gnupg_home(),
-            recipients: recipients.clone(),
+            encryptor,
             compression_level: settings.compression_level,
             // planned for the database's size: the dump is rarely larger
             parts: PartSizer::new(spec.upload.part_size_bytes, Some(server.database_bytes)),
@@ -521,8 +522,7 @@ async fn dump_stream(
 /// Who a stream is encrypted to, how it is compressed first, and how its
 /// ciphertext is cut into parts.
 struct StreamEncoding {
-    gnupg_home: PathBuf,
-    recipients: Vec<String>,
+    encryptor: Encryptor,
     /// zstd level; 0: not compressed.
     compression_level: i32,
     parts: PartSizer,
@@ -563,9 +563,7 @@ async fn stream_dump(
     let plaintext_bytes = counters.plaintext_bytes.clone();
     let encryption = tokio::task::spawn_blocking(move || {
         let mut writer = PartWriter::new(encoding.parts, part_sender);
-        encrypt::encrypt_maybe_compressed(
-            &encoding.gnupg_home,
-            &encoding.recipients,
+        encoding.encryptor.encrypt_maybe_compressed(
             CountingReader::new(stdout, plaintext_bytes),
             encoding.compression_level,
             compression_workers(),
