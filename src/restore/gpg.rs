@@ -42,8 +42,9 @@ pub enum GpgError {
     NoSessionKey(String),
     #[error("gpg decryption failed: {0}")]
     Decrypt(#[from] StreamError),
-    #[error("{0:?} is not a session key (expected ALGO:HEX, e.g. 9:0123…)")]
-    BadSessionKey(String),
+    /// The value is not shown: a near-miss is most of a secret.
+    #[error("a session key of {chars} characters is not ALGO:HEX (e.g. 9:0123…)")]
+    BadSessionKey { chars: usize },
 }
 
 /// A GPGME OpenPGP context; `home` overrides GNUPGHOME.
@@ -194,17 +195,28 @@ pub fn check_session_key(key: &str) -> Result<(), GpgError> {
     if ok {
         Ok(())
     } else {
-        Err(GpgError::BadSessionKey(key.to_owned()))
+        Err(GpgError::BadSessionKey {
+            chars: key.chars().count(),
+        })
     }
 }
 
-/// How to decrypt.
-#[derive(Debug, Clone)]
+/// How to decrypt. Its `Debug` never shows a session key.
+#[derive(Clone)]
 pub enum Decryptor {
     /// With a secret key from the keyring (GNUPGHOME, or this home).
     Keyring(Option<PathBuf>),
     /// With a session key alone, in a throwaway home holding no key.
     SessionKey(String),
+}
+
+impl std::fmt::Debug for Decryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decryptor::Keyring(home) => f.debug_tuple("Keyring").field(home).finish(),
+            Decryptor::SessionKey(_) => f.write_str("SessionKey(<hidden>)"),
+        }
+    }
 }
 
 /// Decrypts `ciphertext` into `plaintext`, streaming.
@@ -319,6 +331,11 @@ mod tests {
             problems[0]
         );
         assert!(check_session_key("9:00112233445566778899AABBCCDDEEFF").is_ok());
+        let near_miss = "9:00112233445566778899AABBCCDDEEF";
+        let err = check_session_key(near_miss).unwrap_err().to_string();
+        assert!(!err.contains("0011223344"), "{err}");
+        let shown = format!("{:?}", Decryptor::SessionKey(near_miss.to_owned()));
+        assert!(!shown.contains("0011223344"), "{shown}");
         for bad in ["", "9", "x:00", "9:zz", "9:0011"] {
             assert!(check_session_key(bad).is_err(), "{bad}");
         }
