@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::controller::{Controller, Interrupts, LaunchOptions, RunError};
-use crate::output::{JobResult, Outcome, OutputFormat, Reporter};
+use crate::output::{JobResult, OutputFormat, Reporter};
 
 /// Exit codes, documented in the README; schedulers depend on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +249,8 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// Wires a controller command: builds the controller, runs the command,
+/// has the reporter render its result and maps it to an exit code.
 async fn controller_command(
     command: Command,
     config: Config,
@@ -258,19 +260,20 @@ async fn controller_command(
         command: ConfigCommand::Check,
     } = command
     {
-        print_config_summary(&config);
+        reporter.config_summary(&config);
         return (Exit::Success, None);
     }
     let interrupts = Interrupts::listen(config.timeouts.interrupt_prompt);
     let controller = Arc::new(Controller::new(config, Arc::clone(&reporter), interrupts).await);
-    let format = reporter.format();
     match command {
         Command::Run {
             dry_run: true,
             job: Some(job),
             ..
-        } => done(controller.plan(&job, None).await),
-        Command::Plan { job, database_size } => done(controller.plan(&job, database_size).await),
+        } => shown(controller.plan(&job, None).await, |()| {}),
+        Command::Plan { job, database_size } => {
+            shown(controller.plan(&job, database_size).await, |()| {})
+        }
         Command::Run {
             job,
             all,
@@ -293,7 +296,7 @@ async fn controller_command(
                 (exit, None)
             } else {
                 let job = job.expect("clap requires --job without --all");
-                single(controller.run_job(&job, &options).await, format)
+                single(&reporter, controller.run_job(&job, &options).await)
             }
         }
         Command::Launch { job, agent } => {
@@ -302,45 +305,20 @@ async fn controller_command(
                 attach: false,
                 detach: true,
             };
-            let result = controller.run_job(&job, &options).await;
-            if result.outcome == Outcome::Detached && format == OutputFormat::Human {
-                println!("{}", result.job_id.as_deref().unwrap_or_default());
-            }
-            single(result, format)
+            single(&reporter, controller.run_job(&job, &options).await)
         }
-        Command::Wait { job } => single(controller.wait(&job).await, format),
-        Command::Status { job } => match controller.status(job.as_deref()).await {
-            Ok(rows) => {
-                print_rows(&rows, format);
-                (Exit::Success, None)
-            }
-            Err(err) => fail(err.outcome().exit(), err),
-        },
-        Command::List => match controller.list().await {
-            Ok(rows) => {
-                print_rows(&rows, format);
-                (Exit::Success, None)
-            }
-            Err(err) => fail(err.outcome().exit(), err),
-        },
-        Command::Terminate { job } => match controller.terminate(&job).await {
-            Ok(ids) => {
-                print_list(
-                    format,
-                    "terminated",
-                    ids.iter().map(|id| (id.clone(), String::new())),
-                );
-                (Exit::Success, None)
-            }
-            Err(err) => fail(err.outcome().exit(), err),
-        },
-        Command::Reap { older_than } => match controller.reap(older_than).await {
-            Ok(reaped) => {
-                print_list(format, "reaped", reaped.into_iter());
-                (Exit::Success, None)
-            }
-            Err(err) => fail(err.outcome().exit(), err),
-        },
+        Command::Wait { job } => single(&reporter, controller.wait(&job).await),
+        Command::Status { job } => shown(controller.status(job.as_deref()).await, |rows| {
+            reporter.job_statuses(rows)
+        }),
+        Command::List => shown(controller.list().await, |rows| reporter.job_statuses(rows)),
+        Command::Terminate { job } => shown(controller.terminate(&job).await, |ids| {
+            let ids: Vec<_> = ids.iter().map(|id| (id.clone(), String::new())).collect();
+            reporter.instances("terminated", &ids)
+        }),
+        Command::Reap { older_than } => shown(controller.reap(older_than).await, |reaped| {
+            reporter.instances("reaped", reaped)
+        }),
         Command::Config { .. }
         | Command::Agent { .. }
         | Command::BenchEncrypt { .. }
@@ -350,35 +328,25 @@ async fn controller_command(
     }
 }
 
-fn done(result: Result<(), RunError>) -> Dispatched {
+/// The exit of an operator command: success after `render` shows its
+/// result, or the error's code and message.
+fn shown<T>(result: Result<T, RunError>, render: impl FnOnce(&T)) -> Dispatched {
     match result {
-        Ok(()) => (Exit::Success, None),
+        Ok(value) => {
+            render(&value);
+            (Exit::Success, None)
+        }
         Err(err) => fail(err.outcome().exit(), err),
     }
 }
 
-/// The exit of a single job: its outcome's code; in human mode the
-/// summary goes to stdout and the reason to stderr.
-fn single(result: JobResult, format: OutputFormat) -> Dispatched {
-    let exit = result.outcome.exit();
-    if format == OutputFormat::Human {
-        if let (Outcome::Succeeded, Some(manifest)) = (result.outcome, &result.manifest) {
-            println!(
-                "job {} succeeded in {}: {} object(s), {} bytes",
-                result.job_id.as_deref().unwrap_or_default(),
-                humantime::format_duration(Duration::from_secs(result.elapsed_secs)),
-                result.objects,
-                result.bytes
-            );
-            println!("manifest: {manifest}");
-            if let Some(instance) = &result.instance_id {
-                println!("instance {instance} terminated");
-            }
-        }
-    }
-    match (exit, result.reason) {
-        (Exit::Success, _) => (exit, None),
-        (_, reason) => (exit, Some(anyhow::anyhow!(reason.unwrap_or_default()))),
+/// The exit of a single job: its outcome's code, after the reporter has
+/// shown the result; the reason goes to stderr.
+fn single(reporter: &Reporter, result: JobResult) -> Dispatched {
+    reporter.single_result(&result);
+    match (result.outcome.exit(), result.reason) {
+        (Exit::Success, _) => (Exit::Success, None),
+        (exit, reason) => (exit, Some(anyhow::anyhow!(reason.unwrap_or_default()))),
     }
 }
 
@@ -394,97 +362,6 @@ pub fn combined_exit(results: &[JobResult]) -> Exit {
         None => Exit::Success,
         Some((first, rest)) if rest.iter().all(|e| e == first) => *first,
         Some(_) => Exit::BackupFailed,
-    }
-}
-
-fn print_rows(rows: &[crate::controller::JobStatus], format: OutputFormat) {
-    if format == OutputFormat::Json {
-        for row in rows {
-            println!("{}", serde_json::to_string(row).expect("rows serialise"));
-        }
-        return;
-    }
-    println!(
-        "{:<20} {:<38} {:<10} {:>10} {:>10}  {:<20} {:<13} UPDATED",
-        "JOB", "JOB ID", "PHASE", "READ MiB", "UP MiB", "INSTANCE", "STATE"
-    );
-    for row in rows {
-        let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
-        let (job_id, phase, read, uploaded, updated) = match &row.status {
-            Some(s) => (
-                s.job_id.clone(),
-                s.phase.as_str().to_owned(),
-                mib(s.bytes_read),
-                mib(s.bytes_uploaded),
-                s.updated_at
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .unwrap_or_default(),
-            ),
-            None => {
-                let id = row
-                    .instance
-                    .as_ref()
-                    .and_then(|i| i.job_id.clone())
-                    .unwrap_or_else(|| "-".into());
-                (id, "-".into(), "-".into(), "-".into(), "-".into())
-            }
-        };
-        let (instance, state) = match &row.instance {
-            Some(i) => (i.instance_id.clone(), i.state_name.clone()),
-            None => ("-".into(), "-".into()),
-        };
-        println!(
-            "{:<20} {:<38} {:<10} {:>10} {:>10}  {:<20} {:<13} {updated}",
-            row.job, job_id, phase, read, uploaded, instance, state
-        );
-        if let Some(s) = row.status.as_ref().filter(|s| !s.message.is_empty()) {
-            println!("{:<20} └ {}", "", s.message);
-        }
-    }
-}
-
-fn print_list(format: OutputFormat, verb: &str, items: impl Iterator<Item = (String, String)>) {
-    let items: Vec<_> = items.collect();
-    if format == OutputFormat::Json {
-        let rows: Vec<_> = items
-            .iter()
-            .map(|(id, why)| serde_json::json!({ "instance_id": id, "reason": why }))
-            .collect();
-        println!("{}", serde_json::json!({ verb: rows }));
-        return;
-    }
-    if items.is_empty() {
-        println!("nothing {verb}");
-    }
-    for (id, why) in items {
-        if why.is_empty() {
-            println!("{verb} {id}");
-        } else {
-            println!("{verb} {id}: {why}");
-        }
-    }
-}
-
-fn print_config_summary(config: &Config) {
-    println!("{}: ok", config.path.display());
-    println!(
-        "storage: s3://{}/{}",
-        config.storage.bucket,
-        config.key_prefix()
-    );
-    for job in config.jobs.values() {
-        println!(
-            "job {}: {} {}@{}:{}/{} on {}{}, max lifetime {}",
-            job.name,
-            job.engine.as_str(),
-            job.user,
-            job.host,
-            job.port,
-            job.database,
-            job.instance_type,
-            if job.spot { " (spot)" } else { "" },
-            humantime::format_duration(job.max_lifetime)
-        );
     }
 }
 
@@ -550,6 +427,7 @@ fn init_logging(default_level: &str, format: LogFormat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Outcome;
 
     #[test]
     fn the_cli_definition_is_consistent() {

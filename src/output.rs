@@ -5,6 +5,10 @@
 //! ETA) and prints plain timestamped lines anywhere else; the JSON renderer
 //! prints each event as one JSON object per line on stdout — a stable,
 //! documented interface (see the README) for schedulers and CI.
+//!
+//! The operator commands' results (`status` and `list` rows, instances
+//! ended, `config check`) are rendered here too, so `cli` only wires
+//! commands and maps outcomes to exit codes.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -16,6 +20,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::cli::Exit;
+use crate::config::Config;
+use crate::controller::JobStatus;
 use crate::schema::{Phase, Status};
 
 /// How results are printed.
@@ -307,6 +313,127 @@ impl Reporter {
                 r.exit_code,
                 humantime::format_duration(Duration::from_secs(r.elapsed_secs)).to_string(),
                 r.bytes
+            );
+        }
+    }
+
+    /// What `run --job` and `launch` print on stdout besides the events:
+    /// in human mode, a succeeded job's summary and manifest, or the job id
+    /// of a detached launch (for scripts to capture). The reason of a
+    /// failure is the exit's message, printed on stderr by `main`.
+    pub fn single_result(&self, result: &JobResult) {
+        if self.format != OutputFormat::Human {
+            return;
+        }
+        let job_id = result.job_id.as_deref().unwrap_or_default();
+        match (result.outcome, &result.manifest) {
+            (Outcome::Succeeded, Some(manifest)) => {
+                println!(
+                    "job {job_id} succeeded in {}: {} object(s), {} bytes",
+                    humantime::format_duration(Duration::from_secs(result.elapsed_secs)),
+                    result.objects,
+                    result.bytes
+                );
+                println!("manifest: {manifest}");
+                if let Some(instance) = &result.instance_id {
+                    println!("instance {instance} terminated");
+                }
+            }
+            (Outcome::Detached, _) => println!("{job_id}"),
+            _ => {}
+        }
+    }
+
+    /// The rows of `status` and `list`: a table, or one JSON object per row.
+    pub fn job_statuses(&self, rows: &[JobStatus]) {
+        if self.format == OutputFormat::Json {
+            for row in rows {
+                println!("{}", serde_json::to_string(row).expect("rows serialise"));
+            }
+            return;
+        }
+        println!(
+            "{:<20} {:<38} {:<10} {:>10} {:>10}  {:<20} {:<13} UPDATED",
+            "JOB", "JOB ID", "PHASE", "READ MiB", "UP MiB", "INSTANCE", "STATE"
+        );
+        for row in rows {
+            let mib = |b: u64| format!("{:.1}", b as f64 / MIB);
+            let (job_id, phase, read, uploaded, updated) = match &row.status {
+                Some(s) => (
+                    s.job_id.clone(),
+                    s.phase.as_str().to_owned(),
+                    mib(s.bytes_read),
+                    mib(s.bytes_uploaded),
+                    s.updated_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                ),
+                None => {
+                    let id = row
+                        .instance
+                        .as_ref()
+                        .and_then(|i| i.job_id.clone())
+                        .unwrap_or_else(|| "-".into());
+                    (id, "-".into(), "-".into(), "-".into(), "-".into())
+                }
+            };
+            let (instance, state) = match &row.instance {
+                Some(i) => (i.instance_id.clone(), i.state_name.clone()),
+                None => ("-".into(), "-".into()),
+            };
+            println!(
+                "{:<20} {:<38} {:<10} {:>10} {:>10}  {:<20} {:<13} {updated}",
+                row.job, job_id, phase, read, uploaded, instance, state
+            );
+            if let Some(s) = row.status.as_ref().filter(|s| !s.message.is_empty()) {
+                println!("{:<20} └ {}", "", s.message);
+            }
+        }
+    }
+
+    /// The instances `terminate` or `reap` (the `verb`) ended, each with
+    /// why (may be empty): a line each, or one JSON object.
+    pub fn instances(&self, verb: &str, items: &[(String, String)]) {
+        if self.format == OutputFormat::Json {
+            let rows: Vec<_> = items
+                .iter()
+                .map(|(id, why)| serde_json::json!({ "instance_id": id, "reason": why }))
+                .collect();
+            println!("{}", serde_json::json!({ verb: rows }));
+            return;
+        }
+        if items.is_empty() {
+            println!("nothing {verb}");
+        }
+        for (id, why) in items {
+            if why.is_empty() {
+                println!("{verb} {id}");
+            } else {
+                println!("{verb} {id}: {why}");
+            }
+        }
+    }
+
+    /// What `config check` prints: the file, the storage and each job.
+    pub fn config_summary(&self, config: &Config) {
+        println!("{}: ok", config.path.display());
+        println!(
+            "storage: s3://{}/{}",
+            config.storage.bucket,
+            config.key_prefix()
+        );
+        for job in config.jobs.values() {
+            println!(
+                "job {}: {} {}@{}:{}/{} on {}{}, max lifetime {}",
+                job.name,
+                job.engine.as_str(),
+                job.user,
+                job.host,
+                job.port,
+                job.database,
+                job.instance_type,
+                if job.spot { " (spot)" } else { "" },
+                humantime::format_duration(job.max_lifetime)
             );
         }
     }
