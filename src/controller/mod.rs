@@ -17,6 +17,7 @@ pub mod plan;
 pub mod reap;
 pub mod watch;
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -253,27 +254,13 @@ impl Controller {
         max_concurrent: usize,
         options: &LaunchOptions,
     ) -> Vec<JobResult> {
-        let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
-        let mut tasks = tokio::task::JoinSet::new();
-        for (index, name) in self.config.jobs.keys().enumerate() {
+        let names = self.config.jobs.keys().cloned().collect();
+        run_each(names, max_concurrent, |name| {
             let controller = Arc::clone(self);
-            let permits = Arc::clone(&permits);
-            let name = name.clone();
             let options = options.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await.expect("never closed");
-                (index, controller.run_job(&name, &options).await)
-            });
-        }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(pair) => results.push(pair),
-                Err(err) => tracing::error!("a job task panicked: {err}"),
-            }
-        }
-        results.sort_by_key(|(index, _)| *index);
-        results.into_iter().map(|(_, result)| result).collect()
+            async move { controller.run_job(&name, &options).await }
+        })
+        .await
     }
 
     /// Prints the plan of `job_name`: AMI, user-data, launch request and
@@ -905,6 +892,34 @@ impl Controller {
         }
         None
     }
+}
+
+/// Runs `run(name)` for each job name, each in its own task, at most
+/// `max_concurrent` at once; returns their results in the order of `names`.
+async fn run_each<Run, Job>(names: Vec<String>, max_concurrent: usize, run: Run) -> Vec<JobResult>
+where
+    Run: Fn(String) -> Job,
+    Job: Future<Output = JobResult> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, name) in names.into_iter().enumerate() {
+        let permits = Arc::clone(&permits);
+        let job = run(name);
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("never closed");
+            (index, job.await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(pair) => results.push(pair),
+            Err(err) => tracing::error!("a job task panicked: {err}"),
+        }
+    }
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// Whether two status documents show the same phase and transfer counters:
