@@ -17,10 +17,11 @@ pub mod plan;
 pub mod reap;
 pub mod watch;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -191,6 +192,10 @@ pub struct Controller {
     reporter: Arc<Reporter>,
     interrupts: Interrupts,
     agent: OnceCell<PublishedAgent>,
+    /// The job id each job of this controller is running as, by job name,
+    /// from taking its lease (or attaching) to its result: what a job
+    /// whose task panicked leaves to clean up.
+    claims: Mutex<HashMap<String, String>>,
 }
 
 impl Controller {
@@ -213,6 +218,7 @@ impl Controller {
             reporter,
             interrupts,
             agent: OnceCell::new(),
+            claims: Mutex::new(HashMap::new()),
         }
     }
 
@@ -244,6 +250,7 @@ impl Controller {
         if result.elapsed_secs == 0 {
             result.elapsed_secs = started.elapsed().as_secs();
         }
+        self.claims.lock().expect("claims lock").remove(job_name);
         self.reporter.finished(&result);
         result
     }
@@ -255,12 +262,49 @@ impl Controller {
         options: &LaunchOptions,
     ) -> Vec<JobResult> {
         let names = self.config.jobs.keys().cloned().collect();
-        run_each(names, max_concurrent, |name| {
-            let controller = Arc::clone(self);
-            let options = options.clone();
-            async move { controller.run_job(&name, &options).await }
-        })
+        run_each(
+            names,
+            max_concurrent,
+            |name| {
+                let controller = Arc::clone(self);
+                let options = options.clone();
+                async move { controller.run_job(&name, &options).await }
+            },
+            |panicked| self.recover(panicked),
+        )
         .await
+    }
+
+    /// Ends what the job of a panicked task held, as a failed job's is
+    /// ended: its instance terminated, its open uploads aborted, its status
+    /// marked failed (which releases its lease). Reports and returns the
+    /// job's result, an internal error.
+    async fn recover(&self, panicked: Panicked) -> JobResult {
+        let claimed = self
+            .claims
+            .lock()
+            .expect("claims lock")
+            .remove(&panicked.job);
+        let job = panicked.job.clone();
+        let mut result = panicked.into_result();
+        if let Some(job_id) = claimed {
+            let reason = result.reason.clone().unwrap_or_default();
+            match self.end_instances(&job, Some(&job_id), &reason).await {
+                Ok(ended) => result.instance_id = ended.into_iter().next(),
+                Err(err) => {
+                    result.reason = Some(format!(
+                        "{reason}; its instance could not be confirmed terminated: {err}"
+                    ))
+                }
+            }
+            // Also when no instance was launched yet: a terminal status
+            // releases the lease at once.
+            self.mark_failed(&self.config.status_parameter(&job), &job_id, &reason)
+                .await;
+            result.job_id = Some(job_id);
+        }
+        self.reporter.finished(&result);
+        result
     }
 
     /// Prints the plan of `job_name`: AMI, user-data, launch request and
@@ -298,11 +342,14 @@ impl Controller {
         if let Err(held) = self.acquire_lease(job, &plan).await {
             return match held {
                 RunError::AlreadyRunning { job_id, .. } if options.attach => {
-                    self.running_job(job, &job_id).await.map(Started::Attached)
+                    let running = self.running_job(job, &job_id).await?;
+                    self.claim(&job.name, &job_id);
+                    Ok(Started::Attached(running))
                 }
                 other => Err(other),
             };
         }
+        self.claim(&job.name, &plan.spec.job_id);
 
         let agent = self.publish_agent(&plan, options).await?;
         let script = plan
@@ -416,6 +463,14 @@ impl Controller {
             since: "just now".to_owned(),
             holder: "unknown".to_owned(),
         })
+    }
+
+    /// Notes that `job` runs as `job_id` under this controller.
+    fn claim(&self, job: &str, job_id: &str) {
+        self.claims
+            .lock()
+            .expect("claims lock")
+            .insert(job.to_owned(), job_id.to_owned());
     }
 
     fn lease_key(&self, job: &str) -> String {
@@ -658,9 +713,22 @@ impl Controller {
 
     /// `terminate JOB`: ends the job's running instances now.
     pub async fn terminate(&self, job_name: &str) -> Result<Vec<String>, RunError> {
-        let parameter = self.config.status_parameter(job_name);
-        let mut terminated = Vec::new();
-        for instance in launch::find_instances(&self.aws, Some(job_name), None).await? {
+        self.end_instances(job_name, None, "terminated by the operator")
+            .await
+    }
+
+    /// Terminates the job's instances that are not gone (only those of
+    /// `job_id` when given), marks their jobs failed with `reason` and
+    /// aborts the uploads they left open; returns the instance ids.
+    async fn end_instances(
+        &self,
+        job: &str,
+        job_id: Option<&str>,
+        reason: &str,
+    ) -> Result<Vec<String>, RunError> {
+        let parameter = self.config.status_parameter(job);
+        let mut ended = Vec::new();
+        for instance in launch::find_instances(&self.aws, Some(job), job_id).await? {
             if instance.state == InstanceState::Gone {
                 continue;
             }
@@ -671,13 +739,12 @@ impl Controller {
             )
             .await?;
             if let Some(job_id) = &instance.job_id {
-                self.mark_failed(&parameter, job_id, "terminated by the operator")
-                    .await;
+                self.mark_failed(&parameter, job_id, reason).await;
             }
-            self.abort_leftover_uploads(job_name).await;
-            terminated.push(instance.instance_id);
+            self.abort_leftover_uploads(job).await;
+            ended.push(instance.instance_id);
         }
-        Ok(terminated)
+        Ok(ended)
     }
 
     /// `reap`: terminates our instances whose job is over, stale,
@@ -896,30 +963,82 @@ impl Controller {
 
 /// Runs `run(name)` for each job name, each in its own task, at most
 /// `max_concurrent` at once; returns their results in the order of `names`.
-async fn run_each<Run, Job>(names: Vec<String>, max_concurrent: usize, run: Run) -> Vec<JobResult>
+/// A task that panics has no result of its own: `recover` gives it one
+/// (and ends what the job held) as soon as the panic is seen, while the
+/// other jobs run on.
+async fn run_each<Run, Job, Recover, Recovered>(
+    names: Vec<String>,
+    max_concurrent: usize,
+    run: Run,
+    recover: Recover,
+) -> Vec<JobResult>
 where
     Run: Fn(String) -> Job,
     Job: Future<Output = JobResult> + Send + 'static,
+    Recover: Fn(Panicked) -> Recovered,
+    Recovered: Future<Output = JobResult>,
 {
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, name) in names.into_iter().enumerate() {
+    let mut slots = HashMap::new();
+    for (index, name) in names.iter().enumerate() {
         let permits = Arc::clone(&permits);
-        let job = run(name);
-        tasks.spawn(async move {
+        let job = run(name.clone());
+        let task = tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.expect("never closed");
-            (index, job.await)
+            job.await
         });
+        slots.insert(task.id(), index);
     }
-    let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(pair) => results.push(pair),
-            Err(err) => tracing::error!("a job task panicked: {err}"),
-        }
+    let mut results: Vec<Option<JobResult>> = vec![None; names.len()];
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let (index, result) = match joined {
+            Ok((id, result)) => (slots[&id], result),
+            Err(err) => {
+                let index = slots[&err.id()];
+                let panicked = Panicked {
+                    job: names[index].clone(),
+                    message: panic_message(err),
+                };
+                (index, recover(panicked).await)
+            }
+        };
+        results[index] = Some(result);
     }
-    results.sort_by_key(|(index, _)| *index);
-    results.into_iter().map(|(_, result)| result).collect()
+    results
+        .into_iter()
+        .map(|result| result.expect("every task ends once"))
+        .collect()
+}
+
+/// A job task that panicked, as [`run_each`] hands it to its `recover`.
+#[derive(Debug)]
+struct Panicked {
+    job: String,
+    /// The panic's message (or why the task ended without one).
+    message: String,
+}
+
+impl Panicked {
+    /// The job's result: an internal error (exit 1) naming the panic.
+    fn into_result(self) -> JobResult {
+        JobResult::without_backup(
+            &self.job,
+            Outcome::InternalError,
+            format!("internal error: the job's task panicked: {}", self.message),
+        )
+    }
+}
+
+fn panic_message(err: tokio::task::JoinError) -> String {
+    match err.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned()),
+        Err(err) => err.to_string(),
+    }
 }
 
 /// Whether two status documents show the same phase and transfer counters:
@@ -1059,4 +1178,45 @@ fn print_plan(
     }
     println!("user-data ({} bytes):", script.len());
     println!("{script}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_task_that_panics_is_recovered_as_an_internal_error() {
+        let recovered = Mutex::new(Vec::new());
+        let results = run_each(
+            ["a", "b", "c"].map(String::from).to_vec(),
+            2,
+            |name| async move {
+                if name == "b" {
+                    panic!("job b's task went wrong");
+                }
+                JobResult::without_backup(&name, Outcome::Succeeded, String::new())
+            },
+            |panicked| {
+                recovered.lock().unwrap().push(panicked.job.clone());
+                std::future::ready(panicked.into_result())
+            },
+        )
+        .await;
+        let outcomes: Vec<_> = results
+            .iter()
+            .map(|r| (r.job.as_str(), r.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("a", Outcome::Succeeded),
+                ("b", Outcome::InternalError),
+                ("c", Outcome::Succeeded)
+            ]
+        );
+        assert_eq!(results[1].exit_code, 1);
+        let reason = results[1].reason.as_deref().unwrap();
+        assert!(reason.contains("job b's task went wrong"), "{reason}");
+        assert_eq!(*recovered.lock().unwrap(), ["b"]);
+    }
 }
