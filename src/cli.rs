@@ -263,7 +263,14 @@ async fn controller_command(
         reporter.config_summary(&config);
         return (Exit::Success, None);
     }
-    let interrupts = Interrupts::listen(config.timeouts.interrupt_prompt);
+    // Only the commands that watch jobs have anything to ask on Ctrl-C;
+    // for the others it keeps its usual meaning: stop now.
+    let interrupts = match command {
+        Command::Run { dry_run: false, .. } | Command::Wait { .. } => {
+            Interrupts::listen(config.timeouts.interrupt_prompt)
+        }
+        _ => Interrupts::unhandled(),
+    };
     let controller = Arc::new(Controller::new(config, Arc::clone(&reporter), interrupts).await);
     match command {
         Command::Run {

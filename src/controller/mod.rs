@@ -7,7 +7,8 @@
 //! success, failure, timeout, Ctrl-C, an error of our own — goes through
 //! termination, unless the operator chose to leave the job running
 //! detached; a termination that cannot be confirmed is itself an error.
-//! Ctrl-C is handled once, in [`Interrupts`], and fanned out to every job.
+//! Ctrl-C is handled once, in [`Interrupts`], and fanned out to every job;
+//! only the commands that watch jobs handle it at all.
 
 pub mod cleanup;
 pub mod estimate;
@@ -66,6 +67,8 @@ pub enum RunError {
     TimedOut { job_id: String, reason: String },
     #[error("job {job_id} interrupted; its instance {instance_id} was terminated")]
     Interrupted { job_id: String, instance_id: String },
+    #[error("job {job} was not launched: interrupted")]
+    NotLaunched { job: String },
     #[error("job {job_id} ended ({outcome}) but its instance could not be confirmed terminated: {source}")]
     Cleanup {
         job_id: String,
@@ -85,7 +88,7 @@ impl RunError {
             RunError::AlreadyRunning { .. } => Outcome::AlreadyRunning,
             RunError::NeverLaunched { .. } | RunError::Failed { .. } => Outcome::Failed,
             RunError::TimedOut { .. } => Outcome::TimedOut,
-            RunError::Interrupted { .. } => Outcome::Interrupted,
+            RunError::Interrupted { .. } | RunError::NotLaunched { .. } => Outcome::Interrupted,
             RunError::Cleanup { .. } => Outcome::InternalError,
         }
     }
@@ -102,32 +105,56 @@ pub enum OnInterrupt {
 /// terminate or detach, and every watcher learns the answer.
 #[derive(Clone)]
 pub struct Interrupts {
-    receiver: signal::Receiver<Option<OnInterrupt>>,
+    receiver: signal::Receiver<Interrupt>,
+}
+
+/// Where Ctrl-C stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    NotPressed,
+    /// Pressed; the operator is being asked what to do.
+    Asking,
+    Answered(OnInterrupt),
 }
 
 impl Interrupts {
-    /// Starts listening for Ctrl-C; an operator who does not answer the
+    /// Starts handling Ctrl-C; an operator who does not answer the
     /// question within `prompt_timeout` gets the instances terminated.
+    /// For the commands that watch jobs only: once this runs, Ctrl-C no
+    /// longer stops the process.
     pub fn listen(prompt_timeout: Duration) -> Interrupts {
-        let (sender, receiver) = signal::channel(None);
+        let (sender, receiver) = signal::channel(Interrupt::NotPressed);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
                 return;
             }
+            let _ = sender.send(Interrupt::Asking);
             let choice = if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
                 ask_on_interrupt(prompt_timeout).await
             } else {
                 OnInterrupt::Terminate
             };
-            let _ = sender.send(Some(choice));
+            let _ = sender.send(Interrupt::Answered(choice));
         });
         Interrupts { receiver }
+    }
+
+    /// Leaves Ctrl-C alone: it stops the process at once, as it does any
+    /// command. For the commands that watch no job.
+    pub fn unhandled() -> Interrupts {
+        let (_, receiver) = signal::channel(Interrupt::NotPressed);
+        Interrupts { receiver }
+    }
+
+    /// Whether the operator has pressed Ctrl-C, answered or not.
+    fn pressed(&self) -> bool {
+        *self.receiver.borrow() != Interrupt::NotPressed
     }
 
     /// Resolves when the operator has interrupted, with their choice.
     async fn wait(&mut self) -> OnInterrupt {
         loop {
-            if let Some(choice) = *self.receiver.borrow_and_update() {
+            if let Interrupt::Answered(choice) = *self.receiver.borrow_and_update() {
                 return choice;
             }
             if self.receiver.changed().await.is_err() {
@@ -333,8 +360,15 @@ impl Controller {
         Ok(())
     }
 
-    /// Launches `job_name` unless it is already running, or attaches.
+    /// Launches `job_name` unless it is already running, or attaches;
+    /// neither once the operator has pressed Ctrl-C (a job queued by
+    /// `run --all` then never starts).
     async fn start(&self, job_name: &str, options: &LaunchOptions) -> Result<Started, RunError> {
+        if self.interrupts.pressed() {
+            return Err(RunError::NotLaunched {
+                job: job_name.to_owned(),
+            });
+        }
         let job = self.config.job(job_name)?;
         let region = self.region()?;
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
