@@ -4,15 +4,12 @@
 //! documented exit code from a real scenario. Real LocalStack, real
 //! PostgreSQL, the instance simulator and the real binary throughout.
 
-mod common;
-#[path = "support/faultproxy.rs"]
-mod faultproxy;
-
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::faultproxy::FaultProxy;
+use crate::common::*;
 
 /// Holds an ACCESS EXCLUSIVE lock on a table in an open transaction, so a
 /// backup of that database blocks in `pg_dump` until [`TableLock::release`]:
@@ -535,7 +532,7 @@ async fn plan_shows_the_launch_and_an_estimate_without_launching() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spot_falls_back_to_on_demand_when_capacity_is_refused() {
     let (_holder, database, fixture) = sample_fixture("ops_spot_").await;
-    let proxy = faultproxy::FaultProxy::start(&endpoint());
+    let proxy = FaultProxy::start(&endpoint());
     fixture.write_config(&database, "spot = true");
     fixture.use_endpoint(&proxy.url());
     // EC2 refuses the spot request, as it does when a pool runs dry.
@@ -571,7 +568,7 @@ async fn spot_falls_back_to_on_demand_when_capacity_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_that_cannot_be_terminated_exits_1_and_is_named() {
     let (_holder, database, fixture) = sample_fixture("ops_stuck_").await;
-    let proxy = faultproxy::FaultProxy::start(&endpoint());
+    let proxy = FaultProxy::start(&endpoint());
     fixture.write_config(&database, "");
     fixture.use_endpoint(&proxy.url());
     // EC2 refuses every TerminateInstances: the controller cannot confirm

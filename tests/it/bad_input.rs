@@ -13,8 +13,6 @@
 //! with stock tools, tags of every allowed character reach EC2 unchanged,
 //! and a hostile prefix is refused before anything is launched.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -23,7 +21,7 @@ use backup_cloud::controller::plan::JobPlan;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 
-use common::*;
+use crate::common::*;
 
 const FILE: &str = "hostile.toml";
 

@@ -5,12 +5,10 @@
 //! `decrypt --out` proven to undo zstd and to put directory dumps back at
 //! their paths, byte for byte what stock `gpg` and `zstd -d` give.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 /// Runs the fixture's job; returns the manifest and its S3 address.
 async fn back_up(fixture: &Fixture) -> (serde_json::Value, String) {

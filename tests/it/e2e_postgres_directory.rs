@@ -4,9 +4,7 @@
 //! `zstd -d`, `pg_restore -j`). Also: a dump that fails halfway leaves no
 //! manifest and no open multipart upload.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_backup_restores_with_pg_restore_jobs() {

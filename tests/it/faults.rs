@@ -11,16 +11,12 @@
 //! which both the controller (its `endpoint_url`) and the agent (the
 //! simulator's `backup-cloud-sim:endpoint` tag) talk through.
 
-mod common;
-#[path = "support/faultproxy.rs"]
-mod faultproxy;
-
 use std::future::Future;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
-use faultproxy::FaultProxy;
+use crate::common::faultproxy::FaultProxy;
+use crate::common::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 

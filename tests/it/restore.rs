@@ -3,13 +3,11 @@
 //! tampering with it), `restore`, the split-knowledge flow in separate gpg
 //! homes (ours and stock gpg's), and `export` interrupted and resumed.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 
 /// Exit code of a backup that failed verification or restore.
 const UNRESTORABLE: i32 = 7;

@@ -6,9 +6,7 @@
 //! restore with `myloader` or `mysql`, and compare every table's
 //! `CHECKSUM TABLE` with the original.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::{Command, Stdio};
 
 /// Runs the fixture's job, returning the manifest and the backup's key

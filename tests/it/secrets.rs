@@ -6,12 +6,10 @@
 //! parameter, the manifest, the instance's console log, and the
 //! controller's output at `RUST_LOG=trace`.
 
-mod common;
-
 use std::process::{Command, Output};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 
 /// Fails naming `place` if `text` holds the password in any encoding.
 fn assert_clean(place: &str, text: &[u8], password: &str) {

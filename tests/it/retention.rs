@@ -4,11 +4,9 @@
 //! COMPLIANCE retention, then: every object and the manifest carry the
 //! retention, and deleting a locked version is refused.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockMode;
-use common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_object_and_the_manifest_are_locked() {

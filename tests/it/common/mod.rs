@@ -3,7 +3,7 @@
 //! subprocess. `make test` starts the services; these helpers only find
 //! them and fail loudly when they are missing.
 
-#![allow(dead_code)] // each test binary uses a different subset
+pub mod faultproxy;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -260,7 +260,8 @@ pub struct Fixture {
     pub job: String,
     pub password_parameter: String,
     pub status_prefix: String,
-    pub dir: tempfile::TempDir,
+    /// Holds the config file; removed when the fixture is dropped.
+    pub _dir: tempfile::TempDir,
     pub config_path: PathBuf,
 }
 
@@ -299,7 +300,7 @@ impl Fixture {
             job,
             password_parameter,
             status_prefix,
-            dir,
+            _dir: dir,
             config_path,
         };
         fixture.write_config(database, "");
