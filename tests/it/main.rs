@@ -6,7 +6,9 @@
 //!
 //! All modules share one process and run on libtest's threads side by
 //! side, so a test may not rely on being alone: names come from
-//! [`common::unique`] and each test starts its own fault proxy.
+//! [`common::unique`], each test starts its own fault proxy, and the few
+//! checks that look at server-wide state (the drills' scratch databases)
+//! hold [`common::DRILLS`] for as long as they look.
 
 mod common;
 
