@@ -261,9 +261,27 @@ mod tests {
         assert!(long.timing.progress_interval >= MIN_PROGRESS_GAP);
     }
 
-    #[tokio::test]
+    /// A store that notes when, on tokio's clock, each write was made.
+    #[derive(Default)]
+    struct ClockedStore {
+        times: std::sync::Mutex<Vec<Instant>>,
+        inner: MemoryStatusStore,
+    }
+
+    impl StatusStore for ClockedStore {
+        async fn read(&self, name: &str) -> Result<Option<Status>, StatusError> {
+            self.inner.read(name).await
+        }
+
+        async fn write(&self, name: &str, status: &Status) -> Result<(), StatusError> {
+            self.times.lock().unwrap().push(Instant::now());
+            self.inner.write(name, status).await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn heartbeat_writes_progress_no_more_often_than_the_interval() {
-        let reporter = reporter(MemoryStatusStore::default());
+        let reporter = reporter(ClockedStore::default());
         reporter
             .counters
             .plaintext_bytes
@@ -276,26 +294,20 @@ mod tests {
             () = work => {}
             never = reporter.heartbeat() => match never {},
         }
-        let writes = reporter.store.writes.lock().unwrap().clone();
-        // one phase write plus ~5 heartbeats in 1.1 s at 200 ms (fewer on
-        // a loaded machine: sleeps only ever run late)
-        assert!(
-            (2..=7).contains(&writes.len()),
-            "unexpected number of writes: {}",
-            writes.len()
-        );
+        let writes = reporter.store.inner.writes.lock().unwrap().clone();
+        // one phase write at 0 and heartbeats at 200, 400, 600, 800 and
+        // 1000 ms, on the paused clock
+        assert_eq!(writes.len(), 6, "unexpected number of writes: {writes:?}");
         assert!(writes.iter().all(|s| s.phase == Phase::Dumping));
         assert_eq!(writes.last().unwrap().bytes_read, 1234);
-        for pair in writes.windows(2) {
-            let gap = pair[1].updated_at - pair[0].updated_at;
-            assert!(
-                gap >= time::Duration::milliseconds(190),
-                "writes {gap} apart"
-            );
+        let times = reporter.store.times.lock().unwrap().clone();
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= Duration::from_millis(190), "writes {gap:?} apart");
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_phase_change_postpones_the_next_heartbeat() {
         let reporter = reporter(MemoryStatusStore::default());
         let work = async {
@@ -334,7 +346,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn the_final_status_is_retried_when_throttled() {
         let store = ThrottlingStore {
             throttles: AtomicU32::new(3),
@@ -350,7 +362,7 @@ mod tests {
         assert_eq!(stored.message, "pg_dump failed");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_final_status_that_cannot_be_written_is_an_error() {
         let store = ThrottlingStore {
             throttles: AtomicU32::new(100),

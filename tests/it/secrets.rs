@@ -6,12 +6,12 @@
 //! parameter, the manifest, the instance's console log, and the
 //! controller's output at `RUST_LOG=trace`.
 
-mod common;
-
 use std::process::{Command, Output};
 
 use base64::Engine as _;
-use common::*;
+
+use crate::common::config::Job;
+use crate::common::*;
 
 /// Fails naming `place` if `text` holds the password in any encoding.
 fn assert_clean(place: &str, text: &[u8], password: &str) {
@@ -94,14 +94,13 @@ async fn the_password_appears_nowhere() {
     create_sample_database(&database, 2_000);
     let holder = KeyHolder::generate("holder");
     let fixture = Fixture::new(&holder, &database, &password).await;
-    let as_role = |text: String| {
-        text.replace(
-            &format!("user = \"{PG_BACKUP_USER}\""),
-            &format!("user = \"{role}\""),
-        )
+    let as_role = |database: &str| {
+        fixture.config(Job {
+            user: role.clone(),
+            ..fixture.postgres_job(database)
+        })
     };
-    let config = std::fs::read_to_string(&fixture.config_path).unwrap();
-    std::fs::write(&fixture.config_path, as_role(config)).unwrap();
+    fixture.write(&as_role(&database));
 
     let output = run_traced(&fixture);
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
@@ -132,9 +131,7 @@ async fn the_password_appears_nowhere() {
     surfaces.extend(instance_surfaces(&fixture).await);
 
     // and a failing run: a database that does not exist
-    fixture.write_config(&format!("{database}_missing"), "");
-    let config = std::fs::read_to_string(&fixture.config_path).unwrap();
-    std::fs::write(&fixture.config_path, as_role(config)).unwrap();
+    fixture.write(&as_role(&format!("{database}_missing")));
     let failed = run_traced(&fixture);
     assert_eq!(failed.status.code(), Some(4), "{}", show(&failed));
     surfaces.push(("a failed run's stderr".into(), failed.stderr.clone()));

@@ -6,13 +6,11 @@
 //! controller's stderr; an empty folder must refuse to run. Neither may
 //! leave a manifest, an upload or an instance behind.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 
 fn gpg(home: &Path, args: &[&str]) -> Vec<u8> {
     run_ok(

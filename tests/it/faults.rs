@@ -11,37 +11,14 @@
 //! which both the controller (its `endpoint_url`) and the agent (the
 //! simulator's `backup-cloud-sim:endpoint` tag) talk through.
 
-mod common;
-#[path = "support/faultproxy.rs"]
-mod faultproxy;
-
-use std::future::Future;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
-use faultproxy::FaultProxy;
+use crate::common::config::ConfigFile;
+use crate::common::faultproxy::FaultProxy;
+use crate::common::*;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-
-/// Polls `check` every 200 ms until it returns `Some`, for at most `limit`.
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// Pids of processes whose command line contains every one of `needles`.
 fn processes_with(needles: &[&str]) -> Vec<i32> {
@@ -122,7 +99,7 @@ impl Case {
             earlier,
             _holder: holder,
         };
-        case.configure(|text| text);
+        case.configure(|_| {});
         case
     }
 
@@ -140,9 +117,12 @@ impl Case {
     async fn start_held(
         &self,
         delay_secs: u32,
-        edit: impl FnOnce(String) -> String,
+        edit: impl FnOnce(&mut ConfigFile),
     ) -> std::process::Child {
-        self.configure(|text| edit(text.replace("concurrency = 3", "concurrency = 1")));
+        self.configure(|config| {
+            config.upload.concurrency = 1;
+            edit(config);
+        });
         self.proxy.add_rule(json!({
             "method": "PUT", "query_contains": "partNumber=", "action": "delay",
             "seconds": delay_secs, "count": -1
@@ -153,24 +133,16 @@ impl Case {
     }
 
     /// Rewrites the config: both sides through the proxy, then `edit`.
-    fn configure(&self, edit: impl FnOnce(String) -> String) {
-        self.fixture.write_config(&self.database, "");
-        let path = &self.fixture.config_path;
-        let text = std::fs::read_to_string(path).unwrap();
-        let proxied = text
-            .replace(
-                &format!("endpoint_url = \"{}\"", endpoint()),
-                &format!("endpoint_url = \"{}\"", self.proxy.url()),
-            )
-            .replace(
-                "[instance]\n",
-                &format!(
-                    "[instance]\ntags = {{ \"backup-cloud-sim:endpoint\" = \"{}\" }}\n",
-                    self.proxy.url()
-                ),
-            );
-        assert_ne!(proxied, text);
-        std::fs::write(path, edit(proxied)).unwrap();
+    fn configure(&self, edit: impl FnOnce(&mut ConfigFile)) {
+        let fixture = &self.fixture;
+        let mut config = fixture.config(fixture.postgres_job(&self.database));
+        config.aws.endpoint_url = self.proxy.url();
+        config
+            .instance
+            .tags
+            .insert("backup-cloud-sim:endpoint".to_owned(), self.proxy.url());
+        edit(&mut config);
+        fixture.write(&config);
     }
 
     /// Starts `backup-cloud run` without waiting for it.
@@ -187,7 +159,7 @@ impl Case {
 
     /// Waits until the agent has sent at least one part through the proxy.
     async fn wait_for_first_part(&self) {
-        wait_for(
+        eventually(
             "the first part upload",
             Duration::from_secs(120),
             || async {
@@ -255,7 +227,7 @@ fn wait_output(child: std::process::Child) -> Output {
 async fn the_dump_tool_dying_halfway_fails_the_backup() {
     let case = Case::big("f_dumpdies_", 40).await;
     // slow parts keep pg_dump blocked on its pipe, alive, mid-way
-    let run = case.start_held(1, |text| text).await;
+    let run = case.start_held(1, |_| {}).await;
     let dbname = format!("dbname='{}'", case.database);
     let pids = processes_with(&["pg_dump", &dbname]);
     assert_eq!(pids.len(), 1, "one pg_dump for {}: {pids:?}", case.database);
@@ -272,7 +244,7 @@ async fn an_unreachable_database_fails_the_backup() {
     create_sample_database(&database, 200);
     let case = Case::new(&database).await;
     // port 1 on loopback: nothing listens, the connection is refused
-    case.configure(|text| text.replace(&format!("port = {}", pg_port()), "port = 1"));
+    case.configure(|config| config.only_job().port = 1);
     let output = case.fixture.run_job();
     case.assert_failed_cleanly(&output, 4, "psql failed").await;
 }
@@ -390,8 +362,8 @@ async fn a_connection_dropped_on_every_part_fails_cleanly() {
 async fn a_killed_agent_goes_stale_and_the_controller_ends_the_job() {
     let case = Case::big("f_agentdies_", 40).await;
     let run = case
-        .start_held(1, |text| {
-            text.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"")
+        .start_held(1, |config| {
+            config.status.heartbeat_timeout = Duration::from_secs(10);
         })
         .await;
     // the whole instance process group: agent, pg_dump and the user-data
@@ -415,7 +387,7 @@ async fn a_killed_agent_goes_stale_and_the_controller_ends_the_job() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_terminated_from_outside_fails_the_job() {
     let case = Case::big("f_vanish_", 40).await;
-    let run = case.start_held(1, |text| text).await;
+    let run = case.start_held(1, |_| {}).await;
     let status = case.fixture.status().await;
     let instance_id = status["instance_id"].as_str().map(str::to_owned);
     let fixture = &case.fixture;
@@ -474,18 +446,18 @@ async fn a_killed_controller_leaves_the_dead_man_to_end_the_instance() {
     // a one-minute lifetime, and a simulated minute of 3 seconds for this
     // instance only
     let mut run = case
-        .start_held(2, |text| {
-            text.replace("max_lifetime = \"20m\"", "max_lifetime = \"1m\"")
-                .replace(
-                    "tags = { ",
-                    "tags = { \"backup-cloud-sim:minute-seconds\" = \"3\", ",
-                )
+        .start_held(2, |config| {
+            config.instance.max_lifetime = Duration::from_secs(60);
+            config
+                .instance
+                .tags
+                .insert("backup-cloud-sim:minute-seconds".to_owned(), "3".to_owned());
         })
         .await;
     run.kill().unwrap();
     run.wait().unwrap();
     let fixture = &case.fixture;
-    wait_for(
+    eventually(
         "the dead-man to terminate the instance",
         Duration::from_secs(60),
         || async {
@@ -512,8 +484,8 @@ async fn a_killed_controller_leaves_the_dead_man_to_end_the_instance() {
 async fn a_killed_controller_s_orphan_is_reaped_and_its_upload_aborted() {
     let case = Case::big("f_reaped_", 40).await;
     let mut run = case
-        .start_held(1, |text| {
-            text.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"")
+        .start_held(1, |config| {
+            config.status.heartbeat_timeout = Duration::from_secs(10);
         })
         .await;
     run.kill().unwrap();
@@ -529,13 +501,9 @@ async fn a_killed_controller_s_orphan_is_reaped_and_its_upload_aborted() {
     let agents = processes_with(&["agent", "--spec-bucket", &fixture.bucket]);
     assert_eq!(agents.len(), 1, "{agents:?}");
     kill("STOP", &agents[0].to_string());
-    tokio::time::sleep(Duration::from_secs(12)).await;
     // only instances of this configuration's jobs are judged by their
     // heartbeat: other tests' instances run on
-    let reap = fixture.backup_cloud(&["reap", "--output", "json"]);
-    assert_eq!(reap.status.code(), Some(0), "{}", show(&reap));
-    let stdout = String::from_utf8_lossy(&reap.stdout);
-    let report: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    let report = fixture.reap_once_stale().await;
     let rows = report["reaped"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{report}");
     assert!(
@@ -565,12 +533,9 @@ async fn a_killed_controller_s_orphan_is_reaped_and_its_upload_aborted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_upload_with_live_heartbeats_times_out_as_a_stall() {
     let case = Case::big("f_stall_", 40).await;
-    case.configure(|text| {
-        text.replace(
-            "boot_timeout = \"120s\"",
-            "boot_timeout = \"120s\"\nstall_timeout = \"1m\"",
-        )
-        .replace("concurrency = 3", "concurrency = 1")
+    case.configure(|config| {
+        config.status.stall_timeout = Some(Duration::from_secs(60));
+        config.upload.concurrency = 1;
     });
     // the second part never gets an answer; the agent's heartbeats do
     case.proxy.add_rule(json!({

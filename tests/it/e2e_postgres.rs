@@ -3,9 +3,7 @@
 //! the agent dumps a real database through GPGME into S3, and the test
 //! proves the result with stock tools: `gpg --decrypt` and `pg_restore`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sha2::{Digest, Sha256};
 use std::process::Command;
 

@@ -3,17 +3,27 @@
 //! subprocess. `make test` starts the services; these helpers only find
 //! them and fail loudly when they are missing.
 
-#![allow(dead_code)] // each test binary uses a different subset
+pub mod config;
+pub mod faultproxy;
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_ssm::types::ParameterType;
 use backup_cloud::aws::AwsClients;
 use rand::Rng;
+
+use config::{
+    Aws, ConfigFile, Engine, Instance, Job, MysqlMode, PostgresFormat, StatusSettings, Storage,
+    Upload,
+};
 
 pub const REGION: &str = "us-east-1";
 /// The Amazon Linux 2023 public parameter LocalStack ships.
@@ -78,6 +88,123 @@ pub fn run_ok(command: &mut Command) -> Output {
         String::from_utf8_lossy(&output.stdout)
     );
     output
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Held by every test that runs `drill` or compares the drills' scratch
+/// databases (`backup_cloud_drill_…`) before and after: such a comparison
+/// only means something while no other drill runs against the same
+/// server. When each test file was a binary of its own, the PostgreSQL
+/// drills of `restore` and `restore_formats` never overlapped; in one
+/// process they would without this lock.
+pub static DRILLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// One of a child's output pipes.
+#[derive(Debug, Clone, Copy)]
+pub enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// A running command whose stdout and stderr are collected as they come,
+/// so a test can wait for a line and act while the command runs on.
+pub struct Streaming {
+    child: Child,
+    stdout: Collector,
+    stderr: Collector,
+}
+
+/// Reads a pipe to its end on a thread of its own.
+struct Collector {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Collector {
+    fn start(mut pipe: impl Read + Send + 'static) -> Collector {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&bytes);
+        let thread = std::thread::spawn(move || {
+            let mut buffer = [0; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buffer) {
+                sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Collector { bytes, thread }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+
+    fn finish(self) -> Vec<u8> {
+        self.thread.join().expect("the pipe reader");
+        Arc::into_inner(self.bytes).unwrap().into_inner().unwrap()
+    }
+}
+
+impl Streaming {
+    /// Spawns `command` with both output pipes collected.
+    pub fn spawn(command: &mut Command) -> Streaming {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        let stdout = Collector::start(child.stdout.take().unwrap());
+        let stderr = Collector::start(child.stderr.take().unwrap());
+        Streaming {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits until a line of `pipe` satisfies `matches`, for at most `limit`.
+    pub async fn wait_for_line(
+        &self,
+        pipe: Pipe,
+        what: &str,
+        limit: Duration,
+        matches: impl Fn(&str) -> bool,
+    ) {
+        let collector = match pipe {
+            Pipe::Stdout => &self.stdout,
+            Pipe::Stderr => &self.stderr,
+        };
+        eventually(what, limit, || async {
+            collector.text().lines().any(&matches).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits for the command to exit; everything it printed.
+    pub fn wait_with_output(mut self) -> Output {
+        let status = self.child.wait().unwrap();
+        Output {
+            status,
+            stdout: self.stdout.finish(),
+            stderr: self.stderr.finish(),
+        }
+    }
 }
 
 /// A throwaway gpg home with one cv25519 key pair, used as the offline key
@@ -260,7 +387,8 @@ pub struct Fixture {
     pub job: String,
     pub password_parameter: String,
     pub status_prefix: String,
-    pub dir: tempfile::TempDir,
+    /// Holds the config file; removed when the fixture is dropped.
+    pub _dir: tempfile::TempDir,
     pub config_path: PathBuf,
 }
 
@@ -299,69 +427,94 @@ impl Fixture {
             job,
             password_parameter,
             status_prefix,
-            dir,
+            _dir: dir,
             config_path,
         };
-        fixture.write_config(database, "");
+        fixture.write(&fixture.config(fixture.postgres_job(database)));
         fixture
     }
 
-    /// Writes the config file; `extra_job_keys` are appended to the job table.
-    pub fn write_config(&self, database: &str, extra_job_keys: &str) {
-        self.write_config_for_job(&format!(
-            "engine = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{PG_BACKUP_USER}\"\ndatabase = \"{database}\"\n{extra_job_keys}",
-            port = pg_port(),
-        ));
+    /// The fixture's config with `job` as its one job, under the
+    /// fixture's job name: LocalStack, the fixture's bucket and status
+    /// prefix, the simulator's AMI, short timeouts.
+    pub fn config(&self, job: Job) -> ConfigFile {
+        ConfigFile {
+            aws: Aws {
+                region: REGION.to_owned(),
+                endpoint_url: endpoint(),
+            },
+            storage: Storage {
+                bucket: self.bucket.clone(),
+                prefix: self.prefix.clone(),
+                retention: None,
+            },
+            instance: Instance {
+                ami_parameter: LOCALSTACK_AMI_PARAMETER.to_owned(),
+                instance_type: "t3.micro".to_owned(),
+                max_lifetime: Duration::from_secs(20 * 60),
+                tags: BTreeMap::new(),
+            },
+            status: StatusSettings {
+                parameter_prefix: self.status_prefix.clone(),
+                heartbeat_timeout: Duration::from_secs(60),
+                poll_interval: Duration::from_secs(1),
+                boot_timeout: Duration::from_secs(120),
+                stall_timeout: None,
+            },
+            upload: Upload {
+                part_size_mib: 5,
+                concurrency: 3,
+            },
+            jobs: BTreeMap::from([(self.job.clone(), job)]),
+        }
     }
 
-    /// Writes the config file for a MySQL job against the test MariaDB;
-    /// `job_keys` (e.g. `mode`, `databases`) are appended to the job table.
-    pub fn write_mysql_config(&self, job_keys: &str) {
-        self.write_config_for_job(&format!(
-            "engine = \"mysql\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"{MYSQL_BACKUP_USER}\"\n{job_keys}",
-            port = mysql_port(),
-        ));
+    /// A PostgreSQL job on `database` of the test server, as the backup
+    /// user, with the fixture's password parameter.
+    pub fn postgres_job(&self, database: &str) -> Job {
+        Job {
+            engine: Engine::Postgres,
+            host: "127.0.0.1".to_owned(),
+            port: pg_port(),
+            user: PG_BACKUP_USER.to_owned(),
+            database: Some(database.to_owned()),
+            databases: None,
+            password_parameter: self.password_parameter.clone(),
+            format: None,
+            mode: None,
+            jobs: None,
+            rows_per_chunk: None,
+            compression_level: None,
+            spot: None,
+        }
     }
 
-    /// Writes the config file with `job_keys` (engine and connection
-    /// included) as the job table.
-    fn write_config_for_job(&self, job_keys: &str) {
-        let text = format!(
-            r#"[aws]
-region = "{REGION}"
-endpoint_url = "{endpoint}"
+    /// [`Fixture::postgres_job`] as a directory dump with two workers.
+    pub fn postgres_directory_job(&self, database: &str) -> Job {
+        Job {
+            format: Some(PostgresFormat::Directory),
+            jobs: Some(2),
+            ..self.postgres_job(database)
+        }
+    }
 
-[storage]
-bucket = "{bucket}"
-prefix = "{prefix}"
+    /// A MySQL job on the test MariaDB, as the backup user, dumping
+    /// exactly `databases` with `mode`.
+    pub fn mysql_job(&self, mode: MysqlMode, databases: &[&str]) -> Job {
+        Job {
+            engine: Engine::Mysql,
+            port: mysql_port(),
+            user: MYSQL_BACKUP_USER.to_owned(),
+            database: None,
+            databases: Some(databases.iter().map(|d| d.to_string()).collect()),
+            mode: Some(mode),
+            ..self.postgres_job("")
+        }
+    }
 
-[instance]
-ami_parameter = "{LOCALSTACK_AMI_PARAMETER}"
-instance_type = "t3.micro"
-max_lifetime = "20m"
-
-[status]
-parameter_prefix = "{status_prefix}"
-heartbeat_timeout = "60s"
-poll_interval = "1s"
-boot_timeout = "120s"
-
-[upload]
-part_size_mib = 5
-concurrency = 3
-
-[jobs.{job}]
-password_parameter = "{password_parameter}"
-{job_keys}
-"#,
-            endpoint = endpoint(),
-            bucket = self.bucket,
-            prefix = self.prefix,
-            status_prefix = self.status_prefix,
-            job = self.job,
-            password_parameter = self.password_parameter,
-        );
-        std::fs::write(&self.config_path, text).unwrap();
+    /// Writes `config` as the fixture's config file.
+    pub fn write(&self, config: &ConfigFile) {
+        config.write(&self.config_path);
     }
 
     /// Runs `backup-cloud ARGS --config <fixture config>`.
@@ -373,6 +526,24 @@ password_parameter = "{password_parameter}"
             .env("RUST_LOG", "info")
             .output()
             .unwrap()
+    }
+
+    /// Runs `reap --output json` until it reaps something (a hung agent's
+    /// heartbeat has gone stale), for at most a minute; returns its report.
+    pub async fn reap_once_stale(&self) -> serde_json::Value {
+        eventually(
+            "reap to find a stale heartbeat",
+            Duration::from_secs(60),
+            || async {
+                let reap = self.backup_cloud(&["reap", "--output", "json"]);
+                assert_eq!(reap.status.code(), Some(0), "{}", show(&reap));
+                let stdout = String::from_utf8_lossy(&reap.stdout);
+                let report: serde_json::Value =
+                    serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+                (!report["reaped"].as_array().unwrap().is_empty()).then_some(report)
+            },
+        )
+        .await
     }
 
     pub fn run_job(&self) -> Output {
@@ -496,18 +667,6 @@ password_parameter = "{password_parameter}"
             })
             .collect()
     }
-
-    /// Points the controller's `endpoint_url` at `url` (a fault proxy).
-    pub fn use_endpoint(&self, url: &str) {
-        let text = std::fs::read_to_string(&self.config_path).unwrap();
-        let from = format!("endpoint_url = \"{}\"", endpoint());
-        assert!(
-            text.contains(&from),
-            "the config names the LocalStack endpoint"
-        );
-        let text = text.replace(&from, &format!("endpoint_url = \"{url}\""));
-        std::fs::write(&self.config_path, text).unwrap();
-    }
 }
 
 /// Asserts that every instance of the job is terminated or on its way.
@@ -619,7 +778,6 @@ pub fn create_mysql_sample_database(database: &str, rows: u32) {
     ));
 }
 
-/// `CHECKSUM TABLE` of every base table in `databases`, by `db.table`.
 /// Two sample databases backed up together: `{tag}_shop_…` with
 /// `shop_rows` rows and `{tag}_crm_…` with `crm_rows`. Returns their names.
 pub fn create_mysql_shop_and_crm(tag: &str, shop_rows: u32, crm_rows: u32) -> (String, String) {
@@ -630,12 +788,6 @@ pub fn create_mysql_shop_and_crm(tag: &str, shop_rows: u32, crm_rows: u32) -> (S
     (shop, crm)
 }
 
-/// The MySQL job keys choosing `mode` and exactly `databases`.
-pub fn mysql_job_keys(mode: &str, databases: &[&str]) -> String {
-    let quoted: Vec<String> = databases.iter().map(|d| format!("\"{d}\"")).collect();
-    format!("mode = \"{mode}\"\ndatabases = [{}]\n", quoted.join(", "))
-}
-
 /// Drops `databases` from the MySQL server, those that exist.
 pub fn drop_mysql_databases(databases: &[&str]) {
     for database in databases {
@@ -643,6 +795,7 @@ pub fn drop_mysql_databases(databases: &[&str]) {
     }
 }
 
+/// `CHECKSUM TABLE` of every base table in `databases`, by `db.table`.
 pub fn mysql_checksums(databases: &[&str]) -> Vec<(String, String)> {
     let list = databases
         .iter()

@@ -3,8 +3,6 @@
 //! stops it when dropped. Each test gets its own proxy, so rules never leak
 //! between tests running in parallel.
 
-#![allow(dead_code)] // each test binary uses a different subset
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

@@ -5,12 +5,11 @@
 //! `decrypt --out` proven to undo zstd and to put directory dumps back at
 //! their paths, byte for byte what stock `gpg` and `zstd -d` give.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::config::{Job, MysqlMode};
+use crate::common::*;
 
 /// Runs the fixture's job; returns the manifest and its S3 address.
 async fn back_up(fixture: &Fixture) -> (serde_json::Value, String) {
@@ -167,6 +166,7 @@ fn drill_scratch_databases() -> String {
 
 /// `drill` into the MySQL server: it passes with `counts` ("N table(s),
 /// M row(s)") and leaves no scratch database behind; returns its output.
+/// The caller holds [`DRILLS`].
 fn mysql_drill_passes(
     fixture: &Fixture,
     holder: &KeyHolder,
@@ -199,7 +199,7 @@ async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
     let before = mysql_checksums(&databases);
 
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
-    fixture.write_mysql_config(&mysql_job_keys("mysqldump", &databases));
+    fixture.write(&fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &databases)));
     let (manifest, address) = back_up(&fixture).await;
     let object = &manifest["objects"][0];
     assert_eq!(object["compression"], "zstd", "{manifest}");
@@ -232,6 +232,7 @@ async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
     assert_eq!(mysql_checksums(&databases), before);
 
     // drill: the stream's databases renamed into scratch databases
+    let _drills = DRILLS.lock().await;
     mysql_drill_passes(&fixture, &holder, &address, "8 table(s), 18000 row(s)");
     assert_eq!(
         mysql_checksums(&databases),
@@ -267,10 +268,11 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
     let before = mysql_checksums(&databases);
 
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
-    fixture.write_mysql_config(&format!(
-        "{}jobs = 2\nrows_per_chunk = 5000\n",
-        mysql_job_keys("mydumper", &databases)
-    ));
+    fixture.write(&fixture.config(Job {
+        jobs: Some(2),
+        rows_per_chunk: Some(5000),
+        ..fixture.mysql_job(MysqlMode::Mydumper, &databases)
+    }));
     let (manifest, address) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "mydumper");
     let facts = &manifest["facts"];
@@ -313,6 +315,7 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
     );
 
     // drill: scratch databases, compared with the facts from dump time
+    let _drills = DRILLS.lock().await;
     let out = mysql_drill_passes(&fixture, &holder, &address, "8 table(s), 39000 row(s)");
     assert!(
         out.contains("note: MySQL facts were taken after the dump"),
@@ -367,7 +370,7 @@ async fn a_postgres_directory_backup_restores_with_pg_restore_jobs_and_drills() 
     let database = unique("rf_dir_");
     create_sample_database(&database, 10_000);
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    fixture.write_config(&database, "format = \"directory\"\njobs = 2\n");
+    fixture.write(&fixture.config(fixture.postgres_directory_job(&database)));
     let (manifest, address) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "pg_dump-directory");
 
@@ -388,7 +391,9 @@ async fn a_postgres_directory_backup_restores_with_pg_restore_jobs_and_drills() 
     assert_eq!(table_digests(&restored), original);
 
     // and the drill: pg_restore --jobs into a scratch database, the facts
-    // taken in the dump's own snapshot
+    // taken in the dump's own snapshot; it holds the lock because its
+    // scratch database would show in another drill's check
+    let _drills = DRILLS.lock().await;
     let server = format!(
         "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
         pg_port()

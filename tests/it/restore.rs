@@ -3,13 +3,11 @@
 //! tampering with it), `restore`, the split-knowledge flow in separate gpg
 //! homes (ours and stock gpg's), and `export` interrupted and resumed.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
-use common::*;
 
 /// Exit code of a backup that failed verification or restore.
 const UNRESTORABLE: i32 = 7;
@@ -89,9 +87,18 @@ impl Backed {
         let parent = old_prefix.trim_end_matches('/').rsplit_once('/').unwrap().0;
         let new_prefix = format!("{parent}/{timestamp}/");
         let object = self.fixture.get(&self.object_key).await;
+        assert!(
+            self.object_key.starts_with(old_prefix),
+            "{}",
+            self.object_key
+        );
         let new_object = self.object_key.replace(old_prefix, &new_prefix);
         self.put(&new_object, object).await;
         let text = String::from_utf8(self.fixture.get(&self.manifest_key).await).unwrap();
+        assert!(
+            text.contains(old_prefix),
+            "the manifest names its prefix: {text}"
+        );
         let new_manifest = format!("{new_prefix}manifest.json");
         self.put(
             &new_manifest,
@@ -635,7 +642,9 @@ async fn drill_restores_into_a_scratch_database_and_checks_the_dump_facts() {
         "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
         pg_port()
     );
-    // only this test drills, so any scratch database left would be its own
+    // no other drill runs while this is held, so any scratch database
+    // left would be this test's own
+    let _drills = DRILLS.lock().await;
     let scratch = || {
         psql(
             "postgres",

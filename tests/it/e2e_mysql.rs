@@ -6,9 +6,8 @@
 //! restore with `myloader` or `mysql`, and compare every table's
 //! `CHECKSUM TABLE` with the original.
 
-mod common;
-
-use common::*;
+use crate::common::config::{Job, MysqlMode};
+use crate::common::*;
 use std::process::{Command, Stdio};
 
 /// Runs the fixture's job, returning the manifest and the backup's key
@@ -46,10 +45,11 @@ async fn a_mydumper_backup_restores_with_myloader_to_identical_checksums() {
     assert_eq!(before.len(), 8, "{before:?}");
 
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
-    fixture.write_mysql_config(&format!(
-        "{}jobs = 2\nrows_per_chunk = 5000\n",
-        mysql_job_keys("mydumper", &databases)
-    ));
+    fixture.write(&fixture.config(Job {
+        jobs: Some(2),
+        rows_per_chunk: Some(5000),
+        ..fixture.mysql_job(MysqlMode::Mydumper, &databases)
+    }));
     let (manifest, backup_prefix) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "mydumper");
     assert!(manifest["tool_versions"]["dump_tool"]
@@ -142,10 +142,10 @@ async fn a_mysqldump_backup_restores_with_mysql_to_identical_checksums() {
     let before = mysql_checksums(&databases);
 
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
-    fixture.write_mysql_config(&format!(
-        "{}compression_level = 5\n",
-        mysql_job_keys("mysqldump", &databases)
-    ));
+    fixture.write(&fixture.config(Job {
+        compression_level: Some(5),
+        ..fixture.mysql_job(MysqlMode::Mysqldump, &databases)
+    }));
     let (manifest, _) = back_up(&fixture).await;
     assert_eq!(manifest["format"], "mysqldump");
     let objects = manifest["objects"].as_array().unwrap();
@@ -210,9 +210,13 @@ async fn uploads_begin_while_the_dump_is_still_running() {
          INSERT INTO filler SELECT seq, LEFT(MD5(seq), 16) FROM seq_1_to_2000000;"
     ));
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
-    fixture.write_mysql_config(&format!(
-        "mode = \"mydumper\"\ndatabase = \"{database}\"\njobs = 2\nrows_per_chunk = 50000\n"
-    ));
+    fixture.write(&fixture.config(Job {
+        database: Some(database.clone()),
+        databases: None,
+        jobs: Some(2),
+        rows_per_chunk: Some(50_000),
+        ..fixture.mysql_job(MysqlMode::Mydumper, &[])
+    }));
     let (manifest, _) = back_up(&fixture).await;
 
     let dump_started = &manifest["dump_started_at"];

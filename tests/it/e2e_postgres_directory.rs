@@ -4,9 +4,7 @@
 //! `zstd -d`, `pg_restore -j`). Also: a dump that fails halfway leaves no
 //! manifest and no open multipart upload.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_backup_restores_with_pg_restore_jobs() {
@@ -15,7 +13,7 @@ async fn a_directory_backup_restores_with_pg_restore_jobs() {
     let database = unique("e2e_dir_");
     create_sample_database(&database, 30_000);
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    fixture.write_config(&database, "format = \"directory\"\njobs = 2\n");
+    fixture.write(&fixture.config(fixture.postgres_directory_job(&database)));
 
     let output = fixture.run_job();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
@@ -85,7 +83,7 @@ async fn a_directory_dump_failing_halfway_leaves_no_manifest_and_no_open_upload(
          GRANT SELECT ON zz_protected TO backup;",
     );
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    fixture.write_config(&database, "format = \"directory\"\njobs = 2\n");
+    fixture.write(&fixture.config(fixture.postgres_directory_job(&database)));
 
     let output = fixture.run_job();
     assert_eq!(output.status.code(), Some(4), "{}", show(&output));

@@ -4,11 +4,10 @@
 //! COMPLIANCE retention, then: every object and the manifest carry the
 //! retention, and deleting a locked version is refused.
 
-mod common;
-
+use crate::common::*;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockMode;
-use common::*;
+use backup_cloud::schema::{Retention, RetentionMode};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_object_and_the_manifest_are_locked() {
@@ -37,16 +36,16 @@ async fn every_object_and_the_manifest_are_locked() {
         .send()
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
-    let text = text.replace(
-        &format!("bucket = \"{}\"\n", fixture.bucket),
-        &format!("bucket = \"{locked}\"\nretention = {{ mode = \"compliance\", days = 2 }}\n"),
-    );
-    std::fs::write(&fixture.config_path, text).unwrap();
     let fixture = Fixture {
         bucket: locked,
         ..fixture
     };
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.storage.retention = Some(Retention {
+        mode: RetentionMode::Compliance,
+        days: 2,
+    });
+    fixture.write(&config);
 
     let started = time::OffsetDateTime::now_utc();
     let output = fixture.run_job();

@@ -13,8 +13,6 @@
 //! with stock tools, tags of every allowed character reach EC2 unchanged,
 //! and a hostile prefix is refused before anything is launched.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -23,7 +21,7 @@ use backup_cloud::controller::plan::JobPlan;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 
-use common::*;
+use crate::common::*;
 
 const FILE: &str = "hostile.toml";
 
@@ -266,6 +264,11 @@ impl Field {
         // written by hand: toml_write 0.1.2 overflows (panics) on strings of
         // more than 255 single quotes
         let literal = toml_basic_string(value);
+        assert_eq!(
+            text.matches(PLACEHOLDER).count(),
+            1,
+            "{self:?}: the placeholder stands where the value goes: {text}"
+        );
         let text = text
             .replace(&format!("\"{PLACEHOLDER}\""), &literal)
             .replace(PLACEHOLDER, &literal);
@@ -576,21 +579,16 @@ async fn a_database_named_like_an_injection_is_backed_up_and_restored() {
     let original = psql_in(&database, DIGEST_SQL);
 
     let holder = KeyHolder::generate("holder");
-    let fixture = Fixture::new(&holder, "placeholder", &pg_backup_password()).await;
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
     // tag values may hold letters of any script, digits, spaces and
     // `_.:/=+-@`: all of them, in one value
     let tag_value = "Grüße = 東京 + a/b@c:d_e.f-g 1";
-    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
-    let text = text
-        .replace(
-            "database = \"placeholder\"",
-            &format!("database = {}", toml_basic_string(&database)),
-        )
-        .replace(
-            "[instance]\n",
-            &format!("[instance]\ntags = {{ \"owner note\" = \"{tag_value}\" }}\n"),
-        );
-    std::fs::write(&fixture.config_path, text).unwrap();
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config
+        .instance
+        .tags
+        .insert("owner note".to_owned(), tag_value.to_owned());
+    fixture.write(&config);
 
     let output = fixture.run_job();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
@@ -635,13 +633,10 @@ async fn a_hostile_prefix_is_refused_before_anything_is_launched() {
     let canary = format!("/tmp/{}", unique("bc"));
     let holder = KeyHolder::generate("holder");
     let fixture = Fixture::new(&holder, "orders", &pg_backup_password()).await;
-    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
     let hostile = format!("prod/$(touch {canary})/`touch {canary}`");
-    let text = text.replace(
-        &format!("prefix = \"{}\"", fixture.prefix),
-        &format!("prefix = \"{hostile}\""),
-    );
-    std::fs::write(&fixture.config_path, text).unwrap();
+    let mut config = fixture.config(fixture.postgres_job("orders"));
+    config.storage.prefix = hostile;
+    fixture.write(&config);
     for args in [
         vec!["config", "check"],
         vec!["run", "--job", &fixture.job],

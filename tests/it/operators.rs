@@ -4,15 +4,13 @@
 //! documented exit code from a real scenario. Real LocalStack, real
 //! PostgreSQL, the instance simulator and the real binary throughout.
 
-mod common;
-#[path = "support/faultproxy.rs"]
-mod faultproxy;
-
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::config::Job;
+use crate::common::faultproxy::FaultProxy;
+use crate::common::*;
 
 /// Holds an ACCESS EXCLUSIVE lock on a table in an open transaction, so a
 /// backup of that database blocks in `pg_dump` until [`TableLock::release`]:
@@ -40,7 +38,7 @@ impl TableLock {
         // Wait until the lock is visible to other sessions.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let held = psql_query(
+            let held = crate::common::psql(
                 database,
                 &format!(
                     "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
@@ -67,31 +65,15 @@ impl TableLock {
     }
 }
 
-fn psql_query(database: &str, sql: &str) -> String {
-    psql(database, sql)
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// `backup-cloud ARGS --config <fixture config>`, not yet started.
+fn backup_cloud(fixture: &Fixture, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_backup-cloud"));
+    command.args(args).arg("--config").arg(&fixture.config_path);
+    command
 }
 
 fn spawn(fixture: &Fixture, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-        .args(args)
-        .arg("--config")
-        .arg(&fixture.config_path)
+    backup_cloud(fixture, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -198,10 +180,20 @@ async fn launch_status_wait_follow_a_detached_job() {
         show(&list)
     );
 
-    let waiter = spawn(&fixture, &["wait", &fixture.job, "--output", "json"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiter = Streaming::spawn(&mut backup_cloud(
+        &fixture,
+        &["wait", &fixture.job, "--output", "json"],
+    ));
+    waiter
+        .wait_for_line(
+            Pipe::Stdout,
+            "wait to follow the dumping job",
+            Duration::from_secs(60),
+            |line| line.contains(r#""event":"progress""#) && line.contains(r#""phase":"dumping""#),
+        )
+        .await;
     lock.release();
-    let waited = waiter.wait_with_output().unwrap();
+    let waited = waiter.wait_with_output();
     assert_eq!(waited.status.code(), Some(0), "{}", show(&waited));
     let events = json_lines(&waited);
     let finished = events
@@ -221,25 +213,13 @@ async fn launch_status_wait_follow_a_detached_job() {
 async fn ten_jobs_run_at_most_four_at_a_time() {
     let (_holder, database, fixture) = sample_fixture("ops_many_").await;
     let names: Vec<String> = (0..10).map(|i| format!("{}-{i}", fixture.job)).collect();
-    let extra: String = names[1..]
+    // The fixture's own job is replaced by ten of the same, named alike.
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.jobs = names
         .iter()
-        .map(|name| {
-            format!(
-                "\n[jobs.{name}]\nengine = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{PG_BACKUP_USER}\"\ndatabase = \"{database}\"\npassword_parameter = \"{}\"\n",
-                pg_port(),
-                fixture.password_parameter
-            )
-        })
+        .map(|name| (name.clone(), fixture.postgres_job(&database)))
         .collect();
-    fixture.write_config(&database, &extra);
-    // The fixture's own job is the tenth; rename it in the file to keep one naming scheme.
-    let text = std::fs::read_to_string(&fixture.config_path)
-        .unwrap()
-        .replace(
-            &format!("[jobs.{}]", fixture.job),
-            &format!("[jobs.{}]", names[0]),
-        );
-    std::fs::write(&fixture.config_path, text).unwrap();
+    fixture.write(&config);
 
     let mut run = spawn(
         &fixture,
@@ -344,10 +324,21 @@ async fn a_running_job_refuses_a_second_run_until_its_lease_expires() {
     );
 
     // --attach follows the running job to its end.
-    let attached = spawn(&fixture, &["run", "--job", &fixture.job, "--attach"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attached = Streaming::spawn(&mut backup_cloud(
+        &fixture,
+        &["run", "--job", &fixture.job, "--attach"],
+    ));
+    let following = format!("{}: dumping", fixture.job);
+    attached
+        .wait_for_line(
+            Pipe::Stderr,
+            "--attach to follow the dumping job",
+            Duration::from_secs(60),
+            |line| line.contains(&following),
+        )
+        .await;
     lock.release();
-    let attached = attached.wait_with_output().unwrap();
+    let attached = attached.wait_with_output();
     assert_eq!(attached.status.code(), Some(0), "{}", show(&attached));
     assert!(String::from_utf8_lossy(&attached.stdout).contains(&first_id));
 
@@ -361,10 +352,9 @@ async fn a_running_job_refuses_a_second_run_until_its_lease_expires() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reap_ends_the_orphan_of_a_dead_controller() {
     let (_holder, database, fixture) = sample_fixture("ops_reap_").await;
-    let config = std::fs::read_to_string(&fixture.config_path)
-        .unwrap()
-        .replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\"");
-    std::fs::write(&fixture.config_path, config).unwrap();
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.status.heartbeat_timeout = Duration::from_secs(10);
+    fixture.write(&config);
     let lock = TableLock::hold(&database, "orders");
 
     let mut controller = spawn(&fixture, &["run", "--job", &fixture.job]);
@@ -391,11 +381,8 @@ async fn reap_ends_the_orphan_of_a_dead_controller() {
     // The agent hangs: its heartbeat goes stale, and reap ends it.
     let agent = agent_pid(&fixture).await;
     signal(agent, "STOP");
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let reap = fixture.backup_cloud(&["reap", "--output", "json"]);
-    assert_eq!(reap.status.code(), Some(0), "{}", show(&reap));
-    let reaped = json_lines(&reap);
-    let rows = reaped[0]["reaped"].as_array().unwrap();
+    let reaped = fixture.reap_once_stale().await;
+    let rows = reaped["reaped"].as_array().unwrap();
     assert_eq!(rows.len(), 1, "{reaped:?}");
     assert!(
         rows[0]["reason"].as_str().unwrap().contains("no heartbeat"),
@@ -429,19 +416,17 @@ async fn every_documented_exit_code_comes_from_a_real_scenario() {
     assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
 
     // 3: a launch failure (the AMI parameter does not exist).
-    let good_config = std::fs::read_to_string(&fixture.config_path).unwrap();
-    std::fs::write(
-        &fixture.config_path,
-        good_config.replace(LOCALSTACK_AMI_PARAMETER, "/backup-cloud-test/no-such-ami"),
-    )
-    .unwrap();
+    let good_config = fixture.config(fixture.postgres_job(&database));
+    let mut no_ami = good_config.clone();
+    no_ami.instance.ami_parameter = "/backup-cloud-test/no-such-ami".to_owned();
+    fixture.write(&no_ami);
     let launch = fixture.backup_cloud(&["run", "--job", &fixture.job, "--output", "json"]);
     assert_eq!(launch.status.code(), Some(3), "{}", show(&launch));
     assert_eq!(
         json_lines(&launch).last().unwrap()["outcome"],
         "launch_failed"
     );
-    std::fs::write(&fixture.config_path, &good_config).unwrap();
+    fixture.write(&good_config);
 
     // 4: the backup failed (wrong password).
     fixture
@@ -470,11 +455,9 @@ async fn every_documented_exit_code_comes_from_a_real_scenario() {
         .unwrap();
 
     // 5: timed out (the agent hangs; its heartbeat goes stale).
-    std::fs::write(
-        &fixture.config_path,
-        good_config.replace("heartbeat_timeout = \"60s\"", "heartbeat_timeout = \"10s\""),
-    )
-    .unwrap();
+    let mut short_heartbeat = good_config;
+    short_heartbeat.status.heartbeat_timeout = Duration::from_secs(10);
+    fixture.write(&short_heartbeat);
     let lock = TableLock::hold(&database, "orders");
     let run = spawn(&fixture, &["run", "--job", &fixture.job]);
     let agent = agent_pid(&fixture).await;
@@ -535,9 +518,13 @@ async fn plan_shows_the_launch_and_an_estimate_without_launching() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spot_falls_back_to_on_demand_when_capacity_is_refused() {
     let (_holder, database, fixture) = sample_fixture("ops_spot_").await;
-    let proxy = faultproxy::FaultProxy::start(&endpoint());
-    fixture.write_config(&database, "spot = true");
-    fixture.use_endpoint(&proxy.url());
+    let proxy = FaultProxy::start(&endpoint());
+    let mut config = fixture.config(Job {
+        spot: Some(true),
+        ..fixture.postgres_job(&database)
+    });
+    config.aws.endpoint_url = proxy.url();
+    fixture.write(&config);
     // EC2 refuses the spot request, as it does when a pool runs dry.
     proxy.add_rule(serde_json::json!({
         "body_contains": "InstanceMarketOptions.MarketType=spot",
@@ -571,9 +558,10 @@ async fn spot_falls_back_to_on_demand_when_capacity_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_that_cannot_be_terminated_exits_1_and_is_named() {
     let (_holder, database, fixture) = sample_fixture("ops_stuck_").await;
-    let proxy = faultproxy::FaultProxy::start(&endpoint());
-    fixture.write_config(&database, "");
-    fixture.use_endpoint(&proxy.url());
+    let proxy = FaultProxy::start(&endpoint());
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.aws.endpoint_url = proxy.url();
+    fixture.write(&config);
     // EC2 refuses every TerminateInstances: the controller cannot confirm
     // the instance gone, which must never pass for success.
     proxy.add_rule(serde_json::json!({
