@@ -18,6 +18,7 @@ mod e2e_mysql;
 mod e2e_postgres;
 mod e2e_postgres_directory;
 mod faults;
+mod interrupts;
 mod operators;
 mod policies;
 mod public_keys;

@@ -635,6 +635,11 @@ impl Fixture {
 
     /// Every instance launched for this fixture's job, as EC2 lists them.
     pub async fn instances(&self) -> Vec<aws_sdk_ec2::types::Instance> {
+        self.instances_of(std::slice::from_ref(&self.job)).await
+    }
+
+    /// Every instance launched for any of `jobs`, as EC2 lists them.
+    pub async fn instances_of(&self, jobs: &[String]) -> Vec<aws_sdk_ec2::types::Instance> {
         let out = self
             .aws
             .ec2
@@ -642,7 +647,7 @@ impl Fixture {
             .filters(
                 aws_sdk_ec2::types::Filter::builder()
                     .name("tag:backup-cloud:job")
-                    .values(&self.job)
+                    .set_values(Some(jobs.to_vec()))
                     .build(),
             )
             .send()

@@ -3,16 +3,13 @@
 //! Under `run --all`, Ctrl-C also stops queued jobs from being launched.
 //! Real LocalStack, the instance simulator and the real binary throughout.
 
-mod common;
-#[path = "support/faultproxy.rs"]
-mod faultproxy;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::faultproxy::FaultProxy;
+use crate::common::*;
 
 const SIGINT: i32 = 2;
 
@@ -60,8 +57,10 @@ async fn ctrl_c_stops_a_command_that_watches_nothing() {
     require_services();
     let holder = KeyHolder::generate("holder");
     let fixture = Fixture::new(&holder, "unused", "unused").await;
-    let proxy = faultproxy::FaultProxy::start(&endpoint());
-    fixture.use_endpoint(&proxy.url());
+    let proxy = FaultProxy::start(&endpoint());
+    let mut config = fixture.config(fixture.postgres_job("unused"));
+    config.aws.endpoint_url = proxy.url();
+    fixture.write(&config);
     // Every AWS call hangs for a while: the command is still running when
     // Ctrl-C comes, its signal handling (if any) long in place.
     proxy.add_rule(serde_json::json!({"action": "delay", "seconds": 30, "count": -1}));
@@ -98,33 +97,17 @@ async fn ctrl_c_under_run_all_launches_no_queued_job() {
     let database = unique("intr_all_");
     create_sample_database(&database, 100);
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    let names: Vec<String> = (0..3)
-        .map(|i| match i {
-            0 => fixture.job.clone(),
-            i => format!("{}-{i}", fixture.job),
-        })
-        .collect();
-    let extra: String = names[1..]
+    let names: Vec<String> = (0..3).map(|i| format!("{}-{i}", fixture.job)).collect();
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.jobs = names
         .iter()
-        .map(|name| {
-            format!(
-                "\n[jobs.{name}]\nengine = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{PG_BACKUP_USER}\"\ndatabase = \"{database}\"\npassword_parameter = \"{}\"\n",
-                pg_port(),
-                fixture.password_parameter
-            )
-        })
+        .map(|name| (name.clone(), fixture.postgres_job(&database)))
         .collect();
-    fixture.write_config(&database, &extra);
     // A 30 s poll interval keeps the first job's watch (and so its slot)
     // open long after its launch, whatever the job itself does: nothing
     // but Ctrl-C can free the slot within the test's time.
-    let text = std::fs::read_to_string(&fixture.config_path).unwrap();
-    assert!(text.contains("poll_interval = \"1s\""), "{text}");
-    std::fs::write(
-        &fixture.config_path,
-        text.replace("poll_interval = \"1s\"", "poll_interval = \"30s\""),
-    )
-    .unwrap();
+    config.status.poll_interval = Duration::from_secs(30);
+    fixture.write(&config);
 
     let mut run = start(
         &fixture,
@@ -167,24 +150,7 @@ async fn ctrl_c_under_run_all_launches_no_queued_job() {
         jobs.iter().all(|j| j["outcome"] == "interrupted"),
         "{shown}"
     );
-    let out = fixture
-        .aws
-        .ec2
-        .describe_instances()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("tag:backup-cloud:job")
-                .set_values(Some(names.clone()))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let instances: Vec<_> = out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .collect();
+    let instances = fixture.instances_of(&names).await;
     assert_eq!(instances.len(), 1, "{instances:#?}");
     let state = instances[0]
         .state()
