@@ -443,15 +443,18 @@ async fn throttled_status_writes_delay_progress_but_the_backup_succeeds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_controller_leaves_the_dead_man_to_end_the_instance() {
     let case = Case::big("f_ctldies_", 40).await;
-    // a one-minute lifetime, and a simulated minute of 3 seconds for this
-    // instance only
+    // a one-minute lifetime, and a simulated minute of 15 seconds for this
+    // instance only: long enough for a loaded machine to boot the agent
+    // and send the first part before the dead-man fires (3 seconds lost
+    // that race), short against the 40 s or more that at least eight
+    // parts delayed 5 s each would take to finish the backup
     let mut run = case
-        .start_held(2, |config| {
+        .start_held(5, |config| {
             config.instance.max_lifetime = Duration::from_secs(60);
-            config
-                .instance
-                .tags
-                .insert("backup-cloud-sim:minute-seconds".to_owned(), "3".to_owned());
+            config.instance.tags.insert(
+                "backup-cloud-sim:minute-seconds".to_owned(),
+                "15".to_owned(),
+            );
         })
         .await;
     run.kill().unwrap();
