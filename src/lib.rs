@@ -12,6 +12,7 @@ pub mod config;
 pub mod controller;
 pub mod gpg_stream;
 pub mod output;
+pub mod process;
 pub mod restore;
 pub mod schema;
 pub mod status_store;

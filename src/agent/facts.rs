@@ -134,23 +134,16 @@ pub fn parse_mysql_facts(
 }
 
 /// Runs the connected `mysql` client `client` with `sql` on stdin.
-async fn mysql_batch(client: std::process::Command, sql: &str) -> Result<String, FactsError> {
-    let mut command = tokio::process::Command::from(client);
-    command
-        .args([
-            "--batch",
-            "--skip-column-names",
-            "--default-character-set=utf8mb4",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn()?;
-    let mut stdin = child.stdin.take().ok_or(FactsError::Ended)?;
-    stdin.write_all(sql.as_bytes()).await?;
-    drop(stdin);
-    let output = child.wait_with_output().await?;
+async fn mysql_batch(mut client: std::process::Command, sql: &str) -> Result<String, FactsError> {
+    client.args([
+        "--batch",
+        "--skip-column-names",
+        "--default-character-set=utf8mb4",
+    ]);
+    let sql = sql.as_bytes().to_vec();
+    let output = tokio::task::spawn_blocking(move || crate::process::run_with_input(client, &sql))
+        .await
+        .map_err(|_| FactsError::Ended)??;
     if !output.status.success() {
         return Err(FactsError::Failed(
             String::from_utf8_lossy(&output.stderr).trim().to_owned(),

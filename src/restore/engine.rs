@@ -606,24 +606,8 @@ fn psql(url: &str, args: &[&str], stdin: Option<&str>) -> Result<String, Restore
 
 /// Runs a client tool with `input` on stdin; returns its stdout, or fails
 /// with its stderr.
-fn run_with_stdin(
-    mut command: Command,
-    program: &str,
-    input: &str,
-) -> Result<String, RestoreError> {
-    use std::io::Write;
-    let mut child = command
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| RestoreError::Failed(format!("cannot run {program}: {e}")))?;
-    if let Some(mut pipe) = child.stdin.take() {
-        pipe.write_all(input.as_bytes())
-            .map_err(|e| RestoreError::Failed(format!("cannot feed {program}: {e}")))?;
-    }
-    let output = child
-        .wait_with_output()
+fn run_with_stdin(command: Command, program: &str, input: &str) -> Result<String, RestoreError> {
+    let output = crate::process::run_with_input(command, input.as_bytes())
         .map_err(|e| RestoreError::Failed(format!("cannot run {program}: {e}")))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
