@@ -308,11 +308,12 @@ fn statements(document: &Value) -> Vec<&Value> {
     }
 }
 
-/// The Allow statements granting `action` on `resource` (conditions aside).
-fn granting<'a>(document: &'a Value, action: &str, resource: &str) -> Vec<&'a Value> {
+/// The statements with `effect` that apply to `action` on `resource`
+/// (conditions aside).
+fn applying<'a>(document: &'a Value, effect: &str, action: &str, resource: &str) -> Vec<&'a Value> {
     statements(document)
         .into_iter()
-        .filter(|s| s["Effect"] == "Allow")
+        .filter(|s| s["Effect"] == effect)
         .filter(|s| strings(&s["Action"]).iter().any(|a| glob(a, action, true)))
         .filter(|s| {
             strings(&s["Resource"])
@@ -320,6 +321,11 @@ fn granting<'a>(document: &'a Value, action: &str, resource: &str) -> Vec<&'a Va
                 .any(|r| glob(r, resource, false))
         })
         .collect()
+}
+
+/// The Allow statements granting `action` on `resource` (conditions aside).
+fn granting<'a>(document: &'a Value, action: &str, resource: &str) -> Vec<&'a Value> {
+    applying(document, "Allow", action, resource)
 }
 
 fn granted_actions(document: &Value) -> BTreeSet<String> {
@@ -566,16 +572,7 @@ fn only_ec2_may_assume_the_agent_role() {
 
 /// The Deny statements of the bucket policy that apply to `action` on `resource`.
 fn denying<'a>(document: &'a Value, action: &str, resource: &str) -> Vec<&'a Value> {
-    statements(document)
-        .into_iter()
-        .filter(|s| s["Effect"] == "Deny")
-        .filter(|s| strings(&s["Action"]).iter().any(|a| glob(a, action, true)))
-        .filter(|s| {
-            strings(&s["Resource"])
-                .iter()
-                .any(|r| glob(r, resource, false))
-        })
-        .collect()
+    applying(document, "Deny", action, resource)
 }
 
 #[test]
