@@ -10,28 +10,8 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 use crate::controller::{Controller, Interrupts, LaunchOptions, RunError};
+use crate::exit::Exit;
 use crate::output::{JobResult, OutputFormat, Reporter};
-
-/// Exit codes, documented in the README; schedulers depend on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Success = 0,
-    Internal = 1,
-    Config = 2,
-    Launch = 3,
-    BackupFailed = 4,
-    TimedOut = 5,
-    AlreadyRunning = 6,
-    /// A backup failed verification, restore or drill.
-    Unrestorable = 7,
-    Interrupted = 130,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> ExitCode {
-        ExitCode::from(exit as u8)
-    }
-}
 
 #[derive(Debug, Parser)]
 #[command(

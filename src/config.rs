@@ -336,11 +336,19 @@ impl Config {
 
     /// `<prefix>/` or the empty string, ready to put in front of a key.
     pub fn key_prefix(&self) -> String {
-        if self.storage.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.storage.prefix)
-        }
+        crate::layout::root(&self.storage.prefix)
+    }
+}
+
+impl RawJob {
+    /// mydumper's own keys, and whether each was given.
+    fn mydumper_tuning(&self) -> [(&'static str, bool); 4] {
+        [
+            ("long_query_guard", self.long_query_guard.is_some()),
+            ("kill_long_queries", self.kill_long_queries.is_some()),
+            ("no_locks", self.no_locks.is_some()),
+            ("rows_per_chunk", self.rows_per_chunk.is_some()),
+        ]
     }
 }
 
@@ -725,127 +733,10 @@ impl Validator<'_> {
         raw: &RawJob,
     ) -> Result<(String, DumpSettings), ConfigError> {
         let key = |field: &str| format!("jobs.{name}.{field}");
-        let not_for = |field: &str, engine: &str| {
-            self.invalid(
-                &key(field),
-                format!("does not apply to engine = \"{engine}\""),
-                "the key removed, or the engine it belongs to",
-            )
-        };
         let mut dump = DumpSettings::default();
         let database = match raw.engine {
-            Engine::Postgres => {
-                for (field, given) in [
-                    ("databases", raw.databases.is_some()),
-                    ("mode", raw.mode.is_some()),
-                    ("long_query_guard", raw.long_query_guard.is_some()),
-                    ("kill_long_queries", raw.kill_long_queries.is_some()),
-                    ("no_locks", raw.no_locks.is_some()),
-                    ("rows_per_chunk", raw.rows_per_chunk.is_some()),
-                ] {
-                    if given {
-                        return Err(not_for(field, "postgres"));
-                    }
-                }
-                let database = raw.database.clone().ok_or_else(|| {
-                    self.invalid(
-                        &key("database"),
-                        "is missing",
-                        "the name of the database to dump",
-                    )
-                })?;
-                self.check(
-                    &key("database"),
-                    &database,
-                    is_db_identifier,
-                    "a database name of 1-63 bytes without control characters",
-                )?;
-                dump.mode = match raw.format.unwrap_or(PostgresFormat::Custom) {
-                    PostgresFormat::Custom => DumpMode::PostgresCustom,
-                    PostgresFormat::Directory => DumpMode::PostgresDirectory,
-                };
-                if raw.jobs.is_some() && dump.mode != DumpMode::PostgresDirectory {
-                    return Err(self.invalid(
-                        &key("jobs"),
-                        "needs format = \"directory\"",
-                        "format = \"directory\" (pg_dump runs jobs in parallel only in that format)",
-                    ));
-                }
-                database
-            }
-            Engine::Mysql => {
-                if raw.format.is_some() {
-                    return Err(not_for("format", "mysql"));
-                }
-                dump.mode = match raw.mode.unwrap_or(MysqlMode::Mydumper) {
-                    MysqlMode::Mydumper => DumpMode::Mydumper,
-                    MysqlMode::Mysqldump => DumpMode::Mysqldump,
-                };
-                dump.databases = match (&raw.database, &raw.databases) {
-                    (Some(_), Some(_)) => {
-                        return Err(self.invalid(
-                            &key("database"),
-                            "is given together with `databases`",
-                            "one of `database` or `databases`",
-                        ))
-                    }
-                    (Some(one), None) => vec![one.clone()],
-                    (None, Some(list)) => list.clone(),
-                    (None, None) => Vec::new(),
-                };
-                for (i, database) in dump.databases.iter().enumerate() {
-                    self.check(
-                        &format!("{}[{i}]", key("databases")),
-                        database,
-                        is_mysql_database_name,
-                        "a MySQL database name of 1-64 letters, digits, `_`, `$` and `-`, not starting with `-`",
-                    )?;
-                }
-                if let Some(guard) = raw.long_query_guard.as_deref() {
-                    dump.long_query_guard_secs = self
-                        .duration(
-                            &key("long_query_guard"),
-                            Some(guard),
-                            std::time::Duration::ZERO,
-                            Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
-                        )?
-                        .as_secs();
-                }
-                dump.kill_long_queries = raw.kill_long_queries.unwrap_or(false);
-                dump.no_locks = raw.no_locks.unwrap_or(false);
-                if let Some(rows) = raw.rows_per_chunk {
-                    if rows == 0 {
-                        return Err(self.invalid(
-                            &key("rows_per_chunk"),
-                            "is 0",
-                            "a positive number of rows",
-                        ));
-                    }
-                    dump.rows_per_chunk = rows;
-                }
-                if dump.mode == DumpMode::Mysqldump {
-                    for (field, given) in [
-                        ("jobs", raw.jobs.is_some()),
-                        ("long_query_guard", raw.long_query_guard.is_some()),
-                        ("kill_long_queries", raw.kill_long_queries.is_some()),
-                        ("no_locks", raw.no_locks.is_some()),
-                        ("rows_per_chunk", raw.rows_per_chunk.is_some()),
-                    ] {
-                        if given {
-                            return Err(self.invalid(
-                                &key(field),
-                                "applies to mode = \"mydumper\" only",
-                                "the key removed, or mode = \"mydumper\"",
-                            ));
-                        }
-                    }
-                }
-                if dump.databases.is_empty() {
-                    "*".to_owned()
-                } else {
-                    dump.databases.join(",")
-                }
-            }
+            Engine::Postgres => self.postgres_settings(name, raw, &mut dump)?,
+            Engine::Mysql => self.mysql_settings(name, raw, &mut dump)?,
         };
         if let Some(jobs) = raw.jobs {
             if !(1..=64).contains(&jobs) {
@@ -868,6 +759,136 @@ impl Validator<'_> {
             dump.compression_level = level;
         }
         Ok((database, dump))
+    }
+
+    /// `dump_settings` for PostgreSQL: the format; returns the database.
+    fn postgres_settings(
+        &self,
+        name: &str,
+        raw: &RawJob,
+        dump: &mut DumpSettings,
+    ) -> Result<String, ConfigError> {
+        let key = |field: &str| format!("jobs.{name}.{field}");
+        let mysql_only = [
+            ("databases", raw.databases.is_some()),
+            ("mode", raw.mode.is_some()),
+        ];
+        for (field, given) in mysql_only.into_iter().chain(raw.mydumper_tuning()) {
+            if given {
+                return Err(self.not_for_engine(name, field, "postgres"));
+            }
+        }
+        let database = raw.database.clone().ok_or_else(|| {
+            self.invalid(
+                &key("database"),
+                "is missing",
+                "the name of the database to dump",
+            )
+        })?;
+        self.check(
+            &key("database"),
+            &database,
+            is_db_identifier,
+            "a database name of 1-63 bytes without control characters",
+        )?;
+        dump.mode = match raw.format.unwrap_or(PostgresFormat::Custom) {
+            PostgresFormat::Custom => DumpMode::PostgresCustom,
+            PostgresFormat::Directory => DumpMode::PostgresDirectory,
+        };
+        if raw.jobs.is_some() && dump.mode != DumpMode::PostgresDirectory {
+            return Err(self.invalid(
+                &key("jobs"),
+                "needs format = \"directory\"",
+                "format = \"directory\" (pg_dump runs jobs in parallel only in that format)",
+            ));
+        }
+        Ok(database)
+    }
+
+    /// `dump_settings` for MySQL/MariaDB: the mode, the databases and the
+    /// mydumper tuning; returns the name the databases go by.
+    fn mysql_settings(
+        &self,
+        name: &str,
+        raw: &RawJob,
+        dump: &mut DumpSettings,
+    ) -> Result<String, ConfigError> {
+        let key = |field: &str| format!("jobs.{name}.{field}");
+        if raw.format.is_some() {
+            return Err(self.not_for_engine(name, "format", "mysql"));
+        }
+        dump.mode = match raw.mode.unwrap_or(MysqlMode::Mydumper) {
+            MysqlMode::Mydumper => DumpMode::Mydumper,
+            MysqlMode::Mysqldump => DumpMode::Mysqldump,
+        };
+        dump.databases = match (&raw.database, &raw.databases) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    &key("database"),
+                    "is given together with `databases`",
+                    "one of `database` or `databases`",
+                ))
+            }
+            (Some(one), None) => vec![one.clone()],
+            (None, Some(list)) => list.clone(),
+            (None, None) => Vec::new(),
+        };
+        for (i, database) in dump.databases.iter().enumerate() {
+            self.check(
+                &format!("{}[{i}]", key("databases")),
+                database,
+                is_mysql_database_name,
+                "a MySQL database name of 1-64 letters, digits, `_`, `$` and `-`, not starting with `-`",
+            )?;
+        }
+        if let Some(guard) = raw.long_query_guard.as_deref() {
+            dump.long_query_guard_secs = self
+                .duration(
+                    &key("long_query_guard"),
+                    Some(guard),
+                    std::time::Duration::ZERO,
+                    Duration::from_secs(1)..=Duration::from_secs(24 * 3600),
+                )?
+                .as_secs();
+        }
+        dump.kill_long_queries = raw.kill_long_queries.unwrap_or(false);
+        dump.no_locks = raw.no_locks.unwrap_or(false);
+        if let Some(rows) = raw.rows_per_chunk {
+            if rows == 0 {
+                return Err(self.invalid(
+                    &key("rows_per_chunk"),
+                    "is 0",
+                    "a positive number of rows",
+                ));
+            }
+            dump.rows_per_chunk = rows;
+        }
+        if dump.mode == DumpMode::Mysqldump {
+            let jobs = ("jobs", raw.jobs.is_some());
+            for (field, given) in std::iter::once(jobs).chain(raw.mydumper_tuning()) {
+                if given {
+                    return Err(self.invalid(
+                        &key(field),
+                        "applies to mode = \"mydumper\" only",
+                        "the key removed, or mode = \"mydumper\"",
+                    ));
+                }
+            }
+        }
+        if dump.databases.is_empty() {
+            Ok("*".to_owned())
+        } else {
+            Ok(dump.databases.join(","))
+        }
+    }
+
+    /// `jobs.<name>.<field>` was given for an engine it does not apply to.
+    fn not_for_engine(&self, name: &str, field: &str, engine: &str) -> ConfigError {
+        self.invalid(
+            &format!("jobs.{name}.{field}"),
+            format!("does not apply to engine = \"{engine}\""),
+            "the key removed, or the engine it belongs to",
+        )
     }
 
     fn instance_type(&self, key: &str, value: &str) -> Result<(), ConfigError> {

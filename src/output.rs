@@ -19,9 +19,11 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::cli::Exit;
 use crate::config::Config;
+use crate::controller::report::Report;
+pub use crate::controller::report::{JobResult, Outcome};
 use crate::controller::JobStatus;
+use crate::exit::Exit;
 use crate::schema::{Phase, Status};
 
 /// How results are printed.
@@ -31,74 +33,6 @@ pub enum OutputFormat {
     Human,
     /// One JSON object per event on stdout.
     Json,
-}
-
-/// How a job ended, as reported to people and schedulers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-    TimedOut,
-    Interrupted,
-    /// Launched and left running on purpose (`launch`).
-    Detached,
-    ConfigError,
-    LaunchFailed,
-    /// Refused because the job is already running (single-flight).
-    AlreadyRunning,
-    InternalError,
-}
-
-impl Outcome {
-    /// The documented exit code for this outcome.
-    pub fn exit(self) -> Exit {
-        match self {
-            Outcome::Succeeded | Outcome::Detached => Exit::Success,
-            Outcome::Failed => Exit::BackupFailed,
-            Outcome::TimedOut => Exit::TimedOut,
-            Outcome::Interrupted => Exit::Interrupted,
-            Outcome::ConfigError => Exit::Config,
-            Outcome::LaunchFailed => Exit::Launch,
-            Outcome::AlreadyRunning => Exit::AlreadyRunning,
-            Outcome::InternalError => Exit::Internal,
-        }
-    }
-}
-
-/// The result of one job, as the final event and in summaries.
-#[derive(Debug, Clone, Serialize)]
-pub struct JobResult {
-    pub job: String,
-    pub job_id: Option<String>,
-    pub instance_id: Option<String>,
-    pub outcome: Outcome,
-    pub exit_code: u8,
-    pub reason: Option<String>,
-    /// `s3://bucket/key` of the manifest, on success.
-    pub manifest: Option<String>,
-    pub objects: u64,
-    pub bytes: u64,
-    pub elapsed_secs: u64,
-}
-
-impl JobResult {
-    /// A result for a job that produced no backup (yet): a failure, or a
-    /// detached launch.
-    pub fn without_backup(job: &str, outcome: Outcome, reason: String) -> JobResult {
-        JobResult {
-            job: job.to_owned(),
-            job_id: None,
-            instance_id: None,
-            outcome,
-            exit_code: outcome.exit() as u8,
-            reason: Some(reason),
-            manifest: None,
-            objects: 0,
-            bytes: 0,
-            elapsed_secs: 0,
-        }
-    }
 }
 
 /// Everything a renderer is told.
@@ -169,122 +103,6 @@ impl Reporter {
 
     pub fn format(&self) -> OutputFormat {
         self.format
-    }
-
-    pub fn launched(
-        &self,
-        job: &str,
-        job_id: &str,
-        instance_id: &str,
-        ami_id: &str,
-        instance_type: &str,
-        spot: bool,
-    ) {
-        let event = Event::Launched {
-            time: OffsetDateTime::now_utc(),
-            job,
-            job_id,
-            instance_id,
-            ami_id,
-            instance_type,
-            spot,
-        };
-        if self.json(&event) {
-            return;
-        }
-        let market = if spot { "spot" } else { "on-demand" };
-        self.line(&format!(
-            "{job}: launched {job_id} on {instance_id} ({instance_type} {market}, {ami_id})"
-        ));
-        let bar = self.bars.as_ref().map(|bars| {
-            let bar = bars.add(ProgressBar::new(0));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} {spinner} {msg:<10} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(job.to_owned());
-            bar.set_message("booting");
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        self.jobs
-            .lock()
-            .expect("reporter lock")
-            .insert(job_id.to_owned(), JobView { bar, first: None });
-    }
-
-    pub fn progress(&self, job: &str, status: &Status) {
-        let event = Event::Progress {
-            time: OffsetDateTime::now_utc(),
-            job,
-            job_id: &status.job_id,
-            phase: status.phase,
-            bytes_read: status.bytes_read,
-            bytes_uploaded: status.bytes_uploaded,
-            bytes_expected: status.bytes_expected,
-            message: &status.message,
-        };
-        if self.json(&event) {
-            return;
-        }
-        let mut jobs = self.jobs.lock().expect("reporter lock");
-        let view = jobs.entry(status.job_id.clone()).or_insert(JobView {
-            bar: None,
-            first: None,
-        });
-        if let Some(bar) = &view.bar {
-            if let Some(expected) = status.bytes_expected {
-                bar.set_length(expected.max(status.bytes_read));
-            }
-            bar.set_position(status.bytes_read);
-            bar.set_message(status.phase.as_str());
-            return;
-        }
-        let now = Instant::now();
-        let (since, base) = *view.first.get_or_insert((now, status.bytes_read));
-        let elapsed = now.duration_since(since).as_secs_f64();
-        let rate = (elapsed > 0.5)
-            .then(|| (status.bytes_read - base.min(status.bytes_read)) as f64 / elapsed);
-        drop(jobs);
-        self.line(&format!("{job}: {}", describe_progress(status, rate)));
-    }
-
-    pub fn finished(&self, result: &JobResult) {
-        let event = Event::Finished {
-            time: OffsetDateTime::now_utc(),
-            result,
-        };
-        if let Some(view) = result
-            .job_id
-            .as_ref()
-            .and_then(|id| self.jobs.lock().expect("reporter lock").remove(id))
-        {
-            if let Some(bar) = view.bar {
-                bar.finish_and_clear();
-            }
-        }
-        if self.json(&event) {
-            return;
-        }
-        let text = match (&result.outcome, &result.reason) {
-            (Outcome::Succeeded, _) => format!(
-                "job {} succeeded in {}: {} object(s), {} bytes",
-                result.job_id.as_deref().unwrap_or(&result.job),
-                humantime::format_duration(Duration::from_secs(result.elapsed_secs)),
-                result.objects,
-                result.bytes
-            ),
-            (outcome, reason) => format!(
-                "job {} {}: {}",
-                result.job_id.as_deref().unwrap_or(&result.job),
-                outcome_word(*outcome),
-                reason.as_deref().unwrap_or("no reason given")
-            ),
-        };
-        self.line(&format!("{}: {text}", result.job));
     }
 
     /// The final table of a multi-job run (human) or the summary event.
@@ -464,6 +282,124 @@ impl Reporter {
                 eprintln!("{stamp} {text}");
             }
         }
+    }
+}
+
+impl Report for Reporter {
+    fn launched(
+        &self,
+        job: &str,
+        job_id: &str,
+        instance_id: &str,
+        ami_id: &str,
+        instance_type: &str,
+        spot: bool,
+    ) {
+        let event = Event::Launched {
+            time: OffsetDateTime::now_utc(),
+            job,
+            job_id,
+            instance_id,
+            ami_id,
+            instance_type,
+            spot,
+        };
+        if self.json(&event) {
+            return;
+        }
+        let market = if spot { "spot" } else { "on-demand" };
+        self.line(&format!(
+            "{job}: launched {job_id} on {instance_id} ({instance_type} {market}, {ami_id})"
+        ));
+        let bar = self.bars.as_ref().map(|bars| {
+            let bar = bars.add(ProgressBar::new(0));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} {spinner} {msg:<10} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(job.to_owned());
+            bar.set_message("booting");
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        self.jobs
+            .lock()
+            .expect("reporter lock")
+            .insert(job_id.to_owned(), JobView { bar, first: None });
+    }
+
+    fn progress(&self, job: &str, status: &Status) {
+        let event = Event::Progress {
+            time: OffsetDateTime::now_utc(),
+            job,
+            job_id: &status.job_id,
+            phase: status.phase,
+            bytes_read: status.bytes_read,
+            bytes_uploaded: status.bytes_uploaded,
+            bytes_expected: status.bytes_expected,
+            message: &status.message,
+        };
+        if self.json(&event) {
+            return;
+        }
+        let mut jobs = self.jobs.lock().expect("reporter lock");
+        let view = jobs.entry(status.job_id.clone()).or_insert(JobView {
+            bar: None,
+            first: None,
+        });
+        if let Some(bar) = &view.bar {
+            if let Some(expected) = status.bytes_expected {
+                bar.set_length(expected.max(status.bytes_read));
+            }
+            bar.set_position(status.bytes_read);
+            bar.set_message(status.phase.as_str());
+            return;
+        }
+        let now = Instant::now();
+        let (since, base) = *view.first.get_or_insert((now, status.bytes_read));
+        let elapsed = now.duration_since(since).as_secs_f64();
+        let rate = (elapsed > 0.5)
+            .then(|| (status.bytes_read - base.min(status.bytes_read)) as f64 / elapsed);
+        drop(jobs);
+        self.line(&format!("{job}: {}", describe_progress(status, rate)));
+    }
+
+    fn finished(&self, result: &JobResult) {
+        let event = Event::Finished {
+            time: OffsetDateTime::now_utc(),
+            result,
+        };
+        if let Some(view) = result
+            .job_id
+            .as_ref()
+            .and_then(|id| self.jobs.lock().expect("reporter lock").remove(id))
+        {
+            if let Some(bar) = view.bar {
+                bar.finish_and_clear();
+            }
+        }
+        if self.json(&event) {
+            return;
+        }
+        let text = match (&result.outcome, &result.reason) {
+            (Outcome::Succeeded, _) => format!(
+                "job {} succeeded in {}: {} object(s), {} bytes",
+                result.job_id.as_deref().unwrap_or(&result.job),
+                humantime::format_duration(Duration::from_secs(result.elapsed_secs)),
+                result.objects,
+                result.bytes
+            ),
+            (outcome, reason) => format!(
+                "job {} {}: {}",
+                result.job_id.as_deref().unwrap_or(&result.job),
+                outcome_word(*outcome),
+                reason.as_deref().unwrap_or("no reason given")
+            ),
+        };
+        self.line(&format!("{}: {text}", result.job));
     }
 }
 

@@ -13,6 +13,32 @@ use time::OffsetDateTime;
 /// Version of the job spec, status and manifest documents.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// A versioned document could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    /// Not JSON, or not the document's shape.
+    #[error(transparent)]
+    Malformed(#[from] serde_json::Error),
+    /// A `schema_version` this build does not read (`None`: missing or
+    /// not a number).
+    #[error("schema_version {found:?}; this build reads {SCHEMA_VERSION}")]
+    Version { found: Option<u64> },
+}
+
+/// Parses a job spec, status or manifest, refusing any `schema_version`
+/// but [`SCHEMA_VERSION`] before looking at the rest: a document from a
+/// newer build is named as such, not as a missing field.
+pub fn parse_document<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, DocumentError> {
+    let value: serde_json::Value = serde_json::from_slice(data)?;
+    let found = value
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64);
+    if found != Some(u64::from(SCHEMA_VERSION)) {
+        return Err(DocumentError::Version { found });
+    }
+    Ok(serde_json::from_value(value)?)
+}
+
 /// Which database engine a job dumps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -437,6 +463,30 @@ mod tests {
         status.set_message(&long);
         assert!(status.message.len() <= STATUS_MESSAGE_MAX);
         assert!(status.message.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn documents_of_another_version_are_refused_before_their_shape() {
+        let current = serde_json::to_vec(&Status::new("j", Phase::Booting)).unwrap();
+        assert!(parse_document::<Status>(&current).is_ok());
+        for (text, found) in [
+            (r#"{"schema_version": 2}"#, Some(2)),
+            (r#"{"schema_version": "1"}"#, None),
+            (r#"{"job_id": "j"}"#, None),
+        ] {
+            match parse_document::<Status>(text.as_bytes()) {
+                Err(DocumentError::Version { found: f }) => assert_eq!(f, found, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse_document::<Status>(b"not json"),
+            Err(DocumentError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_document::<Status>(br#"{"schema_version": 1}"#),
+            Err(DocumentError::Malformed(_))
+        ));
     }
 
     #[test]

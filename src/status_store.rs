@@ -7,7 +7,7 @@
 use aws_sdk_ssm::types::ParameterType;
 
 use crate::aws::describe_sdk_error;
-use crate::schema::{Status, SCHEMA_VERSION};
+use crate::schema::{parse_document, DocumentError, Status, SCHEMA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
@@ -44,24 +44,15 @@ impl SsmStatusStore {
 
 /// Parses a status document, checking its schema version.
 pub fn parse_status(name: &str, text: &str) -> Result<Status, StatusError> {
-    let version: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| StatusError::Malformed {
+    parse_document(text.as_bytes()).map_err(|err| match err {
+        DocumentError::Version { found } => StatusError::Version {
+            name: name.to_owned(),
+            found: found.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)),
+        },
+        DocumentError::Malformed(e) => StatusError::Malformed {
             name: name.to_owned(),
             reason: e.to_string(),
-        })?;
-    let found = version
-        .get("schema_version")
-        .and_then(|v| v.as_u64())
-        .unwrap_or(0) as u32;
-    if found != SCHEMA_VERSION {
-        return Err(StatusError::Version {
-            name: name.to_owned(),
-            found,
-        });
-    }
-    serde_json::from_value(version).map_err(|e| StatusError::Malformed {
-        name: name.to_owned(),
-        reason: e.to_string(),
+        },
     })
 }
 

@@ -18,10 +18,11 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::encrypt::{CountingReader, Encryptor, PartWriter};
+use super::encrypt::{CountingReader, PartWriter};
 use super::keys::{self, PublicKeyObject};
 use super::part_size::PartSizer;
 use super::{EncryptError, KeyError, Workspace};
+use crate::openpgp::Encryptor;
 
 /// The benchmark could not run.
 #[derive(Debug, thiserror::Error)]

@@ -29,9 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::ChecksumAlgorithm;
-use aws_sdk_s3::Client as S3Client;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use inotify::{EventMask, Inotify, WatchMask};
@@ -40,12 +37,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::dump::DumpCommand;
-use super::encrypt::{CountingReader, Encryptor, PartWriter};
+use super::encrypt::{CiphertextSummary, CountingReader, PartWriter};
 use super::part_size::PartSizer;
 use super::progress::TransferCounters;
-use super::upload::{MultipartUpload, ObjectLock};
 use super::{crashed, AgentError};
-use crate::aws::describe_sdk_error;
+use crate::openpgp::Encryptor;
+use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
 use crate::schema::{ManifestObject, Retention, UploadSettings};
 
 /// Parts of one file's multipart upload in flight at once; several files
@@ -65,11 +62,11 @@ pub enum DirectoryError {
     Rewritten { path: String },
     #[error("the kernel dropped file events (inotify queue overflow); the set of finished files is unknown")]
     EventsLost,
-    #[error("cannot store s3://{bucket}/{key}: {reason}")]
+    #[error("cannot store s3://{bucket}/{key}: {source}")]
     Put {
         bucket: String,
         key: String,
-        reason: String,
+        source: S3Error,
     },
 }
 
@@ -141,8 +138,7 @@ fn mydumper_labels(relative: &str) -> (Option<String>, Option<String>) {
 
 /// Everything an upload task needs, shared by all of them.
 pub struct ObjectSink {
-    pub s3: S3Client,
-    pub bucket: String,
+    pub bucket: Bucket,
     /// Key prefix of the objects, ending in `/`.
     pub key_prefix: String,
     pub encryptor: Encryptor,
@@ -407,45 +403,85 @@ async fn upload_file(
         sink.key_prefix,
         if compressed { ".zst.gpg" } else { ".gpg" }
     );
+    let file_bytes = Arc::new(AtomicU64::new(0));
+    let (parts, encryption) = encrypt_file(sink, file, file_bytes.clone());
+    let ciphertext = store_parts(sink, &key, parts, encryption, open_uploads, &relative).await?;
+    delete_plaintext(path)?;
+    sink.counters.objects_done.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("stored {}", sink.bucket.location(&key));
+    Ok(Some(ManifestObject {
+        key,
+        size: ciphertext.bytes,
+        sha256: ciphertext.sha256,
+        plaintext_bytes: file_bytes.load(Ordering::Relaxed),
+        path: Some(relative),
+        database,
+        table,
+        compression: compressed.then(|| "zstd".to_owned()),
+        upload_started_at: Some(upload_started_at),
+        upload_finished_at: Some(OffsetDateTime::now_utc()),
+    }))
+}
+
+/// Compresses and encrypts `file` on a blocking thread into parts sized
+/// for its upload, counting its plaintext bytes into `file_bytes` (and the
+/// job's total). The parts arrive on the receiver; the task's result says
+/// whether the whole file was encrypted.
+fn encrypt_file(
+    sink: &ObjectSink,
+    file: File,
+    file_bytes: Arc<AtomicU64>,
+) -> (
+    mpsc::Receiver<Bytes>,
+    tokio::task::JoinHandle<Result<CiphertextSummary, AgentError>>,
+) {
     // the file is complete, so its size is known: compression only shrinks it
     let file_size = file.metadata().ok().map(|metadata| metadata.len());
     let sizer = PartSizer::new(sink.upload.part_size_bytes, file_size);
-    let (part_sender, mut parts) = mpsc::channel(1);
-    let file_bytes = Arc::new(AtomicU64::new(0));
-    let encryption = {
-        let encryptor = sink.encryptor.clone();
-        let level = sink.compression_level;
-        let total_bytes = sink.counters.plaintext_bytes.clone();
-        let file_bytes = file_bytes.clone();
-        tokio::task::spawn_blocking(move || {
-            let plaintext = CountingReader::new(CountingReader::new(file, file_bytes), total_bytes);
-            let mut writer = PartWriter::new(sizer, part_sender);
-            encryptor.encrypt_maybe_compressed(plaintext, level, 0, &mut writer)?;
-            writer.finish().map_err(AgentError::CiphertextSink)
-        })
-    };
+    let (part_sender, parts) = mpsc::channel(1);
+    let encryptor = sink.encryptor.clone();
+    let level = sink.compression_level;
+    let total_bytes = sink.counters.plaintext_bytes.clone();
+    let encryption = tokio::task::spawn_blocking(move || {
+        let plaintext = CountingReader::new(CountingReader::new(file, file_bytes), total_bytes);
+        let mut writer = PartWriter::new(sizer, part_sender);
+        encryptor.encrypt_maybe_compressed(plaintext, level, 0, &mut writer)?;
+        writer.finish().map_err(AgentError::CiphertextSink)
+    });
+    (parts, encryption)
+}
 
+/// Stores the ciphertext arriving on `parts` at `key`: one part with one
+/// PutObject, more as a multipart upload (tracked in `open_uploads` until
+/// completed). Stores nothing unless `encryption` succeeds.
+async fn store_parts(
+    sink: &ObjectSink,
+    key: &str,
+    mut parts: mpsc::Receiver<Bytes>,
+    encryption: tokio::task::JoinHandle<Result<CiphertextSummary, AgentError>>,
+    open_uploads: &OpenUploads,
+    relative: &str,
+) -> Result<CiphertextSummary, AgentError> {
     let first = parts.recv().await;
     let second = match first {
         Some(_) => parts.recv().await,
         None => None,
     };
-    let ciphertext = match (first, second) {
+    match (first, second) {
         (Some(only), None) => {
             let ciphertext = encryption
                 .await
                 .map_err(|err| crashed("encryption stage", err))??;
             let size = only.len() as u64;
-            put_object(sink, &key, only).await?;
+            put_object(sink, key, only).await?;
             sink.counters
                 .uploaded_bytes
                 .fetch_add(size, Ordering::Relaxed);
-            ciphertext
+            Ok(ciphertext)
         }
         (Some(first), Some(second)) => {
             let lock = ObjectLock::new(sink.retention);
-            let upload =
-                MultipartUpload::create(&sink.s3, &sink.bucket, &key, lock.as_ref()).await?;
+            let upload = MultipartUpload::create(&sink.bucket, key, lock.as_ref()).await?;
             open_uploads.insert(&upload);
             let (forward, forwarded) = mpsc::channel(1);
             let forwarding = async move {
@@ -478,63 +514,48 @@ async fn upload_file(
                 (_, Err(err)) => return Err(err.into()),
             };
             open_uploads.remove(upload.key());
-            ciphertext
+            Ok(ciphertext)
         }
         (None, _) => {
             // the encryption ended without a byte: its error says why
             encryption
                 .await
                 .map_err(|err| crashed("encryption stage", err))??;
-            return Err(AgentError::Crashed {
+            Err(AgentError::Crashed {
                 stage: "encryption stage",
                 reason: format!("no ciphertext for {relative}"),
-            });
+            })
         }
-    };
-    match std::fs::remove_file(path) {
-        // the tool may delete a file itself (see the module comment)
-        Err(err) if err.kind() != io::ErrorKind::NotFound => {
-            return Err(DirectoryError::Delete {
-                path: path.to_owned(),
-                source: err,
-            }
-            .into())
-        }
-        _ => {}
     }
-    sink.counters.objects_done.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!("stored s3://{}/{key}", sink.bucket);
-    Ok(Some(ManifestObject {
-        key,
-        size: ciphertext.bytes,
-        sha256: ciphertext.sha256,
-        plaintext_bytes: file_bytes.load(Ordering::Relaxed),
-        path: Some(relative),
-        database,
-        table,
-        compression: compressed.then(|| "zstd".to_owned()),
-        upload_started_at: Some(upload_started_at),
-        upload_finished_at: Some(OffsetDateTime::now_utc()),
-    }))
+}
+
+/// Deletes a stored file's plaintext; the tool may have deleted it itself
+/// (see the module comment).
+fn delete_plaintext(path: &Path) -> Result<(), AgentError> {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(DirectoryError::Delete {
+            path: path.to_owned(),
+            source: err,
+        }
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 async fn put_object(sink: &ObjectSink, key: &str, body: Bytes) -> Result<(), DirectoryError> {
-    let lock = ObjectLock::new(sink.retention);
-    sink.s3
-        .put_object()
-        .bucket(&sink.bucket)
-        .key(key)
-        .content_type("application/pgp-encrypted")
-        .checksum_algorithm(ChecksumAlgorithm::Crc32)
-        .set_object_lock_mode(lock.as_ref().map(|l| l.mode.clone()))
-        .set_object_lock_retain_until_date(lock.map(|l| l.retain_until))
-        .body(ByteStream::from(body))
-        .send()
+    let options = Put {
+        content_type: Some(s3::PGP_ENCRYPTED),
+        lock: ObjectLock::new(sink.retention),
+        checksum_crc32: true,
+        ..Put::default()
+    };
+    sink.bucket
+        .put(key, body, options)
         .await
-        .map_err(|err| DirectoryError::Put {
-            bucket: sink.bucket.clone(),
+        .map_err(|source| DirectoryError::Put {
+            bucket: sink.bucket.name().to_owned(),
             key: key.to_owned(),
-            reason: describe_sdk_error(&err),
+            source,
         })?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use crate::credentials;
 use crate::schema::{DatabaseTarget, DumpMode, DumpSettings, Engine};
 
 /// Schemas every MySQL server has and no backup wants.
@@ -98,21 +99,14 @@ pub fn write_password_file(
 /// A `.pgpass` line matching any server, database and user: the file is
 /// private to this one job, so wildcards cannot pick up a wrong password.
 fn pgpass_line(password: &str) -> Result<String, DumpError> {
-    if password.contains(['\n', '\r']) {
-        return Err(DumpError::PasswordNotRepresentable);
-    }
-    let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
-    Ok(format!("*:*:*:*:{escaped}\n"))
+    credentials::pgpass(password).map_err(|_| DumpError::PasswordNotRepresentable)
 }
 
 /// A MySQL option file giving the password to every client program
 /// (`[client]` is read by mysql, mysqldump and mydumper alike).
 fn mysql_option_file(password: &str) -> Result<String, DumpError> {
-    if password.contains(['\n', '\r']) {
-        return Err(DumpError::PasswordNotRepresentable);
-    }
-    let escaped = password.replace('\\', "\\\\").replace('"', "\\\"");
-    Ok(format!("[client]\npassword=\"{escaped}\"\n"))
+    credentials::mysql_options(password, &["client"])
+        .map_err(|_| DumpError::PasswordNotRepresentable)
 }
 
 /// What the server says about itself before the dump.

@@ -1,9 +1,8 @@
 //! The encryption stage: plaintext in, OpenPGP ciphertext out, plus the
 //! writer that hashes the ciphertext and cuts it into upload parts.
 //!
-//! GPGME opens the keyring, finds every recipient (imported and checked by
-//! `keys`) and names the gpg engine; the bytes go through that gpg's pipes
-//! ([`crate::gpg_stream`] says why not through GPGME's).
+//! [`crate::openpgp::Encryptor`] does the encrypting, to the recipients
+//! `keys` imported and checked.
 //!
 //! The stage is blocking and runs on a blocking thread. It talks to the
 //! async upload side only through a bounded channel of parts: when the
@@ -14,133 +13,15 @@
 //! thread of its own, part by part, and part buffers are reused rather
 //! than allocated per part.
 
-use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use gpgme::{Context, Protocol};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::part_size::PartSizer;
-use crate::gpg_stream::{self, StreamError};
-
-/// The encryption could not be set up or did not finish.
-#[derive(Debug, thiserror::Error)]
-pub enum EncryptError {
-    #[error("cannot open the private keyring: {0}")]
-    Keyring(gpgme::Error),
-    #[error("recipient {fingerprint} is not in the private keyring: {source}")]
-    MissingRecipient {
-        fingerprint: String,
-        source: gpgme::Error,
-    },
-    #[error("gpg encryption: {0}")]
-    Stream(#[from] StreamError),
-    #[error("cannot set up zstd compression: {0}")]
-    Compression(io::Error),
-}
-
-/// A GPGME OpenPGP context using the keyring in `gnupg_home`.
-pub fn open_keyring(gnupg_home: &Path) -> Result<Context, gpgme::Error> {
-    let mut context = Context::from_protocol(Protocol::OpenPgp)?;
-    context.set_engine_home_dir(gnupg_home.as_os_str().as_encoded_bytes())?;
-    context.set_armor(false);
-    Ok(context)
-}
-
-/// What the stage encrypts with, resolved once per backup: the gpg GPGME
-/// names for the keyring, and the recipients GPGME found in it.
-/// Encryptions are to every recipient (trusted because the operator put
-/// them there), without gpg's own compression (the agent compresses with
-/// zstd first, faster) and unsigned (the instance holds no key worth
-/// trusting), as binary OpenPGP.
-#[derive(Debug, Clone)]
-pub struct Encryptor {
-    gpg: PathBuf,
-    /// gpg's arguments: the keyring, those choices, the recipients.
-    args: Vec<OsString>,
-}
-
-impl Encryptor {
-    /// Finds every key in `fingerprints` in the keyring at `gnupg_home`.
-    /// Blocking (GPGME lists keys through gpg).
-    pub fn new(gnupg_home: &Path, fingerprints: &[String]) -> Result<Encryptor, EncryptError> {
-        let mut context = open_keyring(gnupg_home).map_err(EncryptError::Keyring)?;
-        for fingerprint in fingerprints {
-            context
-                .get_key(fingerprint)
-                .map_err(|source| EncryptError::MissingRecipient {
-                    fingerprint: fingerprint.clone(),
-                    source,
-                })?;
-        }
-        let mut args = vec![
-            OsString::from("--homedir"),
-            gnupg_home.into(),
-            "--no-options".into(),
-            "--trust-model".into(),
-            "always".into(),
-            "--compress-algo".into(),
-            "none".into(),
-            "--output".into(),
-            "-".into(),
-            "--encrypt".into(),
-        ];
-        for fingerprint in fingerprints {
-            args.push("--recipient".into());
-            args.push(fingerprint.into());
-        }
-        Ok(Encryptor {
-            gpg: gpg_stream::engine(&context)?,
-            args,
-        })
-    }
-
-    /// Encrypts everything `plaintext` yields into `ciphertext`. Succeeds
-    /// only if the whole plaintext was read, gpg exited cleanly and every
-    /// ciphertext byte was written. Blocking: run it on a blocking thread.
-    pub fn encrypt<R, W>(&self, plaintext: R, ciphertext: W) -> Result<(), EncryptError>
-    where
-        R: Read + Send,
-        W: Write + Send,
-    {
-        gpg_stream::run(&self.gpg, &self.args, plaintext, ciphertext)?;
-        Ok(())
-    }
-
-    /// Like [`Encryptor::encrypt`], but compresses the plaintext with zstd
-    /// at `level` first (with `workers` extra threads; 0 compresses on this
-    /// one), unless `level` is 0. For dumps the tool leaves uncompressed:
-    /// SQL text shrinks several times, so less is encrypted, uploaded and
-    /// stored.
-    pub fn encrypt_maybe_compressed<R, W>(
-        &self,
-        plaintext: R,
-        level: i32,
-        workers: u32,
-        ciphertext: W,
-    ) -> Result<(), EncryptError>
-    where
-        R: Read + Send,
-        W: Write + Send,
-    {
-        if level == 0 {
-            return self.encrypt(plaintext, ciphertext);
-        }
-        let mut compressed = zstd::stream::read::Encoder::new(plaintext, level)
-            .map_err(EncryptError::Compression)?;
-        if workers > 0 {
-            compressed
-                .multithread(workers)
-                .map_err(EncryptError::Compression)?;
-        }
-        self.encrypt(compressed, ciphertext)
-    }
-}
 
 /// A reader that adds every byte it passes on to a shared counter.
 pub struct CountingReader<R> {
@@ -347,7 +228,8 @@ impl Write for PartWriter {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use crate::openpgp::Encryptor;
+    use std::path::{Path, PathBuf};
     use std::process::Command;
 
     /// Runs `gpg` in `home`, panicking with its stderr on failure.
@@ -529,13 +411,5 @@ pub(crate) mod tests {
         std::fs::write(&encrypted, &ciphertext).unwrap();
         let decrypted = gpg(&keyring.home(), &["--decrypt", encrypted.to_str().unwrap()]);
         assert!(decrypted == plaintext, "round trip changed the data");
-    }
-
-    #[test]
-    fn an_unknown_recipient_is_named() {
-        let keyring = TestKeyring::new();
-        let missing = "0123456789ABCDEF0123456789ABCDEF01234567".to_owned();
-        let err = Encryptor::new(&keyring.home(), std::slice::from_ref(&missing)).unwrap_err();
-        assert!(err.to_string().contains(&missing), "{err}");
     }
 }

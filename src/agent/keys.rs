@@ -10,31 +10,27 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use aws_sdk_s3::Client as S3Client;
 use bytes::Bytes;
 use gpgme::Key;
 
-use crate::aws::describe_sdk_error;
-
-use super::encrypt::open_keyring;
-
-/// Where recipients' keys live, relative to the configured prefix.
-const PUBLIC_KEYS_DIR: &str = "config/public-keys/";
+use crate::layout;
+use crate::openpgp;
+use crate::s3::{Bucket, S3Error};
 
 /// The recipients could not be established.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot list public keys under s3://{bucket}/{prefix}: {reason}")]
+    #[error("cannot list public keys under s3://{bucket}/{prefix}: {source}")]
     List {
         bucket: String,
         prefix: String,
-        reason: String,
+        source: S3Error,
     },
-    #[error("cannot read public key s3://{bucket}/{key}: {reason}")]
+    #[error("cannot read public key s3://{bucket}/{key}: {source}")]
     Fetch {
         bucket: String,
         key: String,
-        reason: String,
+        source: S3Error,
     },
     #[error(
         "no public keys under s3://{bucket}/{prefix}: refusing to take a backup nobody could decrypt"
@@ -54,72 +50,42 @@ pub struct PublicKeyObject {
     pub data: Bytes,
 }
 
-/// The S3 prefix holding the public keys for the configured `prefix`.
-pub fn public_keys_prefix(prefix: &str) -> String {
-    let prefix = prefix.trim_end_matches('/');
-    if prefix.is_empty() {
-        PUBLIC_KEYS_DIR.to_owned()
-    } else {
-        format!("{prefix}/{PUBLIC_KEYS_DIR}")
-    }
-}
-
 /// Downloads every object under the public-keys prefix. Folder markers
 /// (keys ending in `/`) are not keys and are passed over; everything else
 /// must be a key.
 pub async fn fetch_public_keys(
-    s3: &S3Client,
-    bucket: &str,
+    bucket: &Bucket,
     prefix: &str,
 ) -> Result<Vec<PublicKeyObject>, KeyError> {
-    let keys_prefix = public_keys_prefix(prefix);
-    let mut names = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(&keys_prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|err| KeyError::List {
-            bucket: bucket.to_owned(),
+    let keys_prefix = layout::public_keys(prefix);
+    let names: Vec<String> = bucket
+        .list(&keys_prefix)
+        .await
+        .map_err(|source| KeyError::List {
+            bucket: bucket.name().to_owned(),
             prefix: keys_prefix.clone(),
-            reason: describe_sdk_error(&err),
-        })?;
-        names.extend(
-            page.contents()
-                .iter()
-                .filter_map(|object| object.key())
-                .filter(|key| !key.ends_with('/'))
-                .map(str::to_owned),
-        );
-    }
+            source,
+        })?
+        .into_iter()
+        .filter(|key| !key.ends_with('/'))
+        .collect();
     if names.is_empty() {
         return Err(KeyError::NoKeys {
-            bucket: bucket.to_owned(),
+            bucket: bucket.name().to_owned(),
             prefix: keys_prefix,
         });
     }
     let mut objects = Vec::with_capacity(names.len());
     for key in names {
-        let fetch_error = |reason: String| KeyError::Fetch {
-            bucket: bucket.to_owned(),
-            key: key.clone(),
-            reason,
-        };
-        let output = s3
-            .get_object()
-            .bucket(bucket)
-            .key(&key)
-            .send()
+        let data = bucket
+            .get(&key)
             .await
-            .map_err(|err| fetch_error(describe_sdk_error(&err)))?;
-        let data = output
-            .body
-            .collect()
-            .await
-            .map_err(|err| fetch_error(err.to_string()))?
-            .into_bytes();
+            .map_err(|source| KeyError::Fetch {
+                bucket: bucket.name().to_owned(),
+                key: key.clone(),
+                source,
+            })?
+            .body;
         objects.push(PublicKeyObject { key, data });
     }
     Ok(objects)
@@ -133,7 +99,7 @@ pub fn import_recipients(
     gnupg_home: &Path,
     objects: &[PublicKeyObject],
 ) -> Result<Vec<String>, KeyError> {
-    let mut context = open_keyring(gnupg_home).map_err(KeyError::Keyring)?;
+    let mut context = openpgp::context(Some(gnupg_home)).map_err(KeyError::Keyring)?;
     let mut fingerprints = BTreeSet::new();
     let mut problems = Vec::new();
     for object in objects {
@@ -221,12 +187,6 @@ mod tests {
             key: format!("config/public-keys/{name}"),
             data: Bytes::from(data),
         }
-    }
-
-    #[test]
-    fn prefix_may_be_empty() {
-        assert_eq!(public_keys_prefix(""), "config/public-keys/");
-        assert_eq!(public_keys_prefix("prod/db"), "prod/db/config/public-keys/");
     }
 
     #[test]

@@ -21,54 +21,54 @@ mod bench;
 mod directory;
 mod dump;
 mod encrypt;
-pub mod facts;
+mod facts;
 mod keys;
 mod part_size;
 mod progress;
 mod scratch;
-mod upload;
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::CompletedPart;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::aws::{describe_sdk_error, AwsClients};
+use crate::layout;
+use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
 use crate::schema::{
-    DumpMode, Engine, JobSpec, Manifest, ManifestObject, Phase, Status, ToolVersions,
-    UploadSettings, SCHEMA_VERSION, STATUS_MESSAGE_MAX,
+    parse_document, DocumentError, DumpFacts, DumpMode, Engine, JobSpec, Manifest, ManifestObject,
+    Phase, Status, ToolVersions, UploadSettings, SCHEMA_VERSION, STATUS_MESSAGE_MAX,
 };
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
 use part_size::PartSizer;
 
+pub use crate::openpgp::EncryptError;
+pub use crate::s3::UploadError;
 pub use bench::{bench_encrypt, BenchError};
 pub use directory::DirectoryError;
 pub use dump::DumpError;
-pub use encrypt::EncryptError;
 pub use keys::KeyError;
 pub use scratch::ScratchError;
-pub use upload::UploadError;
 
+use crate::openpgp::{Encryptor, TempHome};
 use directory::{FileLayout, ObjectSink};
 use dump::{Connection, DatabasePassword, DumpCommand, DumpOutput, MysqlDatabases};
-use encrypt::{CiphertextSummary, CountingReader, Encryptor, PartWriter};
+use encrypt::{CiphertextSummary, CountingReader, PartWriter};
 use progress::{StatusReporter, TransferCounters};
-use upload::{MultipartUpload, ObjectLock};
 
 /// Why a backup on this machine failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("cannot read the job spec s3://{bucket}/{key}: {reason}")]
+    #[error("cannot read the job spec s3://{bucket}/{key}: {source}")]
     SpecUnreadable {
         bucket: String,
         key: String,
-        reason: String,
+        source: S3Error,
     },
     #[error("job spec s3://{bucket}/{key} has schema version {found}; this agent reads version {SCHEMA_VERSION}")]
     SpecVersion {
@@ -129,17 +129,19 @@ pub enum AgentError {
         expected: u64,
         found: u64,
     },
-    #[error("cannot check s3://{bucket}/{key}: {reason}")]
+    #[error("cannot check s3://{bucket}/{key}: {source}")]
     Verify {
         bucket: String,
         key: String,
-        reason: String,
+        source: S3Error,
     },
-    #[error("cannot write the manifest s3://{bucket}/{key}: {reason}")]
+    #[error("cannot encode the manifest: {0}")]
+    ManifestEncoding(serde_json::Error),
+    #[error("cannot write the manifest s3://{bucket}/{key}: {source}")]
     Manifest {
         bucket: String,
         key: String,
-        reason: String,
+        source: S3Error,
     },
     #[error("the backup ended but its final status could not be published: {0}")]
     FinalStatus(StatusError),
@@ -149,7 +151,7 @@ pub enum AgentError {
 /// Region, endpoint and credentials come from the environment.
 pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
     let clients = AwsClients::load(None, None).await;
-    let spec = fetch_spec(&clients.s3, spec_bucket, spec_key).await?;
+    let spec = fetch_spec(&Bucket::new(clients.s3.clone(), spec_bucket), spec_key).await?;
     let clients = AwsClients::load_with(None, None, spec.aws_timeouts).await;
     tracing::info!(job = %spec.job_id, "job spec s3://{spec_bucket}/{spec_key} loaded");
     let store = SsmStatusStore::new(clients.ssm.clone());
@@ -195,55 +197,36 @@ pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
 }
 
 /// Downloads and checks the job spec.
-async fn fetch_spec(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-) -> Result<JobSpec, AgentError> {
-    let unreadable = |reason: String| AgentError::SpecUnreadable {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        reason,
-    };
+async fn fetch_spec(bucket: &Bucket, key: &str) -> Result<JobSpec, AgentError> {
     let invalid = |reason: String| AgentError::SpecInvalid {
-        bucket: bucket.to_owned(),
+        bucket: bucket.name().to_owned(),
         key: key.to_owned(),
         reason,
     };
-    let output = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
+    let body = bucket
+        .get(key)
         .await
-        .map_err(|err| unreadable(describe_sdk_error(&err)))?;
-    let body = output
-        .body
-        .collect()
-        .await
-        .map_err(|err| unreadable(err.to_string()))?
-        .into_bytes();
-    let document: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|err| invalid(err.to_string()))?;
-    let found = document
-        .get("schema_version")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0);
-    if found != u64::from(SCHEMA_VERSION) {
-        return Err(AgentError::SpecVersion {
-            bucket: bucket.to_owned(),
+        .map_err(|source| AgentError::SpecUnreadable {
+            bucket: bucket.name().to_owned(),
             key: key.to_owned(),
-            found,
-        });
-    }
-    let spec: JobSpec = serde_json::from_value(document).map_err(|err| invalid(err.to_string()))?;
+            source,
+        })?
+        .body;
+    let spec: JobSpec = parse_document(&body).map_err(|err| match err {
+        DocumentError::Version { found } => AgentError::SpecVersion {
+            bucket: bucket.name().to_owned(),
+            key: key.to_owned(),
+            found: found.unwrap_or(0),
+        },
+        DocumentError::Malformed(err) => invalid(err.to_string()),
+    })?;
     check_upload_settings(&spec.upload).map_err(|reason| invalid(reason.to_owned()))?;
     Ok(spec)
 }
 
 /// Refuses settings S3 would only reject after the dump has run.
 fn check_upload_settings(upload: &UploadSettings) -> Result<(), &'static str> {
-    if !upload::PART_SIZE_RANGE.contains(&upload.part_size_bytes)
+    if !s3::PART_SIZE_RANGE.contains(&upload.part_size_bytes)
         || usize::try_from(upload.part_size_bytes).is_err()
     {
         return Err("upload.part_size_bytes must be between 5 MiB and 5 GiB (S3's part limits)");
@@ -290,13 +273,52 @@ async fn take_backup(
     reporter: &StatusReporter<impl StatusStore>,
     counters: &TransferCounters,
 ) -> Result<String, AgentError> {
+    let bucket = Bucket::new(clients.s3.clone(), &spec.bucket);
+    let prepared = prepare(clients, &bucket, spec, reporter).await?;
+    let (dumped, facts) = dump(&bucket, spec, &prepared, reporter, counters).await?;
+    reporter.enter_phase(Phase::Verifying).await;
+    verify_objects(&bucket, &dumped.objects).await?;
+    let manifest_key = layout::manifest(&spec.backup_prefix);
+    let manifest = build_manifest(spec, initial, prepared, dumped, facts);
+    write_manifest(
+        &bucket,
+        &manifest_key,
+        &manifest,
+        ObjectLock::new(spec.retention),
+    )
+    .await?;
+    Ok(manifest_key)
+}
+
+/// What `preparing` readies for the dump. The workspace holds the keyring
+/// and the password file, so it lives until the dump is done.
+struct Prepared {
+    _workspace: Workspace,
+    /// Fingerprints of every recipient.
+    recipients: Vec<String>,
+    encryptor: Encryptor,
+    connection: Connection,
+    databases: MysqlDatabases,
+    /// The dump tool's own version line.
+    dump_tool: String,
+    server: dump::ServerFacts,
+}
+
+/// `preparing`: the workspace, the password, the recipients' keys, and
+/// what the server says about itself.
+async fn prepare(
+    clients: &AwsClients,
+    bucket: &Bucket,
+    spec: &JobSpec,
+    reporter: &StatusReporter<impl StatusStore>,
+) -> Result<Prepared, AgentError> {
     let workspace = Workspace::create().map_err(AgentError::Workspace)?;
 
     let password = fetch_password(&clients.ssm, &spec.password_parameter).await?;
     dump::write_password_file(spec.engine, &workspace.password_file(), &password)?;
     drop(password);
 
-    let key_objects = keys::fetch_public_keys(&clients.s3, &spec.bucket, &spec.prefix).await?;
+    let key_objects = keys::fetch_public_keys(bucket, &spec.prefix).await?;
     let gnupg_home = workspace.gnupg_home();
     let (recipients, encryptor) = tokio::task::spawn_blocking(move || {
         let recipients = keys::import_recipients(&gnupg_home, &key_objects)?;
@@ -308,12 +330,11 @@ async fn take_backup(
     tracing::info!("encrypting to {}", recipients.join(", "));
 
     let connection = Connection::new(spec.engine, &spec.database, &workspace.password_file());
-    let settings = &spec.dump;
     let databases = match spec.engine {
-        Engine::Mysql => connection.mysql_databases(&settings.databases).await?,
+        Engine::Mysql => connection.mysql_databases(&spec.dump.databases).await?,
         Engine::Postgres => MysqlDatabases(Vec::new()),
     };
-    let dump_tool = connection.dump_tool_version(settings.mode).await?;
+    let dump_tool = connection.dump_tool_version(spec.dump.mode).await?;
     let server = connection.server_facts(&databases).await?;
     tracing::info!(
         "server {}; {} is {} bytes; dumping with {dump_tool}",
@@ -330,7 +351,34 @@ async fn take_backup(
             ));
         })
         .await;
+    Ok(Prepared {
+        _workspace: workspace,
+        recipients,
+        encryptor,
+        connection,
+        databases,
+        dump_tool,
+        server,
+    })
+}
 
+/// `dumping` and `uploading`: runs the dump into S3, a stream or a
+/// directory of files, and collects the table facts.
+async fn dump(
+    bucket: &Bucket,
+    spec: &JobSpec,
+    prepared: &Prepared,
+    reporter: &StatusReporter<impl StatusStore>,
+    counters: &TransferCounters,
+) -> Result<(directory::DirectoryDump, Option<DumpFacts>), AgentError> {
+    let Prepared {
+        connection,
+        databases,
+        server,
+        encryptor,
+        ..
+    } = prepared;
+    let settings = &spec.dump;
     let jobs = settings.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
     });
@@ -345,13 +393,12 @@ async fn take_backup(
         let dump = snapshot(connection.dump_command(
             settings,
             jobs,
-            &databases,
+            databases,
             DumpOutput::Directory(dir.clone()),
         ));
         let sink = ObjectSink {
-            s3: clients.s3.clone(),
-            bucket: spec.bucket.clone(),
-            key_prefix: format!("{}data/", spec.backup_prefix),
+            bucket: bucket.clone(),
+            key_prefix: layout::data(&spec.backup_prefix),
             encryptor: encryptor.clone(),
             upload: spec.upload,
             compression_level: settings.compression_level,
@@ -382,38 +429,46 @@ async fn take_backup(
         drop(scratch);
         dumped
     } else {
-        let dump =
-            snapshot(connection.dump_command(settings, jobs, &databases, DumpOutput::Stream));
+        let dump = snapshot(connection.dump_command(settings, jobs, databases, DumpOutput::Stream));
         reporter.enter_phase(Phase::Dumping).await;
         let encoding = StreamEncoding {
-            encryptor,
+            encryptor: encryptor.clone(),
             compression_level: settings.compression_level,
             // planned for the database's size: the dump is rarely larger
             parts: PartSizer::new(spec.upload.part_size_bytes, Some(server.database_bytes)),
         };
-        dump_stream(clients, spec, dump, encoding, counters, reporter).await?
+        dump_stream(bucket, spec, dump, encoding, counters, reporter).await?
     };
 
     let facts = match facts {
         Some(collecting) => collecting.finish().await,
         None => facts::mysql_facts(|| connection.mysql_facts_client(), &databases.0).await,
     };
-    reporter.enter_phase(Phase::Verifying).await;
-    verify_objects(&clients.s3, &spec.bucket, &dumped.objects).await?;
-    let manifest = Manifest {
+    Ok((dumped, facts))
+}
+
+/// The manifest describing the finished backup.
+fn build_manifest(
+    spec: &JobSpec,
+    initial: &Status,
+    prepared: Prepared,
+    dumped: directory::DirectoryDump,
+    facts: Option<DumpFacts>,
+) -> Manifest {
+    Manifest {
         schema_version: SCHEMA_VERSION,
         job_name: spec.job_name.clone(),
         job_id: spec.job_id.clone(),
         engine: spec.engine,
-        format: settings.mode.name().to_owned(),
+        format: spec.dump.mode.name().to_owned(),
         database: spec.database.name.clone(),
         objects: dumped.objects,
-        recipients,
+        recipients: prepared.recipients,
         tool_versions: ToolVersions {
             agent: env!("CARGO_PKG_VERSION").to_owned(),
-            dump_tool,
+            dump_tool: prepared.dump_tool,
             gpgme: gpgme::init().version().to_owned(),
-            server: server.version,
+            server: prepared.server.version,
         },
         ami_id: spec.ami_id.clone(),
         instance_type: spec.instance_type.clone(),
@@ -423,24 +478,14 @@ async fn take_backup(
         dump_started_at: Some(dumped.dump_started_at),
         dump_finished_at: Some(dumped.dump_finished_at),
         facts,
-    };
-    let manifest_key = format!("{}manifest.json", spec.backup_prefix);
-    write_manifest(
-        &clients.s3,
-        &spec.bucket,
-        &manifest_key,
-        &manifest,
-        ObjectLock::new(spec.retention),
-    )
-    .await?;
-    Ok(manifest_key)
+    }
 }
 
 /// Streams a one-object dump (`pg_dump -Fc -Z0`, `mysqldump`) through
 /// zstd (unless the job turns compression off), encryption and a
 /// multipart upload.
 async fn dump_stream(
-    clients: &AwsClients,
+    bucket: &Bucket,
     spec: &JobSpec,
     dump: DumpCommand,
     encoding: StreamEncoding,
@@ -451,17 +496,14 @@ async fn dump_stream(
     // cheaper than pg_dump's zlib for a smaller result, and runs on its own
     // threads instead of inside the single pg_dump process.
     let compression_level = encoding.compression_level;
-    let object_name = match (spec.dump.mode, compression_level) {
-        (DumpMode::Mysqldump, 0) => "mysqldump.sql.gpg",
-        (DumpMode::Mysqldump, _) => "mysqldump.sql.zst.gpg",
-        (_, 0) => "pg_dump.custom.gpg",
-        (_, _) => "pg_dump.custom.zst.gpg",
-    };
-    let object_key = format!("{}{object_name}", spec.backup_prefix);
+    let object_key =
+        layout::stream_object(&spec.backup_prefix, spec.dump.mode, compression_level > 0);
+    let object_name = object_key
+        .strip_prefix(spec.backup_prefix.as_str())
+        .unwrap_or(&object_key);
     counters.set_activity(&format!("dumping into {object_name}"));
     let lock = ObjectLock::new(spec.retention);
-    let upload =
-        MultipartUpload::create(&clients.s3, &spec.bucket, &object_key, lock.as_ref()).await?;
+    let upload = MultipartUpload::create(bucket, &object_key, lock.as_ref()).await?;
     let (dump_finished, dump_finished_signal) = oneshot::channel();
     let dump_started_at = OffsetDateTime::now_utc();
     let pipeline = tokio::spawn(stream_dump(
@@ -665,42 +707,27 @@ async fn fetch_password(
 }
 
 /// Checks that S3 holds exactly the bytes we uploaded, for every object.
-async fn verify_objects(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    objects: &[ManifestObject],
-) -> Result<(), AgentError> {
+async fn verify_objects(bucket: &Bucket, objects: &[ManifestObject]) -> Result<(), AgentError> {
     for object in objects {
-        verify_object(s3, bucket, &object.key, object.size).await?;
+        verify_object(bucket, &object.key, object.size).await?;
     }
     Ok(())
 }
 
 /// Checks that S3 holds exactly the bytes we uploaded.
-async fn verify_object(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    expected: u64,
-) -> Result<(), AgentError> {
-    let head = s3
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
+async fn verify_object(bucket: &Bucket, key: &str, expected: u64) -> Result<(), AgentError> {
+    let found = bucket
+        .size(key)
         .await
-        .map_err(|err| AgentError::Verify {
-            bucket: bucket.to_owned(),
+        .map_err(|source| AgentError::Verify {
+            bucket: bucket.name().to_owned(),
             key: key.to_owned(),
-            reason: describe_sdk_error(&err),
-        })?;
-    let found = head
-        .content_length()
-        .and_then(|length| u64::try_from(length).ok())
+            source,
+        })?
         .unwrap_or(0);
     if found != expected {
         return Err(AgentError::SizeMismatch {
-            bucket: bucket.to_owned(),
+            bucket: bucket.name().to_owned(),
             key: key.to_owned(),
             expected,
             found,
@@ -710,29 +737,25 @@ async fn verify_object(
 }
 
 async fn write_manifest(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
+    bucket: &Bucket,
     key: &str,
     manifest: &Manifest,
     lock: Option<ObjectLock>,
 ) -> Result<(), AgentError> {
-    let manifest_error = |reason: String| AgentError::Manifest {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        reason,
+    let body = serde_json::to_vec_pretty(manifest).map_err(AgentError::ManifestEncoding)?;
+    let options = Put {
+        content_type: Some(s3::JSON),
+        lock,
+        ..Put::default()
     };
-    let body =
-        serde_json::to_vec_pretty(manifest).map_err(|err| manifest_error(err.to_string()))?;
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .set_object_lock_mode(lock.as_ref().map(|l| l.mode.clone()))
-        .set_object_lock_retain_until_date(lock.map(|l| l.retain_until))
-        .body(ByteStream::from(body))
-        .send()
+    bucket
+        .put(key, body, options)
         .await
-        .map_err(|err| manifest_error(describe_sdk_error(&err)))?;
+        .map_err(|source| AgentError::Manifest {
+            bucket: bucket.name().to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
     Ok(())
 }
 
@@ -759,6 +782,8 @@ fn status_message(error: &str) -> String {
 /// database password file. Removed, with any gpg-agent it started, when
 /// dropped.
 struct Workspace {
+    /// Dropped first: its gpg-agent is stopped before the directory goes.
+    gnupg: TempHome,
     dir: tempfile::TempDir,
 }
 
@@ -766,38 +791,16 @@ impl Workspace {
     fn create() -> io::Result<Workspace> {
         let dir = tempfile::Builder::new().prefix("backup-cloud-").tempdir()?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dir.path().join("gnupg"))?;
-        Ok(Workspace { dir })
+        let gnupg = TempHome::new_in(dir.path())?;
+        Ok(Workspace { gnupg, dir })
     }
 
     fn gnupg_home(&self) -> PathBuf {
-        self.dir.path().join("gnupg")
+        self.gnupg.to_path_buf()
     }
 
     fn password_file(&self) -> PathBuf {
         self.dir.path().join("db-password")
-    }
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        stop_gpg_agent(&self.gnupg_home());
-    }
-}
-
-/// gpg starts an agent only when it handles secret keys, which a valid
-/// job never does; an invalid one (a secret key among the public keys) may.
-fn stop_gpg_agent(gnupg_home: &Path) {
-    if gnupg_home.join("S.gpg-agent").exists() {
-        let _ = std::process::Command::new("gpgconf")
-            .arg("--homedir")
-            .arg(gnupg_home)
-            .args(["--kill", "gpg-agent"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
     }
 }
 
@@ -806,6 +809,7 @@ mod tests {
     use super::*;
     use crate::schema::{DatabaseTarget, Engine};
     use crate::status_store::memory::MemoryStatusStore;
+    use std::path::Path;
 
     fn spec() -> JobSpec {
         JobSpec {

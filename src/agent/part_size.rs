@@ -16,7 +16,7 @@
 //! reached 1 GiB parts by the end: a fifth of the memory. Dumps expected
 //! below ~75 GiB keep the 16 MiB default.
 
-use super::upload::PART_SIZE_RANGE;
+use crate::s3::PART_SIZE_RANGE;
 
 /// Parts that share the planned size, leaving the other 4,000 for a
 /// stream that outgrows its estimate.
@@ -71,7 +71,7 @@ fn round_up_to_mib(bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::upload::MAX_PARTS;
+    use crate::s3::MAX_PARTS;
 
     const MIB: u64 = 1 << 20;
     const GIB: u64 = 1 << 30;

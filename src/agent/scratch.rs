@@ -14,9 +14,7 @@
 //! the database, which bounds the dump (indexes are not dumped), so a dump
 //! that cannot fit fails at once with the numbers rather than hours later.
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -227,17 +225,9 @@ fn format_and_mount(device: &Path) -> Result<PathBuf, String> {
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem of `dir`.
-#[allow(clippy::useless_conversion)] // statvfs field types differ between targets
 fn available_bytes(dir: &Path) -> io::Result<u64> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-    // SAFETY: statvfs writes only into the zeroed struct we pass, and
-    // reads only the NUL-terminated path.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    let stats = rustix::fs::statvfs(dir)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 #[cfg(test)]

@@ -12,8 +12,6 @@ use aws_sdk_ec2::types::{
     InstanceStateName, InstanceType, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
     SpotMarketOptions, Tag, TagSpecification,
 };
-use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
@@ -21,6 +19,7 @@ use crate::aws::{describe_sdk_error, AwsClients};
 use crate::config::InstanceSettings;
 use crate::controller::plan::{JobPlan, TAG_JOB, TAG_JOB_ID, TAG_MANAGED};
 use crate::controller::watch::InstanceState;
+use crate::s3::{self, Bucket, Condition, Object, Put, S3Error};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -31,20 +30,12 @@ pub enum LaunchError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot upload to s3://{bucket}/{key}: {reason}")]
-    Upload {
-        bucket: String,
-        key: String,
-        reason: String,
-    },
+    #[error("cannot upload to {location}: {source}")]
+    Upload { location: String, source: S3Error },
     #[error("cannot presign the agent URL: {0}")]
-    Presign(String),
-    #[error("cannot read s3://{bucket}/{key}: {reason}")]
-    Read {
-        bucket: String,
-        key: String,
-        reason: String,
-    },
+    Presign(S3Error),
+    #[error("cannot read {location}: {source}")]
+    Read { location: String, source: S3Error },
     #[error("RunInstances failed: {0}")]
     RunInstances(String),
     #[error("cannot terminate instance {instance_id}: {reason}")]
@@ -102,60 +93,64 @@ impl AgentBinary {
 /// Uploads the agent under its SHA-256 (once: an existing object is reused)
 /// and returns a presigned GET URL valid for `valid_for`.
 pub async fn publish_agent(
-    aws: &AwsClients,
-    bucket: &str,
+    bucket: &Bucket,
     key: &str,
     agent: AgentBinary,
     valid_for: Duration,
 ) -> Result<String, LaunchError> {
-    let exists = aws
-        .s3
-        .head_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .is_ok();
+    let exists = matches!(bucket.size(key).await, Ok(Some(_)));
     if !exists {
         let checksum = base64::engine::general_purpose::STANDARD
             .encode(hex::decode(&agent.sha256).expect("sha256 is hex"));
-        aws.s3
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .checksum_sha256(checksum)
-            .body(ByteStream::from(agent.bytes))
-            .send()
+        let options = Put {
+            checksum_sha256: Some(checksum),
+            ..Put::default()
+        };
+        bucket
+            .put(key, agent.bytes, options)
             .await
-            .map_err(|e| LaunchError::Upload {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-                reason: describe_sdk_error(&e),
+            .map_err(|source| LaunchError::Upload {
+                location: bucket.location(key),
+                source,
             })?;
     }
-    let presigning =
-        PresigningConfig::expires_in(valid_for).map_err(|e| LaunchError::Presign(e.to_string()))?;
-    let request = aws
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .presigned(presigning)
+    bucket
+        .presigned_get(key, valid_for)
         .await
-        .map_err(|e| LaunchError::Presign(describe_sdk_error(&e)))?;
-    Ok(request.uri().to_owned())
+        .map_err(LaunchError::Presign)
 }
 
-/// Writes a JSON document to S3, unconditionally.
+/// Writes a JSON document under `condition`; `Ok(false)` when the
+/// condition failed.
 pub async fn put_json(
-    aws: &AwsClients,
-    bucket: &str,
+    bucket: &Bucket,
     key: &str,
     body: String,
-) -> Result<(), LaunchError> {
-    put_json_if(aws, bucket, key, body, WriteCondition::Always)
+    condition: Condition<'_>,
+) -> Result<bool, LaunchError> {
+    let options = Put {
+        content_type: Some(s3::JSON),
+        condition,
+        ..Put::default()
+    };
+    bucket
+        .put(key, body.into_bytes(), options)
         .await
-        .map(|_| ())
+        .map_err(|source| LaunchError::Upload {
+            location: bucket.location(key),
+            source,
+        })
+}
+
+/// Reads a small object and its ETag; `None` when it does not exist.
+pub async fn get_json(bucket: &Bucket, key: &str) -> Result<Option<Object>, LaunchError> {
+    bucket
+        .get_if_exists(key)
+        .await
+        .map_err(|source| LaunchError::Read {
+            location: bucket.location(key),
+            source,
+        })
 }
 
 /// A launched instance.
@@ -376,80 +371,6 @@ pub async fn find_instances(
     }
     found.sort_by_key(|i| std::cmp::Reverse(i.launched_at));
     Ok(found)
-}
-
-/// A condition on an S3 write (leases use the conditional ones).
-pub enum WriteCondition<'a> {
-    /// Whatever is there.
-    Always,
-    /// Only if no object exists.
-    Absent,
-    /// Only if the object still has this ETag.
-    Unchanged(&'a str),
-}
-
-/// Writes `body` under `condition`; `Ok(false)` when the condition failed.
-pub async fn put_json_if(
-    aws: &AwsClients,
-    bucket: &str,
-    key: &str,
-    body: String,
-    condition: WriteCondition<'_>,
-) -> Result<bool, LaunchError> {
-    let request = aws
-        .s3
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type("application/json")
-        .body(ByteStream::from(body.into_bytes()));
-    let request = match condition {
-        WriteCondition::Always => request,
-        WriteCondition::Absent => request.if_none_match("*"),
-        WriteCondition::Unchanged(etag) => request.if_match(etag),
-    };
-    match request.send().await {
-        Ok(_) => Ok(true),
-        Err(err)
-            if err.raw_response().map(|r| r.status().as_u16()) == Some(412)
-                || err.raw_response().map(|r| r.status().as_u16()) == Some(409) =>
-        {
-            Ok(false)
-        }
-        Err(err) => Err(LaunchError::Upload {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            reason: describe_sdk_error(&err),
-        }),
-    }
-}
-
-/// Reads a small object and its ETag; `None` when it does not exist.
-pub async fn get_with_etag(
-    aws: &AwsClients,
-    bucket: &str,
-    key: &str,
-) -> Result<Option<(Vec<u8>, String)>, LaunchError> {
-    let read_error = |reason: String| LaunchError::Read {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        reason,
-    };
-    match aws.s3.get_object().bucket(bucket).key(key).send().await {
-        Ok(object) => {
-            let etag = object.e_tag().unwrap_or_default().to_owned();
-            let bytes = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| read_error(e.to_string()))?
-                .into_bytes()
-                .to_vec();
-            Ok(Some((bytes, etag)))
-        }
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
-        Err(err) => Err(read_error(describe_sdk_error(&err))),
-    }
 }
 
 /// The instance's state; an instance EC2 no longer knows is `Gone`.

@@ -16,6 +16,7 @@ pub mod launch;
 pub mod lease;
 pub mod plan;
 pub mod reap;
+pub mod report;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -31,13 +32,15 @@ use tokio::time::Instant;
 
 use crate::aws::AwsClients;
 use crate::config::{Config, ConfigError, JobConfig};
-use crate::output::{JobResult, Outcome, Reporter};
-use crate::schema::{Manifest, Phase, Status, SCHEMA_VERSION};
+use crate::layout;
+use crate::s3::{Bucket, Condition};
+use crate::schema::{parse_document, Manifest, Phase, Status};
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
 use crate::userdata::UserDataError;
-use launch::{AgentBinary, InstanceInfo, LaunchError, WriteCondition};
+use launch::{AgentBinary, InstanceInfo, LaunchError};
 use lease::LeaseDoc;
 use plan::JobPlan;
+use report::{JobResult, Outcome, Report};
 use watch::{Decision, InstanceState, Limits, Observation};
 
 #[derive(Debug, thiserror::Error)]
@@ -216,7 +219,7 @@ pub struct Controller {
     config: Config,
     aws: AwsClients,
     store: SsmStatusStore,
-    reporter: Arc<Reporter>,
+    reporter: Arc<dyn Report>,
     interrupts: Interrupts,
     agent: OnceCell<PublishedAgent>,
     /// The job id each job of this controller is running as, by job name,
@@ -228,7 +231,7 @@ pub struct Controller {
 impl Controller {
     pub async fn new(
         config: Config,
-        reporter: Arc<Reporter>,
+        reporter: Arc<impl Report + 'static>,
         interrupts: Interrupts,
     ) -> Controller {
         let aws = AwsClients::load_with(
@@ -390,7 +393,7 @@ impl Controller {
             .user_data(region, &agent.sha256, agent.url.clone())
             .render_script()?;
         let spec_json = serde_json::to_string_pretty(&plan.spec).expect("spec serialises");
-        launch::put_json(&self.aws, &plan.spec.bucket, &plan.spec_key, spec_json).await?;
+        launch::put_json(&self.bucket(), &plan.spec_key, spec_json, Condition::Always).await?;
         let parameter = &plan.spec.status_parameter;
         self.store
             .write(parameter, &Status::new(&plan.spec.job_id, Phase::Launching))
@@ -430,26 +433,18 @@ impl Controller {
 
     /// Takes the job's single-flight lease, or says who holds it.
     async fn acquire_lease(&self, job: &JobConfig, plan: &JobPlan) -> Result<(), RunError> {
-        let bucket = &self.config.storage.bucket;
+        let bucket = &self.bucket();
         let key = self.lease_key(&job.name);
         let doc = LeaseDoc::new(&job.name, &plan.spec.job_id);
         let body = serde_json::to_string(&doc).expect("lease serialises");
         for _ in 0..3 {
-            if launch::put_json_if(
-                &self.aws,
-                bucket,
-                &key,
-                body.clone(),
-                WriteCondition::Absent,
-            )
-            .await?
-            {
+            if launch::put_json(bucket, &key, body.clone(), Condition::Absent).await? {
                 return Ok(());
             }
-            let Some((bytes, etag)) = launch::get_with_etag(&self.aws, bucket, &key).await? else {
+            let Some(lease) = launch::get_json(bucket, &key).await? else {
                 continue;
             };
-            let held: Option<LeaseDoc> = serde_json::from_slice(&bytes).ok();
+            let held: Option<LeaseDoc> = serde_json::from_slice(&lease.body).ok();
             if let Some(held) = held {
                 let status = self
                     .store
@@ -479,12 +474,11 @@ impl Controller {
                 }
                 tracing::info!(expired = %held.job_id, "taking over an expired lease");
             }
-            if launch::put_json_if(
-                &self.aws,
+            if launch::put_json(
                 bucket,
                 &key,
                 body.clone(),
-                WriteCondition::Unchanged(&etag),
+                Condition::Unchanged(&lease.etag),
             )
             .await?
             {
@@ -507,8 +501,13 @@ impl Controller {
             .insert(job.to_owned(), job_id.to_owned());
     }
 
+    /// The configured bucket.
+    fn bucket(&self) -> Bucket {
+        Bucket::new(self.aws.s3.clone(), &self.config.storage.bucket)
+    }
+
     fn lease_key(&self, job: &str) -> String {
-        format!("{}leases/{job}.json", self.config.key_prefix())
+        layout::lease(&self.config.storage.prefix, job)
     }
 
     /// Finds the instance of a job that is already running, to watch it.
@@ -885,9 +884,7 @@ impl Controller {
                     .status
                     .boot_timeout
                     .max(Duration::from_secs(900));
-                let url =
-                    launch::publish_agent(&self.aws, &plan.spec.bucket, &key, agent, lifetime)
-                        .await?;
+                let url = launch::publish_agent(&self.bucket(), &key, agent, lifetime).await?;
                 Ok(PublishedAgent { sha256, url })
             })
             .await
@@ -897,9 +894,9 @@ impl Controller {
     /// uploads its agent could not. Best effort, like [`Self::mark_failed`]:
     /// the outcome stands either way.
     async fn abort_leftover_uploads(&self, job: &str) {
-        let prefix = format!("{}backup/{job}/", self.config.key_prefix());
+        let prefix = layout::backups(&self.config.storage.prefix, job);
         let bucket = &self.config.storage.bucket;
-        match cleanup::abort_incomplete_uploads(&self.aws.s3, bucket, &prefix).await {
+        match cleanup::abort_incomplete_uploads(&self.bucket(), &prefix).await {
             Ok(keys) => {
                 for key in keys {
                     tracing::warn!(
@@ -934,13 +931,13 @@ impl Controller {
     /// Reads the manifest the agent reported and checks it belongs to the job.
     async fn fetch_manifest(&self, job: &str, job_id: &str, key: &str) -> Result<Manifest, String> {
         let bucket = &self.config.storage.bucket;
-        let expected_prefix = format!("{}backup/{job}/", self.config.key_prefix());
-        if !key.starts_with(&expected_prefix) || !key.ends_with("/manifest.json") {
+        if !layout::is_manifest_of(&self.config.storage.prefix, job, key) {
             return Err(format!(
-                "the agent reported manifest {key}, outside {expected_prefix}"
+                "the agent reported manifest {key}, outside {}",
+                layout::backups(&self.config.storage.prefix, job)
             ));
         }
-        let (bytes, _) = launch::get_with_etag(&self.aws, bucket, key)
+        let bytes = launch::get_json(&self.bucket(), key)
             .await
             .map_err(|e| {
                 format!("the agent reported success but the manifest cannot be read: {e}")
@@ -948,12 +945,12 @@ impl Controller {
             .ok_or_else(|| {
                 format!("the agent reported success but s3://{bucket}/{key} does not exist")
             })?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the manifest is not valid: {e}"))?;
-        if manifest.schema_version != SCHEMA_VERSION || manifest.job_id != job_id {
+        let manifest: Manifest =
+            parse_document(&bytes.body).map_err(|e| format!("the manifest is not valid: {e}"))?;
+        if manifest.job_id != job_id {
             return Err(format!(
-                "the manifest at {key} belongs to job {} (schema {}), not {job_id}",
-                manifest.job_id, manifest.schema_version
+                "the manifest at {key} belongs to job {}, not {job_id}",
+                manifest.job_id
             ));
         }
         if manifest.objects.is_empty() {
@@ -965,27 +962,13 @@ impl Controller {
     /// The plaintext size of the job's latest complete backup, if any.
     async fn last_backup_size(&self, job: &JobConfig) -> Option<(u64, String)> {
         let bucket = &self.config.storage.bucket;
-        let prefix = format!("{}backup/{}/", self.config.key_prefix(), job.name);
-        let listing = self
-            .aws
-            .s3
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(&prefix)
-            .delimiter("/")
-            .send()
-            .await
-            .ok()?;
-        let mut stamps: Vec<String> = listing
-            .common_prefixes()
-            .iter()
-            .filter_map(|p| p.prefix().map(str::to_owned))
-            .collect();
+        let prefix = layout::backups(&self.config.storage.prefix, &job.name);
+        let mut stamps = self.bucket().folders(&prefix).await.ok()?;
         stamps.sort();
         for stamp in stamps.iter().rev() {
-            let key = format!("{stamp}manifest.json");
-            if let Ok(Some((bytes, _))) = launch::get_with_etag(&self.aws, bucket, &key).await {
-                if let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) {
+            let key = layout::manifest(stamp);
+            if let Ok(Some(object)) = launch::get_json(&self.bucket(), &key).await {
+                if let Ok(manifest) = parse_document::<Manifest>(&object.body) {
                     let bytes = manifest.objects.iter().map(|o| o.plaintext_bytes).sum();
                     return Some((bytes, format!("the last backup, s3://{bucket}/{key}")));
                 }

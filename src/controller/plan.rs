@@ -10,6 +10,7 @@ use rand::Rng;
 use time::OffsetDateTime;
 
 use crate::config::{Config, JobConfig};
+use crate::layout;
 use crate::schema::{DatabaseTarget, JobSpec, UploadSettings, SCHEMA_VERSION};
 use crate::userdata::UserData;
 
@@ -23,8 +24,8 @@ pub const TAG_JOB_ID: &str = "backup-cloud:job-id";
 pub struct JobPlan {
     pub spec: JobSpec,
     pub spec_key: String,
-    /// Key prefix under which agent binaries are stored by SHA-256.
-    pub agent_prefix: String,
+    /// The configured storage prefix (`storage.prefix`).
+    pub storage_prefix: String,
     pub tags: BTreeMap<String, String>,
     pub max_lifetime_minutes: u64,
     /// Limit on the instance's download of the agent, per attempt.
@@ -48,9 +49,9 @@ impl JobPlan {
     /// Plans `job` launched at `at` on `ami_id`.
     pub fn new(config: &Config, job: &JobConfig, ami_id: &str, at: OffsetDateTime) -> JobPlan {
         let job_id = new_job_id(&job.name, at);
-        let prefix = config.key_prefix();
-        let backup_prefix = format!("{prefix}backup/{}/{}/", job.name, timestamp(at));
-        let spec_key = format!("{prefix}jobs/{}/{job_id}/spec.json", job.name);
+        let prefix = &config.storage.prefix;
+        let backup_prefix = layout::backup(prefix, &job.name, &timestamp(at));
+        let spec_key = layout::job_spec(prefix, &job.name, &job_id);
         let spec = JobSpec {
             schema_version: SCHEMA_VERSION,
             job_name: job.name.clone(),
@@ -87,7 +88,7 @@ impl JobPlan {
         JobPlan {
             spec,
             spec_key,
-            agent_prefix: format!("{prefix}agent/"),
+            storage_prefix: prefix.clone(),
             tags,
             max_lifetime_minutes: job.max_lifetime.as_secs().div_ceil(60),
             agent_download_secs: config.timeouts.agent_download.as_secs(),
@@ -96,12 +97,12 @@ impl JobPlan {
 
     /// Key of the agent binary with the given SHA-256.
     pub fn agent_key(&self, sha256: &str) -> String {
-        format!("{}{sha256}/backup-cloud", self.agent_prefix)
+        layout::agent(&self.storage_prefix, sha256)
     }
 
     /// Key of the manifest that will mark this backup complete.
     pub fn manifest_key(&self) -> String {
-        format!("{}manifest.json", self.spec.backup_prefix)
+        layout::manifest(&self.spec.backup_prefix)
     }
 
     /// The instance's user-data for this plan, fetching the agent with

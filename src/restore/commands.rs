@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::engine::Target;
-use super::gpg::Decryptor;
-use super::pipeline::{Restored, Sink};
+use super::pipeline::{mb_per_s, Restored, Sink};
 use super::{drill, export, headers, pipeline, verify, RestoreError};
-use crate::cli::Exit;
+use crate::credentials;
+use crate::exit::Exit;
+use crate::openpgp::Decryptor;
 
 #[derive(Debug, Subcommand)]
 pub enum RestoreCommand {
@@ -157,7 +158,7 @@ async fn run(
             let keys = tokio::task::spawn_blocking(move || headers::session_keys(&archive, None))
                 .await
                 .map_err(RestoreError::crashed)??;
-            super::write_private(&out, keys.as_bytes()).map_err(|e| {
+            credentials::write_private(&out, keys.as_bytes()).map_err(|e| {
                 RestoreError::Failed(format!("cannot write {}: {e}", out.display()))
             })?;
             println!("wrote {}", out.display());
@@ -277,9 +278,4 @@ fn print_restored(what: &str, restored: &Restored) {
         restored.elapsed.as_secs_f64(),
         mb_per_s(restored.plaintext_bytes, restored.elapsed)
     );
-}
-
-/// Throughput in MB/s (10^6 bytes per second).
-pub fn mb_per_s(bytes: u64, elapsed: std::time::Duration) -> f64 {
-    bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
 }

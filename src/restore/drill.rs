@@ -12,17 +12,17 @@
 //! renamed in the stream (mysqldump, see
 //! [`super::engine::RenameDatabases`]); MySQL facts
 //! come from their own transaction, not the dump's (see
-//! [`crate::agent::facts`]), and the report says so.
+//! [`crate::facts`]), and the report says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::engine::{Shape, Target};
-use super::gpg::Decryptor;
 use super::pipeline::{self, Restored, Sink};
 use super::store::Backup;
 use super::RestoreError;
-use crate::agent::facts::{self, parse_fact, MYSQL_METHOD, POSTGRES_FACTS_SCRIPT, POSTGRES_METHOD};
+use crate::facts::{self, parse_fact, MYSQL_METHOD, POSTGRES_FACTS_SCRIPT, POSTGRES_METHOD};
+use crate::openpgp::Decryptor;
 use crate::schema::{DumpFacts, Manifest, TableFacts};
 
 /// What a MySQL drill's report adds about its facts.

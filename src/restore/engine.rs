@@ -12,8 +12,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command};
 
-use super::pipeline::tool_stdio;
 use super::RestoreError;
+use crate::credentials;
 use crate::schema::{Engine, Manifest};
 
 /// Where to restore.
@@ -79,27 +79,23 @@ struct OptionFile {
 impl OptionFile {
     /// A MySQL option file giving `password` to the client and myloader.
     fn write(password: &str) -> Result<OptionFile, RestoreError> {
-        if password.contains(['\n', '\r']) {
-            return Err(RestoreError::Usage(
-                "a MySQL password with a line break cannot go into an option file",
-            ));
-        }
-        let escaped = password.replace('\\', "\\\\").replace('"', "\\\"");
-        OptionFile::private(
-            "my.cnf",
-            &format!("[client]\npassword=\"{escaped}\"\n[myloader]\npassword=\"{escaped}\"\n"),
-        )
+        let contents =
+            credentials::mysql_options(password, &["client", "myloader"]).map_err(|_| {
+                RestoreError::Usage(
+                    "a MySQL password with a line break cannot go into an option file",
+                )
+            })?;
+        OptionFile::private("my.cnf", &contents)
     }
 
     /// A libpq password file matching any server, for `PGPASSFILE`.
     fn pgpass(password: &str) -> Result<OptionFile, RestoreError> {
-        if password.contains(['\n', '\r']) {
-            return Err(RestoreError::Usage(
+        let contents = credentials::pgpass(password).map_err(|_| {
+            RestoreError::Usage(
                 "a PostgreSQL password with a line break cannot go into a password file",
-            ));
-        }
-        let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
-        OptionFile::private("pgpass", &format!("*:*:*:*:{escaped}\n"))
+            )
+        })?;
+        OptionFile::private("pgpass", &contents)
     }
 
     /// Writes `contents` as a 0600 file `name` in a fresh 0700 directory.
@@ -114,7 +110,7 @@ impl OptionFile {
             .map_err(fail)?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .map_err(fail)?;
-        super::write_private(&dir.path().join(name), contents.as_bytes()).map_err(fail)?;
+        credentials::write_private(&dir.path().join(name), contents.as_bytes()).map_err(fail)?;
         Ok(OptionFile { dir, name })
     }
 
@@ -617,6 +613,15 @@ fn run_with_stdin(command: Command, program: &str, input: &str) -> Result<String
             String::from_utf8_lossy(&output.stderr).trim()
         )))
     }
+}
+
+/// Standard streams for a restore tool: the dump on stdin; stderr kept
+/// for the error message.
+fn tool_stdio(command: &mut Command) {
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
 }
 
 #[cfg(test)]

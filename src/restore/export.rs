@@ -15,8 +15,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::pipeline::TempFile;
-use super::store::{Backup, StoreError, DIR_PUBLIC_KEYS, MANIFEST_NAME};
+use super::store::{Backup, StoreError};
 use super::RestoreError;
+use crate::layout::{COPY_PUBLIC_KEYS, MANIFEST_NAME};
 
 /// What an export did.
 #[derive(Debug, Default)]
@@ -57,8 +58,8 @@ pub async fn export(backup: &Backup, dir: &Path) -> Result<Exported, RestoreErro
     }
     for (key, data) in backup.public_keys().await? {
         let file = key.rsplit('/').next().unwrap_or(&key);
-        let path = dir.join(DIR_PUBLIC_KEYS).join(file);
-        let name = format!("{DIR_PUBLIC_KEYS}/{file}");
+        let path = dir.join(COPY_PUBLIC_KEYS).join(file);
+        let name = format!("{COPY_PUBLIC_KEYS}/{file}");
         if std::fs::read(&path).ok().as_deref() == Some(&data[..]) {
             exported.already_present.push(name);
         } else {

@@ -24,10 +24,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::gpg;
-use super::packets::{self, Parsed, STUB_DATA_PACKET};
 use super::store::Backup;
 use super::RestoreError;
+use crate::openpgp::decrypt;
+use crate::openpgp::packets::{self, Parsed, STUB_DATA_PACKET};
 
 const INDEX: &str = "index.json";
 const STUB: &str = "stub-data-packet.bin";
@@ -146,7 +146,7 @@ pub fn session_keys(archive: &[u8], gnupg_home: Option<&Path>) -> Result<String,
         // Only key packets: anything else (ciphertext above all) is refused.
         packets::parse_pkesk_sequence(&data)
             .map_err(|err| RestoreError::Failed(format!("{}: {err}", object.header)))?;
-        let key = gpg::session_key(gnupg_home, &data)
+        let key = decrypt::session_key(gnupg_home, &data)
             .map_err(|err| RestoreError::Failed(format!("{}: {err}", object.key)))?;
         out.push_str(&format!("{key}  {}\n", object.key));
     }
@@ -174,7 +174,7 @@ pub fn parse_session_keys(text: &str) -> Result<BTreeMap<String, String>, Restor
         };
         let (key, object) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
         let key = key.trim_matches('\'');
-        gpg::check_session_key(key).map_err(|_| bad())?;
+        decrypt::check_session_key(key).map_err(|_| bad())?;
         keys.insert(object.trim().to_owned(), key.to_owned());
     }
     Ok(keys)

@@ -18,9 +18,7 @@ pub mod commands;
 pub mod drill;
 pub mod engine;
 pub mod export;
-pub mod gpg;
 pub mod headers;
-pub mod packets;
 pub mod pipeline;
 pub mod store;
 pub mod verify;
@@ -28,8 +26,9 @@ pub mod verify;
 use std::path::Path;
 
 use crate::aws::AwsClients;
-use crate::cli::Exit;
 use crate::config::{Config, ConfigError};
+use crate::exit::Exit;
+use crate::openpgp::GpgError;
 use store::{Backup, StoreError};
 
 /// A restore command could not do its work.
@@ -42,7 +41,7 @@ pub enum RestoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Gpg(#[from] gpg::GpgError),
+    Gpg(#[from] GpgError),
     #[error("{0}")]
     Failed(String),
     #[error("an internal task stopped unexpectedly: {0}")]
@@ -104,19 +103,4 @@ pub async fn open_either(
         (None, Some(dir)) => Ok(Backup::in_dir(dir).await?.0),
         _ => Err(RestoreError::Usage("give a backup address or --dir")),
     }
-}
-
-/// Writes `data` to `path`, readable by its owner only (created so, or
-/// replaced), and syncs it: session keys, client option files, gpg.conf.
-pub(crate) fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(data)?;
-    file.sync_all()
 }

@@ -16,7 +16,6 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,11 +25,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use super::commands::mb_per_s;
 use super::engine::{Shape, Target};
-use super::gpg::{self, Decryptor};
 use super::store::{Backup, StoreError};
 use super::RestoreError;
+use crate::openpgp::{decrypt, Decryptor};
 use crate::schema::{Manifest, ManifestObject};
 
 /// Objects decrypted at once, at most (each is a download and a gpg).
@@ -258,13 +256,13 @@ where
     match compression {
         None => {
             let mut out = out;
-            gpg::decrypt(decryptor, input, &mut out)?;
+            decrypt::decrypt(decryptor, input, &mut out)?;
             Ok(out)
         }
         Some("zstd") => {
             let fail = |e: io::Error| RestoreError::Failed(format!("zstd -d: {e}"));
             let mut decoder = zstd::stream::write::Decoder::new(out).map_err(fail)?;
-            gpg::decrypt(decryptor, input, &mut decoder)?;
+            decrypt::decrypt(decryptor, input, &mut decoder)?;
             decoder.flush().map_err(fail)?;
             Ok(decoder.into_inner())
         }
@@ -539,13 +537,9 @@ impl Drop for TempFile {
     }
 }
 
-/// Standard streams for a restore tool: the dump on stdin; stderr kept
-/// for the error message.
-pub fn tool_stdio(command: &mut std::process::Command) {
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+/// Throughput in MB/s (10^6 bytes per second).
+pub fn mb_per_s(bytes: u64, elapsed: std::time::Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64().max(1e-9) / 1e6
 }
 
 #[cfg(test)]
@@ -604,7 +598,7 @@ mod tests {
 
     #[test]
     fn zstd_is_undone_only_when_the_manifest_says_so() {
-        use crate::restore::packets::tests::Gpg;
+        use crate::openpgp::packets::tests::Gpg;
         let holder = Gpg::new();
         holder.generate("H <h@x>", "future-default");
         let plaintext = b"INSERT INTO t VALUES (1);\n".repeat(10_000);

@@ -9,18 +9,11 @@
 use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client as S3Client;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
 
-use crate::aws::describe_sdk_error;
-use crate::schema::{Manifest, SCHEMA_VERSION};
-
-/// Name of the manifest under a backup's prefix.
-pub const MANIFEST_NAME: &str = "manifest.json";
-/// Where the recipients' keys live under the configured prefix (the S3
-/// layout contract the agent reads them from).
-const PUBLIC_KEYS_DIR: &str = "config/public-keys/";
-/// Where an offline copy keeps the recipients' public keys.
-pub const DIR_PUBLIC_KEYS: &str = "public-keys";
+use crate::layout::{self, MANIFEST_NAME};
+use crate::s3::{Bucket, S3Error};
+use crate::schema::{parse_document, Manifest};
 
 /// Reading a backup failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,8 +22,12 @@ pub enum StoreError {
     NotFound { location: String },
     #[error("cannot read {location}: {reason}")]
     Read { location: String, reason: String },
+    #[error("cannot read {location}: {source}")]
+    S3Read { location: String, source: S3Error },
     #[error("cannot list {location}: {reason}")]
     List { location: String, reason: String },
+    #[error("cannot list {location}: {source}")]
+    S3List { location: String, source: S3Error },
     #[error("{location} is not a manifest this version reads: {reason}")]
     BadManifest { location: String, reason: String },
     #[error("{0} is not a backup address: expected s3://BUCKET/PREFIX/backup/JOB/TIMESTAMP/ or s3://BUCKET/…/manifest.json")]
@@ -40,10 +37,7 @@ pub enum StoreError {
 /// A backup's storage.
 #[derive(Debug, Clone)]
 pub enum Store {
-    S3 {
-        s3: S3Client,
-        bucket: String,
-    },
+    S3(Bucket),
     /// An offline copy: `root` holds what lies under `prefix` in S3.
     Dir {
         root: PathBuf,
@@ -51,14 +45,13 @@ pub enum Store {
     },
 }
 
-/// A stream of an object's bytes.
-pub type ObjectReader = Box<dyn AsyncRead + Unpin + Send>;
+pub use crate::s3::ObjectReader;
 
 impl Store {
     /// How a key is named in messages.
     pub fn location(&self, key: &str) -> String {
         match self {
-            Store::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
+            Store::S3(bucket) => bucket.location(key),
             Store::Dir { .. } => match self.path(key) {
                 Some(path) => path.display().to_string(),
                 None => format!("{key} (outside the copied backup)"),
@@ -69,7 +62,7 @@ impl Store {
     /// The file holding `key` in an offline copy.
     fn path(&self, key: &str) -> Option<PathBuf> {
         match self {
-            Store::S3 { .. } => None,
+            Store::S3(_) => None,
             Store::Dir { root, prefix } => {
                 let name = key.strip_prefix(prefix.as_str())?;
                 if name.is_empty() || name.split('/').any(|s| s.is_empty() || s == "..") {
@@ -86,25 +79,25 @@ impl Store {
         }
     }
 
+    /// A failed S3 read: a finding when the object is missing.
+    fn s3_read_error(&self, key: &str, source: S3Error) -> StoreError {
+        if source.is_not_found() {
+            self.not_found(key)
+        } else {
+            StoreError::S3Read {
+                location: self.location(key),
+                source,
+            }
+        }
+    }
+
     /// Size of an object, `None` if it does not exist.
     pub async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
         match self {
-            Store::S3 { s3, bucket } => {
-                match s3.head_object().bucket(bucket).key(key).send().await {
-                    Ok(head) => Ok(Some(
-                        head.content_length()
-                            .and_then(|l| u64::try_from(l).ok())
-                            .unwrap_or(0),
-                    )),
-                    Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                        Ok(None)
-                    }
-                    Err(err) => Err(StoreError::Read {
-                        location: self.location(key),
-                        reason: describe_sdk_error(&err),
-                    }),
-                }
-            }
+            Store::S3(bucket) => bucket
+                .size(key)
+                .await
+                .map_err(|source| self.s3_read_error(key, source)),
             Store::Dir { .. } => {
                 let Some(path) = self.path(key) else {
                     return Ok(None);
@@ -130,26 +123,10 @@ impl Store {
         len: Option<u64>,
     ) -> Result<ObjectReader, StoreError> {
         match self {
-            Store::S3 { s3, bucket } => {
-                let mut request = s3.get_object().bucket(bucket).key(key);
-                if start > 0 || len.is_some() {
-                    request = request.range(match len {
-                        Some(len) => format!("bytes={start}-{}", start + len.max(1) - 1),
-                        None => format!("bytes={start}-"),
-                    });
-                }
-                let output = request.send().await.map_err(|err| {
-                    if err.as_service_error().is_some_and(|e| e.is_no_such_key()) {
-                        self.not_found(key)
-                    } else {
-                        StoreError::Read {
-                            location: self.location(key),
-                            reason: describe_sdk_error(&err),
-                        }
-                    }
-                })?;
-                Ok(Box::new(output.body.into_async_read()))
-            }
+            Store::S3(bucket) => bucket
+                .read(key, start, len)
+                .await
+                .map_err(|source| self.s3_read_error(key, source)),
             Store::Dir { .. } => {
                 use tokio::io::AsyncSeekExt;
                 let path = self.path(key).ok_or_else(|| self.not_found(key))?;
@@ -210,27 +187,14 @@ impl Store {
     /// Every key under `prefix`, with folder markers, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = match self {
-            Store::S3 { s3, bucket } => {
-                let mut keys = Vec::new();
-                let mut pages = s3
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(prefix)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|err| StoreError::List {
+            Store::S3(bucket) => {
+                bucket
+                    .list(prefix)
+                    .await
+                    .map_err(|source| StoreError::S3List {
                         location: self.location(prefix),
-                        reason: describe_sdk_error(&err),
-                    })?;
-                    keys.extend(
-                        page.contents()
-                            .iter()
-                            .filter_map(|o| o.key())
-                            .map(str::to_owned),
-                    );
-                }
-                keys
+                        source,
+                    })?
             }
             Store::Dir { root, prefix: own } => {
                 let mut keys = Vec::new();
@@ -290,25 +254,13 @@ impl Backup {
             None if key.ends_with('/') => key.to_owned(),
             None => format!("{key}/"),
         };
-        // <prefix>/backup/<job>/<timestamp>/
-        let segments: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
-        let n = segments.len();
-        if bucket.is_empty() || n < 3 || segments[n - 3] != "backup" || segments.contains(&"") {
-            return Err(bad());
-        }
-        let storage = segments[..n - 3].join("/");
-        let storage = storage_prefix.unwrap_or(&storage).trim_end_matches('/');
+        let parsed = layout::parse_backup(&prefix).filter(|_| !bucket.is_empty());
+        let storage = parsed.ok_or_else(bad)?.prefix;
+        let storage = storage_prefix.unwrap_or(&storage);
         Ok(Backup {
-            store: Store::S3 {
-                s3,
-                bucket: bucket.to_owned(),
-            },
+            store: Store::S3(Bucket::new(s3, bucket)),
             prefix,
-            public_keys_prefix: if storage.is_empty() {
-                PUBLIC_KEYS_DIR.to_owned()
-            } else {
-                format!("{storage}/{PUBLIC_KEYS_DIR}")
-            },
+            public_keys_prefix: layout::public_keys(storage),
         })
     }
 
@@ -331,33 +283,31 @@ impl Backup {
                 }
             })?;
         let manifest = parse_manifest(&location, &data)?;
-        // the objects lie under <prefix>/backup/<job>/<timestamp>/
-        let marker = format!("backup/{}/", manifest.job_name);
         let prefix = manifest
             .objects
             .first()
-            .and_then(|o| {
-                let start = o.key.find(&marker)? + marker.len();
-                let end = start + o.key[start..].find('/')? + 1;
-                Some(o.key[..end].to_owned())
-            })
+            .and_then(|o| layout::backup_of_object(&manifest.job_name, &o.key))
+            .map(str::to_owned)
             .ok_or_else(|| StoreError::BadManifest {
                 location: location.clone(),
-                reason: format!("its objects do not lie under {marker}TIMESTAMP/"),
+                reason: format!(
+                    "its objects do not lie under backup/{}/TIMESTAMP/",
+                    manifest.job_name
+                ),
             })?;
         let backup = Backup {
             store: Store::Dir {
                 root: dir.to_owned(),
                 prefix: prefix.clone(),
             },
-            public_keys_prefix: format!("{prefix}{DIR_PUBLIC_KEYS}/"),
+            public_keys_prefix: layout::copy_public_keys(&prefix),
             prefix,
         };
         Ok((backup, manifest))
     }
 
     pub fn manifest_key(&self) -> String {
-        format!("{}{MANIFEST_NAME}", self.prefix)
+        layout::manifest(&self.prefix)
     }
 
     /// The name of `key` inside the backup (the file name in a copy).
@@ -389,18 +339,10 @@ impl Backup {
 
 /// Parses a manifest, refusing versions this build does not know.
 pub fn parse_manifest(location: &str, data: &[u8]) -> Result<Manifest, StoreError> {
-    let bad = |reason: String| StoreError::BadManifest {
+    parse_document(data).map_err(|err| StoreError::BadManifest {
         location: location.to_owned(),
-        reason,
-    };
-    let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| bad(e.to_string()))?;
-    let version = value.get("schema_version").and_then(|v| v.as_u64());
-    if version != Some(u64::from(SCHEMA_VERSION)) {
-        return Err(bad(format!(
-            "schema_version {version:?}; this build reads {SCHEMA_VERSION}"
-        )));
-    }
-    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+        reason: err.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::gpg::{self, Recipients};
-use super::packets::{self, Parsed};
-use super::store::{Backup, StoreError, DIR_PUBLIC_KEYS, MANIFEST_NAME};
+use super::store::{Backup, StoreError};
 use super::RestoreError;
+use crate::layout::{self, MANIFEST_NAME};
+use crate::openpgp::decrypt::{self, Recipients};
+use crate::openpgp::packets::{self, Parsed};
 use crate::schema::{Manifest, ManifestObject};
 
 /// How many objects are checked at once.
@@ -53,9 +54,10 @@ async fn configured_recipients(
         });
         return Ok(Recipients::new());
     }
-    let (recipients, key_problems) = tokio::task::spawn_blocking(move || gpg::recipients(&keys))
-        .await
-        .map_err(RestoreError::crashed)??;
+    let (recipients, key_problems) =
+        tokio::task::spawn_blocking(move || decrypt::recipients(&keys))
+            .await
+            .map_err(RestoreError::crashed)??;
     problems.extend(key_problems.into_iter().map(|p| Problem {
         object: "public keys".to_owned(),
         problem: p.to_string(),
@@ -189,7 +191,7 @@ async fn check_listing(
 ) -> Result<(), RestoreError> {
     let expected: BTreeSet<&str> = manifest.objects.iter().map(|o| o.key.as_str()).collect();
     let manifest_key = backup.manifest_key();
-    let keys_in_copy = format!("{}{DIR_PUBLIC_KEYS}/", backup.prefix);
+    let keys_in_copy = layout::copy_public_keys(&backup.prefix);
     for key in backup.store.list(&backup.prefix).await? {
         let is_copy_key = matches!(backup.store, super::store::Store::Dir { .. })
             && key.starts_with(&keys_in_copy);
@@ -308,7 +310,7 @@ fn check_recipients(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::packets::Pkesk;
+    use crate::openpgp::packets::Pkesk;
 
     fn pkesk(id: &str) -> Pkesk {
         Pkesk {

@@ -214,12 +214,85 @@ fn implied_actions(code: &str) -> Vec<&'static str> {
     implied
 }
 
+/// The one S3 client every actor goes through (relative to `src/`).
+const S3_MODULE: &str = "s3.rs";
+
+/// The functions of the S3 module that make AWS calls, with the IAM
+/// actions each needs, its calls of its own functions followed.
+fn s3_module_methods(
+    code: &str,
+    operations: &BTreeMap<String, Vec<&'static str>>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let starts: Vec<usize> = code.match_indices("fn ").map(|(i, _)| i).collect();
+    let mut bodies: BTreeMap<String, &str> = BTreeMap::new();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(code.len());
+        let name: String = code[start + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        bodies.insert(name, &code[start..end]);
+    }
+    let direct = |body: &str| -> BTreeSet<String> {
+        let mut needs: BTreeSet<String> = called_operations(body, operations)
+            .into_iter()
+            .flat_map(|(op, service)| iam_actions(service, op))
+            .collect();
+        needs.extend(implied_actions(body).into_iter().map(str::to_owned));
+        needs
+    };
+    let mut methods: BTreeMap<String, BTreeSet<String>> = bodies
+        .iter()
+        .map(|(name, body)| (name.clone(), direct(body)))
+        .collect();
+    // follow calls inside the module until nothing changes
+    loop {
+        let mut changed = false;
+        for (name, body) in &bodies {
+            for (callee, _) in bodies.iter().filter(|(callee, _)| *callee != name) {
+                if body.contains(&format!(".{callee}(")) || body.contains(&format!("::{callee}(")) {
+                    let needs = methods[callee].clone();
+                    let entry = methods.get_mut(name).unwrap();
+                    let before = entry.len();
+                    entry.extend(needs);
+                    changed |= entry.len() != before;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    methods.retain(|_, needs| !needs.is_empty());
+    assert!(
+        methods.contains_key("put") && methods.contains_key("get"),
+        "the S3 module's methods were not found: {methods:?}"
+    );
+    methods
+}
+
+/// Object Lock: needed only by callers that hand the S3 module a lock.
+const RETENTION: &str = "s3:PutObjectRetention";
+
+/// Whether `code` calls the S3 module's `method`. A multipart upload's
+/// methods have names many types share (`create`, `abort`, `complete`):
+/// they count only in code that names `MultipartUpload`.
+fn calls_s3_method(code: &str, method: &str) -> bool {
+    let called = code.contains(&format!(".{method}(")) || code.contains(&format!("::{method}("));
+    let multipart = matches!(
+        method,
+        "create" | "abort" | "complete" | "upload_part" | "upload_parts"
+    );
+    called && (!multipart || code.contains("MultipartUpload"))
+}
+
 /// What each role needs, with where the need comes from.
 fn required_actions() -> BTreeMap<Role, BTreeMap<String, BTreeSet<String>>> {
     let operations = sdk_operations();
     let src = Path::new(ROOT).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
+    let s3_methods = s3_module_methods(&code_of(&src.join(S3_MODULE)), &operations);
     let mut required: BTreeMap<Role, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
     for file in files {
         let relative = file
@@ -227,6 +300,10 @@ fn required_actions() -> BTreeMap<Role, BTreeMap<String, BTreeSet<String>>> {
             .unwrap()
             .to_string_lossy()
             .replace('\\', "/");
+        if relative == S3_MODULE {
+            // its operations count for the actors that call its methods
+            continue;
+        }
         let code = code_of(&file);
         let mut actions: Vec<(String, String)> = Vec::new();
         for (op, service) in called_operations(&code, &operations) {
@@ -239,6 +316,16 @@ fn required_actions() -> BTreeMap<Role, BTreeMap<String, BTreeSet<String>>> {
                 .into_iter()
                 .map(|a| (a.to_owned(), format!("{relative}: implied"))),
         );
+        for (method, needs) in &s3_methods {
+            if calls_s3_method(&code, method) {
+                actions.extend(
+                    needs
+                        .iter()
+                        .filter(|a| *a != RETENTION || code.contains("ObjectLock"))
+                        .map(|a| (a.clone(), format!("{relative}: {S3_MODULE} {method}"))),
+                );
+            }
+        }
         for role in roles_for(&relative) {
             for (action, why) in &actions {
                 required

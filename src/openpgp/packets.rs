@@ -657,4 +657,137 @@ pub(crate) mod tests {
             "the stub parses as a data packet"
         );
     }
+
+    /// Property tests: the parser never panics, reads back every header
+    /// it could be given in any framing, and never reads past the start
+    /// of the encrypted data.
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// One PKESK packet: version 3 or 6, a key id (zeros: anonymous)
+        /// and an algorithm, then key material.
+        fn pkesk_body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                (
+                    any::<[u8; 8]>(),
+                    any::<u8>(),
+                    prop::collection::vec(any::<u8>(), 0..300)
+                )
+                    .prop_map(|(id, algorithm, material)| {
+                        let mut body = vec![3];
+                        body.extend_from_slice(&id);
+                        body.push(algorithm);
+                        body.extend(material);
+                        body
+                    }),
+                (
+                    any::<[u8; 20]>(),
+                    any::<u8>(),
+                    prop::collection::vec(any::<u8>(), 0..300)
+                )
+                    .prop_map(|(fingerprint, algorithm, material)| {
+                        let mut body = vec![6, 21, 4];
+                        body.extend_from_slice(&fingerprint);
+                        body.push(algorithm);
+                        body.extend(material);
+                        body
+                    }),
+            ]
+        }
+
+        /// `body` framed as a packet with `tag`, in one of the framings
+        /// the standard allows for a definite length.
+        fn frame(tag: u8, body: &[u8], framing: u8) -> Vec<u8> {
+            let len = body.len();
+            let mut packet = match framing % 5 {
+                0 if len < 192 => vec![0xc0 | tag, len as u8],
+                1 if (192..8384).contains(&len) => {
+                    let l = len - 192;
+                    vec![0xc0 | tag, (l >> 8) as u8 + 192, l as u8]
+                }
+                2 => {
+                    let mut p = vec![0xc0 | tag, 255];
+                    p.extend_from_slice(&(len as u32).to_be_bytes());
+                    p
+                }
+                3 if len < 256 && tag < 16 => vec![0x80 | (tag << 2), len as u8],
+                4 if tag < 16 => {
+                    let mut p = vec![0x80 | (tag << 2) | 2];
+                    p.extend_from_slice(&(len as u32).to_be_bytes());
+                    p
+                }
+                _ => {
+                    let mut p = vec![0xc0 | tag, 255];
+                    p.extend_from_slice(&(len as u32).to_be_bytes());
+                    p
+                }
+            };
+            packet.extend_from_slice(body);
+            packet
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+                let _ = parse_header(&bytes);
+                let _ = parse_complete_header(&bytes);
+                let _ = parse_pkesk_sequence(&bytes);
+            }
+
+            #[test]
+            fn framed_headers_read_back_whole_and_in_pieces(
+                bodies in prop::collection::vec((pkesk_body(), any::<u8>()), 1..6),
+                data in prop::collection::vec(any::<u8>(), 0..64),
+                data_tag in prop_oneof![Just(TAG_SEIPD), Just(TAG_AEAD)],
+            ) {
+                let mut object = Vec::new();
+                let mut raws = Vec::new();
+                for (body, framing) in &bodies {
+                    let packet = frame(TAG_PKESK, body, *framing);
+                    object.extend_from_slice(&packet);
+                    raws.push(packet);
+                }
+                let data_offset = object.len();
+                object.extend(frame(data_tag, &data, 0));
+
+                let header = parse_complete_header(&object).unwrap();
+                prop_assert_eq!(header.data_offset, data_offset);
+                let found: Vec<Vec<u8>> = header.pkesks.iter().map(|p| p.raw.clone()).collect();
+                prop_assert_eq!(&found, &raws);
+                prop_assert_eq!(
+                    parse_pkesk_sequence(&object[..data_offset]).unwrap(),
+                    header.pkesks.clone()
+                );
+
+                // every prefix short of the data packet's header asks for
+                // more, never for fewer bytes than it has, and never errs
+                for cut in 0..data_offset {
+                    match parse_header(&object[..cut]).unwrap() {
+                        Parsed::NeedBytes(n) => prop_assert!(n > cut, "{} at {}", n, cut),
+                        Parsed::Complete(_) => prop_assert!(false, "complete at {}", cut),
+                    }
+                }
+            }
+
+            #[test]
+            fn any_other_packet_after_a_key_packet_is_refused(
+                body in pkesk_body(),
+                tag in (2u8..64).prop_filter("not a key or data packet", |t| {
+                    ![TAG_PKESK, TAG_SEIPD, TAG_AEAD].contains(t)
+                }),
+                other in prop::collection::vec(any::<u8>(), 0..100),
+            ) {
+                let mut object = frame(TAG_PKESK, &body, 2);
+                let offset = object.len();
+                object.extend(frame(tag, &other, 2));
+                object.extend_from_slice(&STUB_DATA_PACKET);
+                let refused = matches!(
+                    parse_header(&object),
+                    Err(PacketError::Unexpected { offset: o, tag: t, .. }) if o == offset && t == tag
+                );
+                prop_assert!(refused);
+            }
+        }
+    }
 }

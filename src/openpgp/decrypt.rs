@@ -1,11 +1,11 @@
-//! The gpg side of restoring: reading recipients' key ids from public
-//! keys, recovering session keys from header packets, and decrypting
-//! streams with a keyring or with a session key alone.
+//! The reading side of OpenPGP: recipients' key ids from public keys,
+//! session keys recovered from header packets, and streams decrypted with
+//! a keyring or with a session key alone.
 //!
 //! GPGME's Rust wrapper has no accessor for session keys, so the context
 //! flag GPGME documents does it: `export-session-key` makes the decrypt
 //! result carry it (read through gpgme-sys). Streams are decrypted by the
-//! gpg GPGME names, through its own pipes ([`crate::gpg_stream`] says
+//! gpg GPGME names, through its own pipes ([`super::stream`] says
 //! why); with a session key alone, in a throwaway home whose gpg.conf holds
 //! `override-session-key`, so the key is never on a command line.
 //!
@@ -22,10 +22,12 @@ use std::ffi::{CStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use gpgme::{Context, Protocol};
+use gpgme::Context;
 
 use super::packets::STUB_DATA_PACKET;
-use crate::gpg_stream::{self, StreamError};
+use super::stream::{self, StreamError};
+use super::TempHome;
+use crate::credentials::write_private;
 
 /// GPGME failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,51 +50,13 @@ pub enum GpgError {
 }
 
 /// A GPGME OpenPGP context; `home` overrides GNUPGHOME.
-pub fn context(home: Option<&Path>) -> Result<Context, GpgError> {
-    let mut context = Context::from_protocol(Protocol::OpenPgp).map_err(GpgError::Setup)?;
-    if let Some(home) = home {
-        context
-            .set_engine_home_dir(home.as_os_str().as_encoded_bytes())
-            .map_err(GpgError::Setup)?;
-    }
-    context.set_armor(false);
-    Ok(context)
+fn context(home: Option<&Path>) -> Result<Context, GpgError> {
+    super::context(home).map_err(GpgError::Setup)
 }
 
-/// A throwaway gpg home, removed (with any agent) when dropped.
-pub struct TempHome {
-    dir: tempfile::TempDir,
-}
-
-impl TempHome {
-    pub fn new() -> Result<TempHome, GpgError> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::Builder::new()
-            .prefix("bc-gpg-")
-            .tempdir()
-            .map_err(GpgError::TempHome)?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
-            .map_err(GpgError::TempHome)?;
-        Ok(TempHome { dir })
-    }
-
-    pub fn path(&self) -> PathBuf {
-        self.dir.path().to_owned()
-    }
-}
-
-impl Drop for TempHome {
-    fn drop(&mut self) {
-        if self.dir.path().join("S.gpg-agent").exists() {
-            let _ = std::process::Command::new("gpgconf")
-                .arg("--homedir")
-                .arg(self.dir.path())
-                .args(["--kill", "gpg-agent"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
+/// A throwaway home for one operation.
+fn temp_home() -> Result<TempHome, GpgError> {
+    TempHome::new().map_err(GpgError::TempHome)
 }
 
 /// The configured recipients: primary fingerprint → key ids (16 upper-case
@@ -102,8 +66,8 @@ pub type Recipients = BTreeMap<String, Vec<String>>;
 /// Imports `keys` (name, contents) into a throwaway keyring and returns
 /// who they are. Problems are per key object.
 pub fn recipients(keys: &[(String, Vec<u8>)]) -> Result<(Recipients, Vec<GpgError>), GpgError> {
-    let home = TempHome::new()?;
-    let mut context = context(Some(&home.path()))?;
+    let home = temp_home()?;
+    let mut context = context(Some(home.path()))?;
     let mut recipients = Recipients::new();
     let mut problems = Vec::new();
     for (name, data) in keys {
@@ -231,28 +195,28 @@ where
         Decryptor::SessionKey(key) => {
             // checked to be ALGO:HEX, so it cannot smuggle another option
             check_session_key(key)?;
-            temp = TempHome::new()?;
+            temp = temp_home()?;
             let options = temp.path().join("gpg.conf");
-            super::write_private(&options, format!("override-session-key {key}\n").as_bytes())
+            write_private(&options, format!("override-session-key {key}\n").as_bytes())
                 .map_err(GpgError::TempHome)?;
-            Some(temp.path())
+            Some(temp.to_path_buf())
         }
     };
-    let gpg = gpg_stream::engine(&context(home.as_deref())?)?;
+    let gpg = stream::engine(&context(home.as_deref())?)?;
     let mut args = Vec::<OsString>::new();
     if let Some(home) = &home {
         args.extend(["--homedir".into(), home.into()]);
     }
     args.extend(["--output".into(), "-".into(), "--decrypt".into()]);
-    gpg_stream::run(&gpg, args, ciphertext, plaintext)?;
+    stream::run(&gpg, args, ciphertext, plaintext)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::packets::parse_complete_header;
-    use crate::restore::packets::tests::Gpg;
+    use crate::openpgp::packets::parse_complete_header;
+    use crate::openpgp::packets::tests::Gpg;
 
     #[test]
     fn the_key_holder_gets_the_session_key_from_the_key_packets_alone() {
