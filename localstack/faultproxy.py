@@ -10,7 +10,7 @@ applies rules the test sets through a small control API.
 Usage: ``faultproxy.py [--upstream URL] [--port N]``. It listens on
 127.0.0.1 (port 0 = any free port) and prints ``listening on PORT`` as its
 first stdout line, so a test can start one proxy per test and read the port.
-Stdlib only.
+Stdlib only (the plumbing is localstack/awsproxy.py).
 
 Control API (paths under ``/__faultproxy/``; S3 bucket names cannot start
 with ``_``, so these never collide with real requests):
@@ -38,6 +38,9 @@ the next ``count`` matching requests (``count`` -1: forever). Actions:
   error (``code`` default ``ThrottlingException``, status default 400), or
   with ``"format": "ec2"`` an EC2 query-protocol error;
 * ``drop``: read about half the request body, then reset the connection;
+* ``drop_response``: forward the request, then reset the connection without
+  answering (the request took effect, its response was lost: what a client
+  retrying a non-idempotent call must survive);
 * ``delay``: wait ``seconds`` and then forward normally.
 
 Rules are checked in the order they were added; the first that matches and
@@ -45,21 +48,18 @@ still has firings left applies.
 """
 
 import argparse
-import http.client
-import http.server
 import json
-import socket
-import struct
+import os
 import sys
 import threading
 import time
 import urllib.parse
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from awsproxy import ProxyHandler, Server, ec2_error, json_error, s3_error, serve  # noqa: E402
+
 CONTROL = "/__faultproxy/"
-HOP_BY_HOP = {
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
-    "trailer", "upgrade", "expect",
-}
+ACTIONS = ("error", "drop", "drop_response", "delay")
 
 
 class Rules:
@@ -73,7 +73,7 @@ class Rules:
 
     def add(self, rule):
         action = rule.get("action", "error")
-        if action not in ("error", "drop", "delay"):
+        if action not in ACTIONS:
             raise ValueError(f"unknown action {action!r}")
         with self.lock:
             rule = dict(rule, id=self.next_id, matched=0, fired=0, action=action)
@@ -130,18 +130,8 @@ def matches(rule, method, path, query, target, body):
     return True
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(ProxyHandler):
     server_version = "faultproxy"
-
-    def log_message(self, *args):  # quiet: the request log is in /__faultproxy/log
-        pass
-
-    # every method goes through one path
-    def do_GET(self):
-        self.handle_any()
-
-    do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = do_GET
 
     def handle_any(self):
         url = urllib.parse.urlsplit(self.path)
@@ -160,107 +150,25 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             body = self.read_body()
         if rule and rule["action"] == "error":
-            self.send_error_response(rule, target)
+            self.reply(*error_response(rule, target))
             return
         if rule and rule["action"] == "delay":
             time.sleep(float(rule.get("seconds", 1)))
-        self.forward(body)
-
-    # --- request body ---------------------------------------------------------
-    def expect_continue(self):
-        if self.headers.get("Expect", "").lower() == "100-continue":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            self.wfile.flush()
-
-    def read_body(self):
-        self.expect_continue()
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size_line = self.rfile.readline()
-                size = int(size_line.split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        if rule and rule["action"] == "drop_response":
+            try:
+                self.forward(self.server.upstream, body)
+            except OSError:
+                pass
+            self.reset_connection()
+            return
+        self.forward_and_relay(self.server.upstream, body)
 
     def drop_mid_body(self, body_read=False):
         length = 0 if body_read else int(self.headers.get("Content-Length") or 0)
         if length:
             self.expect_continue()
             self.rfile.read(length // 2)
-        # RST instead of FIN: the client sees a reset, as on a broken network
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.close_connection = True
-        self.connection.close()
-
-    # --- responses ------------------------------------------------------------
-    def send_error_response(self, rule, target):
-        if rule.get("format") == "ec2":
-            code = rule.get("code", "InsufficientInstanceCapacity")
-            status = int(rule.get("status", 500))
-            message = rule.get("message", "There is no capacity available.")
-            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
-                    f"<Message>{message}</Message></Error></Errors><RequestID>faultproxy</RequestID></Response>").encode()
-            content_type = "text/xml"
-            extra = {}
-        elif target:
-            code = rule.get("code", "ThrottlingException")
-            status = int(rule.get("status", 400))
-            body = json.dumps({"__type": code, "message": rule.get("message", "Rate exceeded")}).encode()
-            content_type = "application/x-amz-json-1.1"
-            extra = {"x-amzn-ErrorType": code}
-        else:
-            code = rule.get("code", "SlowDown")
-            status = int(rule.get("status", 503))
-            message = rule.get("message", "Please reduce your request rate.")
-            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-                    f"<Message>{message}</Message><RequestId>faultproxy</RequestId></Error>").encode()
-            content_type = "application/xml"
-            extra = {}
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("x-amz-request-id", "faultproxy")
-        for k, v in extra.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def forward(self, body):
-        up = self.server.upstream
-        conn = http.client.HTTPConnection(up.hostname, up.port or 80, timeout=300)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        if body or self.command in ("PUT", "POST"):
-            headers["Content-Length"] = str(len(body))
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = b"" if self.command == "HEAD" else resp.read()
-        except OSError as e:
-            self.send_response(502)
-            msg = f"faultproxy: upstream failed: {e}".encode()
-            self.send_header("Content-Length", str(len(msg)))
-            self.end_headers()
-            self.wfile.write(msg)
-            return
-        finally:
-            conn.close()
-        self.send_response(resp.status, resp.reason)
-        for k, v in resp.getheaders():
-            if k.lower() in HOP_BY_HOP or (k.lower() == "content-length" and self.command != "HEAD"):
-                continue
-            self.send_header(k, v)
-        if self.command != "HEAD":
-            self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reset_connection()
 
     # --- control API ------------------------------------------------------------
     def control(self, what):
@@ -280,23 +188,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 status, reply = 404, {"error": f"no control endpoint {self.command} {what}"}
         except (ValueError, TypeError) as e:
             status, reply = 400, {"error": str(e)}
-        data = json.dumps(reply).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply_json(status, reply)
 
 
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address):
-        # clients that gave up (timeouts, dropped tests) are expected here
-        if isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
-            return
-        super().handle_error(request, client_address)
+def error_response(rule, target):
+    """The error a rule answers with: EC2 query, AWS JSON, or S3 XML."""
+    if rule.get("format") == "ec2":
+        return ec2_error(rule.get("code", "InsufficientInstanceCapacity"),
+                         rule.get("message", "There is no capacity available."), int(rule.get("status", 500)))
+    if target:
+        return json_error(rule.get("code", "ThrottlingException"), rule.get("message", "Rate exceeded"),
+                          int(rule.get("status", 400)))
+    return s3_error(rule.get("code", "SlowDown"), rule.get("message", "Please reduce your request rate."),
+                    int(rule.get("status", 503)))
 
 
 def main():
@@ -307,12 +211,7 @@ def main():
     server = Server(("127.0.0.1", args.port), Handler)
     server.upstream = urllib.parse.urlsplit(args.upstream)
     server.rules = Rules()
-    print(f"listening on {server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve(server)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ Likewise ``backup-cloud-sim:minute-seconds=N`` sets that instance's
 BACKUP_CLOUD_SIM_MINUTE_SECONDS, for a fast dead-man without affecting other
 tests' instances.
 
+Credentials as on EC2: the script gets no AWS keys. Each instance has its
+own IMDSv2 endpoint (localstack/imds.py) on a loopback port, named by
+``AWS_EC2_METADATA_SERVICE_ENDPOINT``; it serves the credentials of the role
+in the instance's instance profile, minted by the gate as a role session.
+
 Environment:
   BACKUP_CLOUD_SIM_ENDPOINT        default http://127.0.0.1:4566
   BACKUP_CLOUD_SIM_STATE_DIR       default <repo>/.state
@@ -35,6 +40,8 @@ Environment:
                                    overridden per launch by the file
                                    <state>/sim/minute-seconds if it exists.
   BACKUP_CLOUD_SIM_POLL_SECONDS    default 0.5
+  BACKUP_CLOUD_SIM_CREDENTIAL_SECONDS  lifetime of the role credentials IMDS hands out
+                                   (default 900; refreshed with a third of it left)
   BACKUP_CLOUD_SIM_NAMESPACE       1 (default): run scripts under
                                    `unshare --mount` with shims bind-mounted over
                                    the real binaries; 0: PATH shims only.
@@ -57,6 +64,9 @@ import botocore.config
 import botocore.exceptions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import imds  # noqa: E402
+
 REPO = os.path.dirname(HERE)
 SHIM_DIR = os.path.join(HERE, "shims")
 SANDBOX = os.path.join(HERE, "sim-sandbox")
@@ -64,6 +74,8 @@ ENDPOINT = os.environ.get("BACKUP_CLOUD_SIM_ENDPOINT", "http://127.0.0.1:4566")
 STATE_DIR = os.environ.get("BACKUP_CLOUD_SIM_STATE_DIR", os.path.join(REPO, ".state"))
 SIM_DIR = os.path.join(STATE_DIR, "sim")
 REGION = "us-east-1"
+ACCOUNT = "000000000000"
+CREDENTIAL_SECONDS = int(os.environ.get("BACKUP_CLOUD_SIM_CREDENTIAL_SECONDS", "900"))
 POLL = float(os.environ.get("BACKUP_CLOUD_SIM_POLL_SECONDS", "0.5"))
 KILL_GRACE = 3.0
 MANAGED_TAG = "backup-cloud:managed"
@@ -139,6 +151,13 @@ class Instance:
         self.kill_started = 0.0
         self.after_kill = None    # "terminate" | "reboot" | None (gone from outside)
         self.last_terminate_try = 0.0
+        self.imds = None          # its IMDS server while it runs
+
+    def stop_imds(self):
+        if self.imds is not None:
+            self.imds.shutdown()
+            self.imds.server_close()
+            self.imds = None
 
     def set_status(self, status):
         try:
@@ -209,12 +228,13 @@ class Simulator:
             read_timeout=30,
             retries={"max_attempts": 3, "mode": "standard"},
         )
-        self.ec2 = boto3.client(
-            "ec2", endpoint_url=ENDPOINT, region_name=REGION,
-            aws_access_key_id="test", aws_secret_access_key="test", config=cfg,
-        )
+        admin = dict(endpoint_url=ENDPOINT, region_name=REGION,
+                     aws_access_key_id="test", aws_secret_access_key="test", config=cfg)
+        self.ec2 = boto3.client("ec2", **admin)
+        self.iam = boto3.client("iam", **admin)
         self.instances = {}
         self.sim_tags = {}  # instance id -> {backup-cloud-sim:* tag: value}
+        self.profiles = {}  # instance id -> instance profile ARN
         self.use_ns = namespace_works()
         self.base_path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
         # never hand our own venv to the scripts
@@ -254,6 +274,7 @@ class Simulator:
             for res in page.get("Reservations", []):
                 for i in res.get("Instances", []):
                     states[i["InstanceId"]] = i.get("State", {}).get("Name", "unknown")
+                    self.profiles[i["InstanceId"]] = (i.get("IamInstanceProfile") or {}).get("Arn")
                     self.sim_tags[i["InstanceId"]] = {
                         t.get("Key"): t.get("Value", "") for t in i.get("Tags", [])
                         if t.get("Key") in (ENDPOINT_TAG, MINUTE_TAG)
@@ -269,6 +290,22 @@ class Simulator:
         if data[:2] == b"\x1f\x8b":  # cloud-init accepts gzip'd user-data
             data = gzip.decompress(data)
         return data
+
+    def role_of_profile(self, profile_arn):
+        """The role name in an instance profile (None: no such profile, or no role in it)."""
+        try:
+            profile = self.iam.get_instance_profile(InstanceProfileName=profile_arn.rsplit("/", 1)[-1])
+        except botocore.exceptions.ClientError as e:
+            log(f"instance profile {profile_arn}: {e}")
+            return None
+        roles = profile["InstanceProfile"].get("Roles", [])
+        return roles[0]["RoleName"] if roles else None
+
+    def start_imds(self, inst):
+        inst.imds = imds.start(imds.Metadata(
+            inst.id, REGION, ACCOUNT, self.profiles.get(inst.id), self.role_of_profile, ENDPOINT,
+            CREDENTIAL_SECONDS))
+        return f"http://127.0.0.1:{inst.imds.server_address[1]}"
 
     # --- launching ----------------------------------------------------------
     def launch(self, iid):
@@ -312,6 +349,7 @@ class Simulator:
                 log(f"{iid}: AWS endpoint overridden by tag {ENDPOINT_TAG}: {endpoint}")
             else:
                 log(f"{iid}: ignoring tag {ENDPOINT_TAG}={override!r}: only http://127.0.0.1:PORT is allowed")
+        imds_url = self.start_imds(inst)
         env = {
             "PATH": f"{SHIM_DIR}:{self.base_path}",
             "HOME": inst.dir,
@@ -321,13 +359,11 @@ class Simulator:
             "SHELL": "/bin/bash",
             "LANG": "C.UTF-8",
             "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            # a real instance learns its region from IMDS; there is none here,
-            # and nothing may try to reach 169.254.169.254 from this machine.
+            # no keys: the credential chain finds the role's through IMDS, as on EC2
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": imds_url,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE": "IPv4",
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
             "BACKUP_CLOUD_SIM_INSTANCE_DIR": inst.dir,
             "BACKUP_CLOUD_SIM_INSTANCE_ID": iid,
             "BACKUP_CLOUD_SIM_MINUTE_SECONDS": mins,
@@ -350,13 +386,14 @@ class Simulator:
             log(f"{iid}: could not start user-data: {e}")
             inst.set_status("skipped (could not start)")
             inst.phase = "done"
+            inst.stop_imds()
             return
         finally:
             console.close()
         inst.pgid = inst.proc.pid
         inst.set_status("running")
         log(f"{iid}: started user-data ({len(data)} bytes) pid/pgid {inst.pgid}, "
-            f"minute={mins}s, namespace={'yes' if self.use_ns else 'no'}, dir {inst.dir}")
+            f"minute={mins}s, namespace={'yes' if self.use_ns else 'no'}, dir {inst.dir}, IMDS {imds_url}")
 
     # --- main loop ----------------------------------------------------------
     def terminate_in_localstack(self, inst):
@@ -423,6 +460,8 @@ class Simulator:
                 elif time.monotonic() - inst.last_terminate_try >= 2.0:
                     if self.terminate_in_localstack(inst):
                         inst.phase = "done"
+            if inst.phase == "done":
+                inst.stop_imds()
 
     def run(self):
         log(f"simulator started: endpoint {ENDPOINT}, state {SIM_DIR}, shims {SHIM_DIR}, "
@@ -488,6 +527,7 @@ class Simulator:
                     pass
             i.reap()
             i.set_status("killed (simulator stopped)")
+            i.stop_imds()
         log("simulator stopped")
 
 

@@ -21,6 +21,8 @@ pub struct AwsClients {
     pub ssm: aws_sdk_ssm::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub region: Option<String>,
+    /// Where the clients' credentials come from.
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 impl AwsClients {
@@ -56,6 +58,16 @@ impl AwsClients {
         AwsClients::from_sdk_config(&sdk)
     }
 
+    /// When the credentials the clients sign with expire: `None` for
+    /// long-term keys, or when no credentials can be loaded. Temporary
+    /// credentials (SSO, an assumed role, an instance role) carry an
+    /// expiry, and a URL they presign stops working with them.
+    pub async fn credentials_expiry(&self) -> Option<std::time::SystemTime> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        let provider = self.credentials.as_ref()?;
+        provider.provide_credentials().await.ok()?.expiry()
+    }
+
     fn from_sdk_config(sdk: &SdkConfig) -> AwsClients {
         let s3_config = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(sdk.endpoint_url().is_some())
@@ -65,6 +77,7 @@ impl AwsClients {
             ssm: aws_sdk_ssm::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),
             region: sdk.region().map(|r| r.to_string()),
+            credentials: sdk.credentials_provider(),
         }
     }
 }

@@ -4,6 +4,8 @@
 //! [`StatusStore`] trait so the watch loop and the progress reporter can be
 //! unit-tested against an in-memory store.
 
+use std::time::Duration;
+
 use aws_sdk_ssm::types::ParameterType;
 
 use crate::aws::describe_sdk_error;
@@ -28,6 +30,46 @@ pub enum StatusError {
 pub trait StatusStore {
     async fn read(&self, name: &str) -> Result<Option<Status>, StatusError>;
     async fn write(&self, name: &str, status: &Status) -> Result<(), StatusError>;
+}
+
+/// How long the controller keeps trying a status write SSM throttles.
+/// `PutParameter` shares one account-wide rate (about 3 per second at the
+/// standard throughput, "AWS Systems Manager endpoints and quotas"), so a
+/// dozen jobs starting together can be throttled for several seconds.
+pub const CONTROLLER_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The longest wait between two tries of a throttled write.
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+
+/// The wait before try `attempt + 1` of a throttled write (`attempt` ≥ 1):
+/// `first` doubling up to [`MAX_BACKOFF`], then scaled by a random factor
+/// in [0.5, 1] so writers throttled together do not retry together.
+pub fn throttle_backoff(first: Duration, attempt: u32) -> Duration {
+    let ceiling = first
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    ceiling.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// Writes `status`, retrying while SSM throttles, for up to `patience`;
+/// other errors are returned at once.
+pub async fn write_patiently<S: StatusStore>(
+    store: &S,
+    name: &str,
+    status: &Status,
+    patience: Duration,
+) -> Result<(), StatusError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut attempt = 1;
+    loop {
+        match store.write(name, status).await {
+            Err(StatusError::Throttled { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(throttle_backoff(Duration::from_millis(500), attempt)).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// The production store: SSM Parameter Store.
@@ -147,6 +189,23 @@ pub mod memory {
 mod tests {
     use super::*;
     use crate::schema::Phase;
+
+    #[test]
+    fn throttled_writes_back_off_doubling_with_jitter_up_to_a_ceiling() {
+        let first = Duration::from_millis(500);
+        for attempt in 1..=12 {
+            let ceiling = (first * (1 << (attempt - 1).min(10))).min(MAX_BACKOFF);
+            let wait = throttle_backoff(first, attempt);
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "attempt {attempt}: {wait:?} outside [{:?}, {ceiling:?}]",
+                ceiling / 2
+            );
+        }
+        let waits: std::collections::HashSet<_> =
+            (0..20).map(|_| throttle_backoff(first, 5)).collect();
+        assert!(waits.len() > 1, "jittered: {waits:?}");
+    }
 
     #[test]
     fn parse_refuses_unknown_schema_versions() {

@@ -4,14 +4,17 @@
 //! how far the backup got and how it ended, so the reporter has three
 //! duties with different guarantees:
 //!
-//! - **phase changes** are written at once, retried with backoff when SSM
-//!   throttles, and a failure is logged but does not stop the backup;
-//! - **progress** (byte counters) rides on a heartbeat written at least every
-//!   heartbeat interval but never more often than [`MIN_PROGRESS_GAP`],
-//!   because SSM throttles parameter writes; a failed heartbeat is logged
-//!   and forgotten;
-//! - **the final status** (`succeeded`/`failed`) is retried like a phase
-//!   change and its failure is returned, so the agent exits non-zero.
+//! - **phase changes** are written at once, retried with jittered backoff
+//!   when SSM throttles (for [`PHASE_PATIENCE`]), and a failure is logged
+//!   but does not stop the backup;
+//! - **progress** (byte counters) rides on a heartbeat written every
+//!   heartbeat interval (never more often than [`MIN_PROGRESS_GAP`]),
+//!   stretched by a random quarter at most so that agents started together
+//!   do not write together: SSM throttles `PutParameter` per account, all
+//!   instances at once. A failed heartbeat is logged and forgotten;
+//! - **the final status** (`succeeded`/`failed`) is retried for minutes
+//!   ([`FINAL_PATIENCE`]): it is what the controller waits for; its failure
+//!   is returned, so the agent exits non-zero.
 //!
 //! Writes are serialised by one lock, so a slow heartbeat can never land
 //! after (and overwrite) a newer phase.
@@ -26,7 +29,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::schema::{Phase, Status};
-use crate::status_store::{StatusError, StatusStore};
+use crate::status_store::{throttle_backoff, StatusError, StatusStore};
 
 /// Progress-only writes are never closer together than this.
 pub const MIN_PROGRESS_GAP: Duration = Duration::from_secs(2);
@@ -35,8 +38,11 @@ pub const MIN_PROGRESS_GAP: Duration = Duration::from_secs(2);
 /// interval, so an operator's progress bar moves.
 const MAX_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How often a phase change or the final status is tried when throttled.
-const WRITE_ATTEMPTS: u32 = 6;
+/// How long a throttled phase change is retried.
+pub const PHASE_PATIENCE: Duration = Duration::from_secs(20);
+
+/// How long a throttled final status is retried.
+pub const FINAL_PATIENCE: Duration = Duration::from_secs(300);
 
 /// The first wait after a throttled write; it doubles on each retry.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -79,6 +85,18 @@ struct Timing {
     progress_interval: Duration,
     /// First backoff after a throttled write.
     first_backoff: Duration,
+    /// How long a phase change, and the final status, are retried.
+    phase_patience: Duration,
+    final_patience: Duration,
+}
+
+impl Timing {
+    /// The gap before the next heartbeat: the progress interval stretched
+    /// by a random factor in [1, 1.25), never shorter than the interval.
+    fn heartbeat_gap(&self) -> Duration {
+        self.progress_interval
+            .mul_f64(rand::random_range(1.0..1.25))
+    }
 }
 
 /// Publishes one job's status document.
@@ -108,6 +126,8 @@ impl<S: StatusStore> StatusReporter<S> {
         let timing = Timing {
             progress_interval: heartbeat_interval.clamp(MIN_PROGRESS_GAP, MAX_PROGRESS_INTERVAL),
             first_backoff: FIRST_BACKOFF,
+            phase_patience: PHASE_PATIENCE,
+            final_patience: FINAL_PATIENCE,
         };
         Self::with_timing(store, parameter, initial, counters, timing)
     }
@@ -142,20 +162,24 @@ impl<S: StatusStore> StatusReporter<S> {
     pub async fn enter_phase(&self, phase: Phase) {
         let mut state = self.state.lock().await;
         state.status.phase = phase;
-        if let Err(err) = self.write_with_retry(&mut state).await {
+        if let Err(err) = self
+            .write_with_retry(&mut state, self.timing.phase_patience)
+            .await
+        {
             tracing::warn!("could not publish phase {}: {err}", phase.as_str());
         }
     }
 
-    /// Writes progress whenever [`Timing::progress_interval`] has passed
-    /// since the last write of any kind. Never returns: run it alongside
-    /// the work and drop it when the work is done.
+    /// Writes progress whenever a jittered [`Timing::progress_interval`]
+    /// has passed since the last write of any kind. Never returns: run it
+    /// alongside the work and drop it when the work is done.
     pub async fn heartbeat(&self) -> Infallible {
         loop {
-            let due = self.state.lock().await.last_write + self.timing.progress_interval;
+            let gap = self.timing.heartbeat_gap();
+            let due = self.state.lock().await.last_write + gap;
             tokio::time::sleep_until(due).await;
             let mut state = self.state.lock().await;
-            if state.last_write + self.timing.progress_interval > Instant::now() {
+            if state.last_write + gap > Instant::now() {
                 continue; // a phase change was written meanwhile
             }
             self.snapshot(&mut state.status);
@@ -166,8 +190,9 @@ impl<S: StatusStore> StatusReporter<S> {
         }
     }
 
-    /// Writes the terminal status, retrying when throttled; an error here
-    /// means the controller will not learn the outcome.
+    /// Writes the terminal status, retrying for [`Timing::final_patience`]
+    /// when throttled; an error here means the controller will not learn
+    /// the outcome from the status (it still finds a stored manifest).
     pub async fn finish(
         &self,
         phase: Phase,
@@ -177,7 +202,8 @@ impl<S: StatusStore> StatusReporter<S> {
         let mut state = self.state.lock().await;
         state.status.phase = phase;
         change(&mut state.status);
-        self.write_with_retry(&mut state).await?;
+        self.write_with_retry(&mut state, self.timing.final_patience)
+            .await?;
         Ok(state.status.clone())
     }
 
@@ -194,17 +220,21 @@ impl<S: StatusStore> StatusReporter<S> {
         status.updated_at = OffsetDateTime::now_utc();
     }
 
-    async fn write_with_retry(&self, state: &mut ReporterState) -> Result<(), StatusError> {
-        let mut backoff = self.timing.first_backoff;
+    async fn write_with_retry(
+        &self,
+        state: &mut ReporterState,
+        patience: Duration,
+    ) -> Result<(), StatusError> {
+        let deadline = Instant::now() + patience;
         let mut attempt = 1;
         loop {
             self.snapshot(&mut state.status);
             state.last_write = Instant::now();
             match self.store.write(&self.parameter, &state.status).await {
-                Err(StatusError::Throttled { .. }) if attempt < WRITE_ATTEMPTS => {
+                Err(StatusError::Throttled { .. }) if Instant::now() < deadline => {
+                    let backoff = throttle_backoff(self.timing.first_backoff, attempt);
                     tracing::debug!("status write throttled; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
-                    backoff *= 2;
                     attempt += 1;
                 }
                 result => return result,
@@ -225,6 +255,8 @@ mod tests {
         Timing {
             progress_interval: Duration::from_millis(200),
             first_backoff: Duration::from_millis(5),
+            phase_patience: Duration::from_millis(100),
+            final_patience: Duration::from_millis(300),
         }
     }
 
@@ -360,6 +392,50 @@ mod tests {
         assert_eq!(status.phase, Phase::Failed);
         let stored = reporter.store.inner.documents.lock().unwrap()[PARAMETER].clone();
         assert_eq!(stored.message, "pg_dump failed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_final_status_outlasts_a_long_throttle() {
+        // Ten refusals in a row: ten agents finishing together against
+        // the account's ~3 writes per second.
+        let store = ThrottlingStore {
+            throttles: AtomicU32::new(10),
+            inner: MemoryStatusStore::default(),
+        };
+        let timing = Timing {
+            first_backoff: Duration::from_millis(1),
+            final_patience: Duration::from_secs(10),
+            ..fast_timing()
+        };
+        let reporter = StatusReporter::with_timing(
+            store,
+            PARAMETER,
+            Status::new("job-1", Phase::Uploading),
+            TransferCounters::default(),
+            timing,
+        );
+        reporter
+            .finish(Phase::Succeeded, |_| {})
+            .await
+            .expect("written once the throttle lets it through");
+        assert_eq!(reporter.store.throttles.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn heartbeats_are_spread_but_never_closer_than_the_interval() {
+        let timing = Timing {
+            progress_interval: Duration::from_secs(4),
+            ..fast_timing()
+        };
+        let gaps: std::collections::HashSet<Duration> =
+            (0..50).map(|_| timing.heartbeat_gap()).collect();
+        assert!(gaps.len() > 10, "jittered: {gaps:?}");
+        for gap in gaps {
+            assert!(
+                gap >= Duration::from_secs(4) && gap < Duration::from_secs(5),
+                "{gap:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::aws::{describe_sdk_error, AwsClients};
 use crate::config::InstanceSettings;
 use crate::controller::plan::{JobPlan, TAG_JOB, TAG_JOB_ID, TAG_MANAGED};
-use crate::controller::watch::InstanceState;
+use crate::controller::watch::{self, BeforeTerminate, InstanceState, Lookup};
 use crate::s3::{self, Bucket, Condition, Object, Put, S3Error};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,14 +90,12 @@ impl AgentBinary {
     }
 }
 
-/// Uploads the agent under its SHA-256 (once: an existing object is reused)
-/// and returns a presigned GET URL valid for `valid_for`.
+/// Uploads the agent under its SHA-256 (once: an existing object is reused).
 pub async fn publish_agent(
     bucket: &Bucket,
     key: &str,
     agent: AgentBinary,
-    valid_for: Duration,
-) -> Result<String, LaunchError> {
+) -> Result<(), LaunchError> {
     let exists = matches!(bucket.size(key).await, Ok(Some(_)));
     if !exists {
         let checksum = base64::engine::general_purpose::STANDARD
@@ -114,6 +112,16 @@ pub async fn publish_agent(
                 source,
             })?;
     }
+    Ok(())
+}
+
+/// A presigned GET URL of `key`, valid for `valid_for` from now (and no
+/// longer than the credentials that sign it).
+pub async fn presign_get(
+    bucket: &Bucket,
+    key: &str,
+    valid_for: Duration,
+) -> Result<String, LaunchError> {
     bucket
         .presigned_get(key, valid_for)
         .await
@@ -163,7 +171,9 @@ pub struct Launched {
 
 /// Launches the instance. With `spot`, asks for spot capacity first and
 /// falls back to on-demand when EC2 refuses spot for lack of capacity or
-/// price.
+/// price. Each attempt carries its own `ClientToken`, so a RunInstances the
+/// SDK retries after a lost response starts no second instance; an
+/// instance profile EC2 does not know yet is waited for.
 pub async fn launch_instance(
     aws: &AwsClients,
     plan: &JobPlan,
@@ -172,7 +182,7 @@ pub async fn launch_instance(
     spot: bool,
 ) -> Result<Launched, LaunchError> {
     if spot {
-        match run_instance(aws, plan, instance, user_data, true).await {
+        match run_instance_when_profile_ready(aws, plan, instance, user_data, true).await {
             Ok(instance_id) => {
                 return Ok(Launched {
                     instance_id,
@@ -188,7 +198,7 @@ pub async fn launch_instance(
             Err(err) => return Err(LaunchError::RunInstances(err.message)),
         }
     }
-    run_instance(aws, plan, instance, user_data, false)
+    run_instance_when_profile_ready(aws, plan, instance, user_data, false)
         .await
         .map(|instance_id| Launched {
             instance_id,
@@ -214,9 +224,67 @@ pub fn is_spot_refusal(code: Option<&str>) -> bool {
     )
 }
 
+/// How long an instance profile may be refused as unknown before the
+/// refusal counts: IAM is eventually consistent, and EC2 refuses a profile
+/// created moments ago ("Invalid IAM Instance Profile name") for up to
+/// about a minute (IAM User Guide, "Troubleshooting IAM roles": "wait a few
+/// seconds and try again").
+pub const PROFILE_PROPAGATION: Duration = Duration::from_secs(75);
+
+/// Whether EC2 refused the launch because it does not know the instance
+/// profile (yet).
+pub fn is_profile_not_ready(code: Option<&str>, message: &str) -> bool {
+    code == Some("InvalidParameterValue") && message.contains("Invalid IAM Instance Profile")
+}
+
+/// The wait before the `attempt`-th retry (1-based) of a launch refused
+/// for its instance profile: 1 s, doubling, at most 10 s.
+pub fn profile_retry_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(1).min(4)).min(Duration::from_secs(10))
+}
+
+/// The `ClientToken` of one RunInstances attempt (EC2 allows 64 ASCII
+/// characters): distinct per job, market and attempt, the same for the
+/// SDK's retries of that attempt.
+pub fn client_token(job_id: &str, spot: bool, attempt: u32) -> String {
+    let market = if spot { "spot" } else { "on-demand" };
+    hex::encode(Sha256::digest(format!("{job_id}/{market}/{attempt}")))
+}
+
 struct RunInstancesError {
     code: Option<String>,
     message: String,
+}
+
+/// [`run_instance`], retried while EC2 refuses the instance profile as
+/// unknown, for up to [`PROFILE_PROPAGATION`].
+async fn run_instance_when_profile_ready(
+    aws: &AwsClients,
+    plan: &JobPlan,
+    instance: &InstanceSettings,
+    user_data: &str,
+    spot: bool,
+) -> Result<String, RunInstancesError> {
+    let deadline = tokio::time::Instant::now() + PROFILE_PROPAGATION;
+    let mut attempt = 1;
+    loop {
+        let token = client_token(&plan.spec.job_id, spot, attempt);
+        match run_instance(aws, plan, instance, user_data, spot, &token).await {
+            Err(err)
+                if is_profile_not_ready(err.code.as_deref(), &err.message)
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                let delay = profile_retry_delay(attempt);
+                tracing::info!(
+                    "the instance profile is not known to EC2 yet ({}); retrying in {delay:?}",
+                    err.message
+                );
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 async fn run_instance(
@@ -225,6 +293,7 @@ async fn run_instance(
     instance: &InstanceSettings,
     user_data: &str,
     spot: bool,
+    client_token: &str,
 ) -> Result<String, RunInstancesError> {
     let tags: Vec<Tag> = plan
         .tags
@@ -240,6 +309,7 @@ async fn run_instance(
     let mut request = aws
         .ec2
         .run_instances()
+        .client_token(client_token)
         .image_id(&plan.spec.ami_id)
         .instance_type(InstanceType::from(plan.spec.instance_type.as_str()))
         .min_count(1)
@@ -309,6 +379,15 @@ pub struct InstanceInfo {
     pub instance_type: String,
 }
 
+impl InstanceInfo {
+    /// Time since its launch, by EC2's launch time (zero when unknown).
+    pub fn age(&self) -> Duration {
+        self.launched_at
+            .and_then(|t| Duration::try_from(time::OffsetDateTime::now_utc() - t).ok())
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
 /// Instances carrying our managed tag, optionally only one job's or one
 /// job id's, in every state EC2 still lists.
 pub async fn find_instances(
@@ -373,11 +452,8 @@ pub async fn find_instances(
     Ok(found)
 }
 
-/// The instance's state; an instance EC2 no longer knows is `Gone`.
-pub async fn instance_state(
-    aws: &AwsClients,
-    instance_id: &str,
-) -> Result<InstanceState, LaunchError> {
+/// What DescribeInstances says of the instance.
+async fn lookup_instance(aws: &AwsClients, instance_id: &str) -> Result<Lookup, LaunchError> {
     let result = aws
         .ec2
         .describe_instances()
@@ -386,14 +462,7 @@ pub async fn instance_state(
         .await;
     let output = match result {
         Ok(output) => output,
-        Err(err)
-            if err
-                .as_service_error()
-                .and_then(|e| aws_sdk_ec2::error::ProvideErrorMetadata::code(e))
-                == Some("InvalidInstanceID.NotFound") =>
-        {
-            return Ok(InstanceState::Gone)
-        }
+        Err(err) if is_instance_not_found(&err) => return Ok(Lookup::NotFound),
         Err(err) => {
             return Err(LaunchError::Describe {
                 instance_id: instance_id.to_owned(),
@@ -408,38 +477,85 @@ pub async fn instance_state(
         .find(|i| i.instance_id() == Some(instance_id))
         .and_then(|i| i.state())
         .and_then(|s| s.name().cloned());
-    Ok(match state {
+    Ok(Lookup::Listed(match state {
         Some(InstanceStateName::Pending) => InstanceState::Pending,
         Some(InstanceStateName::Running) => InstanceState::Running,
         _ => InstanceState::Gone,
-    })
+    }))
 }
 
-/// Terminates the instance and waits until EC2 reports it going away.
+fn is_instance_not_found<E, R>(err: &aws_sdk_ec2::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    err.as_service_error().and_then(|e| e.code()) == Some("InvalidInstanceID.NotFound")
+}
+
+/// The instance's state, `since_launch` after its launch: an instance EC2
+/// does not know is pending within [`watch::NOT_FOUND_WINDOW`], `Gone`
+/// after it.
+pub async fn instance_state(
+    aws: &AwsClients,
+    instance_id: &str,
+    since_launch: Duration,
+) -> Result<InstanceState, LaunchError> {
+    let lookup = lookup_instance(aws, instance_id).await?;
+    Ok(watch::state_of(lookup, since_launch))
+}
+
+/// Terminates the instance, launched `since_launch` ago, and waits until
+/// EC2 reports it going away. Its state is confirmed first: one already
+/// gone is left alone, one EC2 does not list yet (see
+/// [`watch::NOT_FOUND_WINDOW`]) is looked for again until it shows up.
 pub async fn terminate(
     aws: &AwsClients,
     instance_id: &str,
     wait: Duration,
+    since_launch: Duration,
 ) -> Result<(), LaunchError> {
-    aws.ec2
-        .terminate_instances()
-        .instance_ids(instance_id)
-        .send()
-        .await
-        .map_err(|e| LaunchError::Terminate {
-            instance_id: instance_id.to_owned(),
-            reason: describe_sdk_error(&e),
-        })?;
-    let deadline = tokio::time::Instant::now() + wait;
+    let started = tokio::time::Instant::now();
+    let deadline = started + wait;
+    let timeout = || LaunchError::TerminateTimeout {
+        instance_id: instance_id.to_owned(),
+        waited: wait,
+    };
     loop {
-        if instance_state(aws, instance_id).await? == InstanceState::Gone {
+        let lookup = lookup_instance(aws, instance_id).await?;
+        match watch::before_terminate(lookup, since_launch + started.elapsed()) {
+            BeforeTerminate::AlreadyGone => return Ok(()),
+            BeforeTerminate::LookAgain => {}
+            BeforeTerminate::Terminate => {
+                match aws
+                    .ec2
+                    .terminate_instances()
+                    .instance_ids(instance_id)
+                    .send()
+                    .await
+                {
+                    Ok(_) => break,
+                    // Listed to DescribeInstances, not yet to TerminateInstances.
+                    Err(err) if is_instance_not_found(&err) => {}
+                    Err(err) => {
+                        return Err(LaunchError::Terminate {
+                            instance_id: instance_id.to_owned(),
+                            reason: describe_sdk_error(&err),
+                        })
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(timeout());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    loop {
+        let state = instance_state(aws, instance_id, since_launch + started.elapsed()).await?;
+        if state == InstanceState::Gone {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(LaunchError::TerminateTimeout {
-                instance_id: instance_id.to_owned(),
-                waited: wait,
-            });
+            return Err(timeout());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -456,5 +572,48 @@ mod tests {
         assert!(!is_spot_refusal(Some("UnauthorizedOperation")));
         assert!(!is_spot_refusal(Some("InvalidParameterValue")));
         assert!(!is_spot_refusal(None));
+    }
+
+    #[test]
+    fn an_unknown_instance_profile_is_waited_for_with_backoff() {
+        let message = "Value (backup-cloud-agent) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name";
+        assert!(is_profile_not_ready(Some("InvalidParameterValue"), message));
+        assert!(!is_profile_not_ready(
+            Some("InvalidParameterValue"),
+            "Invalid value for instanceType"
+        ));
+        assert!(!is_profile_not_ready(
+            Some("UnauthorizedOperation"),
+            message
+        ));
+        let delays: Vec<u64> = (1..=7).map(|a| profile_retry_delay(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 10, 10, 10]);
+        let total: Duration = (1..=10).map(profile_retry_delay).sum();
+        assert!(
+            total >= Duration::from_secs(60),
+            "{total:?}: about a minute of retries"
+        );
+    }
+
+    #[test]
+    fn each_launch_attempt_has_its_own_client_token() {
+        let job = "orders-20260102T030405Z-0badcafe";
+        let tokens = [
+            client_token(job, true, 1),
+            client_token(job, false, 1),
+            client_token(job, false, 2),
+            client_token("orders-20260102T030405Z-0badcaff", false, 1),
+        ];
+        for (i, a) in tokens.iter().enumerate() {
+            assert!(a.len() <= 64 && a.is_ascii(), "{a}");
+            for b in &tokens[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(
+            client_token(job, false, 1),
+            tokens[1],
+            "stable for one attempt"
+        );
     }
 }

@@ -35,7 +35,7 @@ use crate::config::{Config, ConfigError, JobConfig};
 use crate::layout;
 use crate::s3::{Bucket, Condition};
 use crate::schema::{parse_document, Manifest, Phase, Status};
-use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
+use crate::status_store::{self, SsmStatusStore, StatusError, StatusStore};
 use crate::userdata::UserDataError;
 use launch::{AgentBinary, InstanceInfo, LaunchError};
 use lease::LeaseDoc;
@@ -208,10 +208,11 @@ struct RunningJob {
     launched: Instant,
 }
 
-/// The agent binary, uploaded once per controller and shared by its jobs.
+/// The agent binary, uploaded once per controller and shared by its jobs;
+/// each launch presigns its own URL to it.
 struct PublishedAgent {
     sha256: String,
-    url: String,
+    key: String,
 }
 
 /// Everything the controller's commands share.
@@ -359,7 +360,12 @@ impl Controller {
             Some(bytes) => Some((bytes, "given on the command line".to_owned())),
             None => self.last_backup_size(job).await,
         };
-        print_plan(&plan, &self.config, job, &script, size);
+        let credentials = plan::credentials_warning(
+            self.aws.credentials_expiry().await,
+            std::time::SystemTime::now(),
+            self.config.status.boot_timeout,
+        );
+        print_plan(&plan, &self.config, job, &script, size, credentials);
         Ok(())
     }
 
@@ -389,15 +395,26 @@ impl Controller {
         self.claim(&job.name, &plan.spec.job_id);
 
         let agent = self.publish_agent(&plan, options).await?;
-        let script = plan
-            .user_data(region, &agent.sha256, agent.url.clone())
-            .render_script()?;
+        // Signed per launch, valid for this launch's boot window: a URL
+        // shared by the jobs of a long `run --all` would have expired
+        // before a job queued behind the others boots.
+        let url = launch::presign_get(
+            &self.bucket(),
+            &agent.key,
+            self.config.status.boot_timeout,
+        )
+        .await?;
+        let script = plan.user_data(region, &agent.sha256, url).render_script()?;
         let spec_json = serde_json::to_string_pretty(&plan.spec).expect("spec serialises");
         launch::put_json(&self.bucket(), &plan.spec_key, spec_json, Condition::Always).await?;
         let parameter = &plan.spec.status_parameter;
-        self.store
-            .write(parameter, &Status::new(&plan.spec.job_id, Phase::Launching))
-            .await?;
+        status_store::write_patiently(
+            &self.store,
+            parameter,
+            &Status::new(&plan.spec.job_id, Phase::Launching),
+            status_store::CONTROLLER_PATIENCE,
+        )
+        .await?;
         let launched = match launch::launch_instance(
             &self.aws,
             &plan,
@@ -517,10 +534,7 @@ impl Controller {
             job_id: job_id.to_owned(),
             reason: "no instance carries this job id".to_owned(),
         })?;
-        let age = instance
-            .launched_at
-            .and_then(|t| Duration::try_from(OffsetDateTime::now_utc() - t).ok())
-            .unwrap_or(Duration::ZERO);
+        let age = instance.age();
         Ok(RunningJob {
             job: job.name.clone(),
             job_id: job_id.to_owned(),
@@ -551,8 +565,13 @@ impl Controller {
                 )
             });
         }
-        if let Err(source) =
-            launch::terminate(&self.aws, &instance_id, self.config.timeouts.terminate_wait).await
+        if let Err(source) = launch::terminate(
+            &self.aws,
+            &instance_id,
+            self.config.timeouts.terminate_wait,
+            running.launched.elapsed(),
+        )
+        .await
         {
             return Err(RunError::Cleanup {
                 job_id,
@@ -630,13 +649,15 @@ impl Controller {
             }
             first = false;
             // Instance first, status second: see the module docs of `watch`.
-            let instance = match launch::instance_state(&self.aws, &running.instance_id).await {
-                Ok(state) => state,
-                Err(err) => {
-                    tracing::warn!("{err}; will retry");
-                    InstanceState::Running
-                }
-            };
+            let since_launch = running.launched.elapsed();
+            let instance =
+                match launch::instance_state(&self.aws, &running.instance_id, since_launch).await {
+                    Ok(state) => state,
+                    Err(err) => {
+                        tracing::warn!("{err}; will retry");
+                        InstanceState::Running
+                    }
+                };
             match self.store.read(&parameter).await {
                 Ok(Some(status)) if status.job_id == running.job_id => {
                     if last_status.as_ref() != Some(&status) {
@@ -657,12 +678,26 @@ impl Controller {
             let observation = Observation {
                 instance,
                 status: last_status.as_ref(),
-                since_launch: running.launched.elapsed(),
+                since_launch,
                 since_last_change: last_change.elapsed(),
                 since_last_progress: last_progress.elapsed(),
             };
             match watch::decide(&observation, &running.limits) {
                 Decision::Continue => {}
+                verdict @ Decision::Failed { .. }
+                    if watch::gone_without_final_status(&observation) =>
+                {
+                    return Ending::Decided(match self.stored_manifest(running).await {
+                        Some(manifest_key) => {
+                            tracing::warn!(
+                                "the instance went away without a final status, but the backup is complete: s3://{}/{manifest_key}",
+                                self.config.storage.bucket
+                            );
+                            Decision::Succeeded { manifest_key }
+                        }
+                        None => verdict,
+                    });
+                }
                 verdict => return Ending::Decided(verdict),
             }
         }
@@ -769,6 +804,7 @@ impl Controller {
                 &self.aws,
                 &instance.instance_id,
                 self.config.timeouts.terminate_wait,
+                instance.age(),
             )
             .await?;
             if let Some(job_id) = &instance.job_id {
@@ -827,6 +863,7 @@ impl Controller {
                 &self.aws,
                 &instance.instance_id,
                 self.config.timeouts.terminate_wait,
+                instance.age(),
             )
             .await?;
             if configured.is_some() {
@@ -868,7 +905,7 @@ impl Controller {
         }
     }
 
-    /// Uploads the agent once per controller and presigns its URL.
+    /// Uploads the agent once per controller.
     async fn publish_agent(
         &self,
         plan: &JobPlan,
@@ -879,13 +916,8 @@ impl Controller {
                 let agent = AgentBinary::read(&self.agent_path(options)?)?;
                 let sha256 = agent.sha256.clone();
                 let key = plan.agent_key(&sha256);
-                let lifetime = self
-                    .config
-                    .status
-                    .boot_timeout
-                    .max(Duration::from_secs(900));
-                let url = launch::publish_agent(&self.bucket(), &key, agent, lifetime).await?;
-                Ok(PublishedAgent { sha256, url })
+                launch::publish_agent(&self.bucket(), &key, agent).await?;
+                Ok(PublishedAgent { sha256, key })
             })
             .await
     }
@@ -923,9 +955,30 @@ impl Controller {
         status.phase = Phase::Failed;
         status.updated_at = OffsetDateTime::now_utc();
         status.set_message(reason);
-        if let Err(err) = self.store.write(parameter, &status).await {
+        if let Err(err) = status_store::write_patiently(
+            &self.store,
+            parameter,
+            &status,
+            status_store::CONTROLLER_PATIENCE,
+        )
+        .await
+        {
             tracing::warn!("could not record the failure in the status parameter: {err}");
         }
+    }
+
+    /// The manifest key of a job whose instance went away without a final
+    /// status, when its backup is nonetheless complete: read from the job
+    /// spec's backup prefix (the controller wrote it at launch). `None`
+    /// when there is none, or it cannot be read.
+    async fn stored_manifest(&self, running: &RunningJob) -> Option<String> {
+        let bucket = self.bucket();
+        let spec_key = layout::job_spec(&self.config.storage.prefix, &running.job, &running.job_id);
+        let spec = bucket.get_if_exists(&spec_key).await.ok()??;
+        let spec: crate::schema::JobSpec = parse_document(&spec.body).ok()?;
+        let manifest_key = layout::manifest(&spec.backup_prefix);
+        bucket.size(&manifest_key).await.ok()??;
+        Some(manifest_key)
     }
 
     /// Reads the manifest the agent reported and checks it belongs to the job.
@@ -1129,6 +1182,7 @@ fn print_plan(
     job: &JobConfig,
     script: &str,
     size: Option<(u64, String)>,
+    credentials_warning: Option<String>,
 ) {
     println!("# plan: nothing was launched or written");
     println!("job id:           {}", plan.spec.job_id);
@@ -1170,6 +1224,9 @@ fn print_plan(
         plan.spec.bucket, plan.spec.backup_prefix
     );
     println!("status:           ssm:{}", plan.spec.status_parameter);
+    if let Some(warning) = credentials_warning {
+        println!("credentials:      {warning}");
+    }
     match size {
         Some((bytes, source)) => {
             let e = estimate::estimate(

@@ -45,6 +45,25 @@ pub fn new_job_id(job_name: &str, at: OffsetDateTime) -> String {
     format!("{job_name}-{}-{suffix:08x}", timestamp(at))
 }
 
+/// What `plan` says about credentials expiring at `expiry` (`None`: they
+/// do not expire) for a launch at `now` whose agent must boot within
+/// `boot_window`: a warning when they expire before the window ends, since
+/// the agent's download URL, presigned with them, dies with them.
+pub fn credentials_warning(
+    expiry: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+    boot_window: std::time::Duration,
+) -> Option<String> {
+    let left = expiry?.duration_since(now).unwrap_or_default();
+    (left < boot_window).then(|| {
+        format!(
+            "expire in {}, before the boot window ({}) ends: the agent's download URL is presigned with them and stops working when they do; launch with credentials that last longer (a longer SSO or role session, or an IAM user's keys)",
+            humantime::format_duration(std::time::Duration::from_secs(left.as_secs())),
+            humantime::format_duration(boot_window)
+        )
+    })
+}
+
 impl JobPlan {
     /// Plans `job` launched at `at` on `ami_id`.
     pub fn new(config: &Config, job: &JobConfig, ami_id: &str, at: OffsetDateTime) -> JobPlan {
@@ -146,6 +165,28 @@ password_parameter = "/p"
 "#
         );
         Config::parse(Path::new("t.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn plan_warns_when_credentials_expire_before_the_boot_window_ends() {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let window = Duration::from_secs(600);
+        let in_secs = |s| Some(now + Duration::from_secs(s));
+        assert_eq!(
+            credentials_warning(None, now, window),
+            None,
+            "long-term keys"
+        );
+        assert_eq!(credentials_warning(in_secs(3600), now, window), None);
+        assert_eq!(credentials_warning(in_secs(600), now, window), None);
+        let warning = credentials_warning(in_secs(300), now, window).unwrap();
+        assert!(
+            warning.starts_with("expire in 5m, before the boot window (10m) ends"),
+            "{warning}"
+        );
+        let expired = credentials_warning(Some(now - Duration::from_secs(5)), now, window);
+        assert!(expired.unwrap().starts_with("expire in 0s"));
     }
 
     #[test]

@@ -25,6 +25,66 @@ pub enum InstanceState {
     Gone,
 }
 
+/// How long after RunInstances an instance that EC2 says it does not know
+/// (`InvalidInstanceID.NotFound`) is taken to be on its way rather than
+/// gone. EC2's API is eventually consistent: an instance just launched may
+/// be unknown to DescribeInstances and TerminateInstances for a while ("Eventual
+/// consistency in the Amazon EC2 API", EC2 API reference, which advises
+/// retrying with backoff). A terminated instance stays listed for about an
+/// hour, so an instance still unknown this long after its launch is gone.
+pub const NOT_FOUND_WINDOW: Duration = Duration::from_secs(300);
+
+/// What DescribeInstances said of one instance asked for by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Listed, in this state.
+    Listed(InstanceState),
+    /// `InvalidInstanceID.NotFound`.
+    NotFound,
+}
+
+/// The state a lookup made `since_launch` after the launch stands for:
+/// not found within [`NOT_FOUND_WINDOW`] is pending, not gone.
+pub fn state_of(lookup: Lookup, since_launch: Duration) -> InstanceState {
+    match lookup {
+        Lookup::Listed(state) => state,
+        Lookup::NotFound if since_launch < NOT_FOUND_WINDOW => InstanceState::Pending,
+        Lookup::NotFound => InstanceState::Gone,
+    }
+}
+
+/// What to do about an instance that must go, from a lookup made
+/// `since_launch` after its launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeforeTerminate {
+    /// Terminated or terminating already: nothing to do.
+    AlreadyGone,
+    /// Listed and alive: call TerminateInstances.
+    Terminate,
+    /// Not visible yet: look again shortly (TerminateInstances would be
+    /// refused with the same `InvalidInstanceID.NotFound`).
+    LookAgain,
+}
+
+/// Decides whether to terminate now, from what EC2 says of the instance.
+pub fn before_terminate(lookup: Lookup, since_launch: Duration) -> BeforeTerminate {
+    match state_of(lookup, since_launch) {
+        InstanceState::Gone => BeforeTerminate::AlreadyGone,
+        InstanceState::Pending if lookup == Lookup::NotFound => BeforeTerminate::LookAgain,
+        InstanceState::Pending | InstanceState::Running => BeforeTerminate::Terminate,
+    }
+}
+
+/// Whether a verdict of failure rests only on the instance having gone
+/// away while the status document still showed the job unfinished: the
+/// agent may have stored its backup and then lost its final status write
+/// (throttled), so the controller looks for the manifest before calling
+/// the job failed.
+pub fn gone_without_final_status(observation: &Observation<'_>) -> bool {
+    observation.instance == InstanceState::Gone
+        && !observation.status.is_some_and(|s| s.phase.is_terminal())
+}
+
 /// What one round of observation saw.
 #[derive(Debug, Clone)]
 pub struct Observation<'a> {
@@ -375,6 +435,106 @@ mod tests {
                 other => panic!("{name}: {other:?}"),
             };
             assert_eq!(kind, *expected, "{name}: {decision:?}");
+        }
+    }
+
+    #[test]
+    fn not_found_is_pending_within_the_window_and_gone_after_it() {
+        use InstanceState::*;
+        let window = NOT_FOUND_WINDOW.as_secs();
+        // (name, lookup, seconds since launch, state, before terminating)
+        let cases: &[(&str, Lookup, u64, InstanceState, BeforeTerminate)] = &[
+            (
+                "just launched, not visible yet",
+                Lookup::NotFound,
+                2,
+                Pending,
+                BeforeTerminate::LookAgain,
+            ),
+            (
+                "not visible at the end of the window",
+                Lookup::NotFound,
+                window - 1,
+                Pending,
+                BeforeTerminate::LookAgain,
+            ),
+            (
+                "unknown long after launch",
+                Lookup::NotFound,
+                window,
+                Gone,
+                BeforeTerminate::AlreadyGone,
+            ),
+            (
+                "listed pending",
+                Lookup::Listed(Pending),
+                2,
+                Pending,
+                BeforeTerminate::Terminate,
+            ),
+            (
+                "listed running",
+                Lookup::Listed(Running),
+                100,
+                Running,
+                BeforeTerminate::Terminate,
+            ),
+            (
+                "listed terminated",
+                Lookup::Listed(Gone),
+                2,
+                Gone,
+                BeforeTerminate::AlreadyGone,
+            ),
+        ];
+        for (name, lookup, since, state, step) in cases {
+            let since = Duration::from_secs(*since);
+            assert_eq!(state_of(*lookup, since), *state, "{name}");
+            assert_eq!(before_terminate(*lookup, since), *step, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_job_is_not_failed_on_not_found_alone() {
+        // An instance EC2 does not list yet, seconds after launch, with no
+        // status: the job goes on, it is not "gone at boot".
+        let observation = Observation {
+            instance: state_of(Lookup::NotFound, Duration::from_secs(3)),
+            status: None,
+            since_launch: Duration::from_secs(3),
+            since_last_change: Duration::from_secs(3),
+            since_last_progress: Duration::from_secs(3),
+        };
+        assert_eq!(decide(&observation, &LIMITS), Decision::Continue);
+    }
+
+    #[test]
+    fn a_vanished_instance_without_a_final_status_is_checked_for_a_manifest() {
+        use InstanceState::*;
+        let uploading = status(Phase::Uploading);
+        let failed = status(Phase::Failed);
+        let succeeded = status(Phase::Succeeded);
+        let cases: &[(&str, InstanceState, Option<&Status>, bool)] = &[
+            ("gone mid-upload", Gone, Some(&uploading), true),
+            ("gone before any status", Gone, None, true),
+            ("gone after reporting failure", Gone, Some(&failed), false),
+            (
+                "gone after reporting success",
+                Gone,
+                Some(&succeeded),
+                false,
+            ),
+            ("running", Running, Some(&uploading), false),
+        ];
+        for (name, instance, status, expected) in cases {
+            let observation = Observation {
+                instance: *instance,
+                status: *status,
+                since_launch: Duration::from_secs(100),
+                since_last_change: Duration::from_secs(1),
+                since_last_progress: Duration::from_secs(1),
+            };
+            assert_eq!(gone_without_final_status(&observation), *expected, "{name}");
         }
     }
 

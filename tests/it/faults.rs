@@ -147,10 +147,8 @@ impl Case {
 
     /// Starts `backup-cloud run` without waiting for it.
     fn spawn_run(&self) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-            .args(["run", "--job", &self.fixture.job, "--config"])
-            .arg(&self.fixture.config_path)
-            .env("RUST_LOG", "info")
+        self.fixture
+            .command(&["run", "--job", &self.fixture.job])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

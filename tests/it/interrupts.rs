@@ -15,10 +15,9 @@ const SIGINT: i32 = 2;
 
 /// `backup-cloud ARGS --config <fixture config>`, its output piped.
 fn start(fixture: &Fixture, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-        .args(args)
-        .arg("--config")
-        .arg(&fixture.config_path)
+    fixture
+        .command(args)
+        .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

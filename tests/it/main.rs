@@ -12,6 +12,7 @@
 
 mod common;
 
+mod aws_rules;
 mod bad_input;
 mod budgets;
 mod e2e_mysql;

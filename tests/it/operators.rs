@@ -67,8 +67,8 @@ impl TableLock {
 
 /// `backup-cloud ARGS --config <fixture config>`, not yet started.
 fn backup_cloud(fixture: &Fixture, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_backup-cloud"));
-    command.args(args).arg("--config").arg(&fixture.config_path);
+    let mut command = fixture.command(args);
+    command.env_remove("RUST_LOG");
     command
 }
 

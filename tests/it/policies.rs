@@ -1,344 +1,29 @@
-//! The IAM documents in `policies/` against the code that needs them.
+//! The IAM documents in `policies/`, measured against the requests the
+//! code really makes.
 //!
 //! Least privilege rots in two directions: someone adds an AWS call and
 //! the policy no longer lets it run, or someone removes one and the policy
-//! keeps granting it. This test reads every AWS SDK operation the source
-//! calls (operation names come from the SDK crates themselves), maps each
-//! to the IAM actions it needs and to the actor that runs it (`src/agent/`
-//! runs on the instance, shared modules on both sides, everything else in
-//! the controller), and requires the matching policy to grant exactly
-//! that set — no more, no less — on the resources the code touches, and
-//! not on the ones it must not touch.
+//! keeps granting it. A model of which calls the code makes rots too (it
+//! once missed the leases, the spot request and the KMS condition), so
+//! this test runs the real flows — a spot backup under a customer-managed
+//! KMS key with retention, one that fails mid-upload, verify/restore/drill,
+//! a detached launch ended by `terminate`, `plan`, `status`, `list`,
+//! `reap` — as the three actors, under the AWS gate's enforcement
+//! (`localstack/README.md`), and reads the gate's log: every request was
+//! allowed, and every action each policy statement grants was needed by
+//! some request it allowed. The shape checks below keep what a log cannot
+//! show: the conditions that confine each grant.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::Duration;
 
-use backup_cloud::config::{DEFAULT_AMI_PARAMETER, DEFAULT_STATUS_PREFIX};
-use serde_json::Value;
+use crate::common::faultproxy::FaultProxy;
+use crate::common::*;
+use backup_cloud::schema::{Retention, RetentionMode};
+use serde_json::{json, Value};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Role {
-    Controller,
-    Instance,
-    Restore,
-}
-
-impl Role {
-    fn policy_file(self) -> &'static str {
-        match self {
-            Role::Controller => "policies/controller.json",
-            Role::Instance => "policies/instance.json",
-            Role::Restore => "policies/restore.json",
-        }
-    }
-}
-
-/// Who runs the code in `path` (relative to `src/`).
-fn roles_for(path: &str) -> Vec<Role> {
-    if path.starts_with("agent/") {
-        vec![Role::Instance]
-    } else if path.starts_with("restore/") {
-        // verify, restore and export run wherever the backups are read
-        vec![Role::Restore]
-    } else if path == "status_store.rs" || path == "aws.rs" {
-        // the status document is read and written by both sides
-        vec![Role::Controller, Role::Instance]
-    } else {
-        vec![Role::Controller]
-    }
-}
-
-const SERVICES: [(&str, &str); 3] = [
-    ("aws-sdk-s3", "s3"),
-    ("aws-sdk-ssm", "ssm"),
-    ("aws-sdk-ec2", "ec2"),
-];
-
-/// Where cargo unpacked `crate_name` at the version Cargo.lock pins.
-fn sdk_source_dir(crate_name: &str) -> PathBuf {
-    let lock = std::fs::read_to_string(Path::new(ROOT).join("Cargo.lock")).unwrap();
-    let version = lock
-        .split("[[package]]")
-        .find(|p| p.contains(&format!("name = \"{crate_name}\"\n")))
-        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
-        .map(|v| v.trim_end_matches('"').to_owned())
-        .unwrap_or_else(|| panic!("{crate_name} is not in Cargo.lock"));
-    let cargo_home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
-    let registry = cargo_home.join("registry/src");
-    std::fs::read_dir(&registry)
-        .unwrap_or_else(|e| panic!("{}: {e}", registry.display()))
-        .map(|index| {
-            index
-                .unwrap()
-                .path()
-                .join(format!("{crate_name}-{version}"))
-        })
-        .find(|dir| dir.is_dir())
-        .unwrap_or_else(|| {
-            panic!(
-                "{crate_name} {version} is not unpacked under {}",
-                registry.display()
-            )
-        })
-}
-
-/// Operation names (snake_case, as the fluent client spells them) of each
-/// SDK crate, read from its `src/operation/` directory.
-fn sdk_operations() -> BTreeMap<String, Vec<&'static str>> {
-    let mut operations: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
-    for (crate_name, service) in SERVICES {
-        let dir = sdk_source_dir(crate_name).join("src/operation");
-        let mut found = 0;
-        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                operations.entry(name).or_default().push(service);
-                found += 1;
-            }
-        }
-        assert!(
-            found > 10,
-            "{crate_name}: only {found} operations found in {}",
-            dir.display()
-        );
-    }
-    operations
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
-/// Source text without `//` comments, so documentation naming an
-/// operation does not count as calling it.
-fn code_of(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|line| match line.find("//") {
-            Some(i) if !line[..i].contains('"') => &line[..i],
-            _ => line,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Every `.name()` call in `code` whose name is an SDK operation.
-fn called_operations<'a>(
-    code: &str,
-    operations: &'a BTreeMap<String, Vec<&'static str>>,
-) -> Vec<(&'a str, &'static str)> {
-    let bytes = code.as_bytes();
-    let mut found = Vec::new();
-    let mut i = 0;
-    while let Some(offset) = code[i..].find("()") {
-        let end = i + offset;
-        let mut start = end;
-        while start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_') {
-            start -= 1;
-        }
-        if start > 0 && bytes[start - 1] == b'.' {
-            if let Some((name, services)) = operations.get_key_value(&code[start..end]) {
-                assert_eq!(
-                    services.len(),
-                    1,
-                    "`.{name}()` exists in several SDKs ({services:?}); teach this test which one is meant"
-                );
-                found.push((name.as_str(), services[0]));
-            }
-        }
-        i = end + 2;
-    }
-    found
-}
-
-/// The IAM actions an SDK operation needs, by the service authorization
-/// reference (multipart parts are PutObject, HeadObject is GetObject, ...).
-fn iam_actions(service: &str, operation: &str) -> Vec<String> {
-    let special: &[&str] = match (service, operation) {
-        ("s3", "head_object") => &["s3:GetObject"],
-        ("s3", "list_objects_v2" | "list_objects") => &["s3:ListBucket"],
-        ("s3", "create_multipart_upload" | "upload_part" | "complete_multipart_upload") => {
-            &["s3:PutObject"]
-        }
-        ("s3", "list_multipart_uploads") => &["s3:ListBucketMultipartUploads"],
-        ("s3", "list_parts") => &["s3:ListMultipartUploadParts"],
-        ("s3", "delete_objects") => &["s3:DeleteObject"],
-        _ => &[],
-    };
-    if !special.is_empty() {
-        return special.iter().map(|s| s.to_string()).collect();
-    }
-    let pascal: String = operation
-        .split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect();
-    vec![format!("{service}:{pascal}")]
-}
-
-/// Actions a call needs because of how it is made, not what it is called.
-fn implied_actions(code: &str) -> Vec<&'static str> {
-    let mut implied = Vec::new();
-    if code.contains(".run_instances()") {
-        if code.contains(".tag_specifications(") {
-            implied.push("ec2:CreateTags");
-        }
-        if code.contains(".iam_instance_profile(") {
-            implied.push("iam:PassRole");
-        }
-    }
-    if code.contains(".with_decryption(true)") {
-        implied.push("kms:Decrypt");
-    }
-    // `.object_lock_mode(x)` or `.set_object_lock_mode(Some(x))`
-    if code.contains("object_lock_mode(") || code.contains("object_lock_retain_until_date(") {
-        implied.push("s3:PutObjectRetention");
-    }
-    implied
-}
-
-/// The one S3 client every actor goes through (relative to `src/`).
-const S3_MODULE: &str = "s3.rs";
-
-/// The functions of the S3 module that make AWS calls, with the IAM
-/// actions each needs, its calls of its own functions followed.
-fn s3_module_methods(
-    code: &str,
-    operations: &BTreeMap<String, Vec<&'static str>>,
-) -> BTreeMap<String, BTreeSet<String>> {
-    let starts: Vec<usize> = code.match_indices("fn ").map(|(i, _)| i).collect();
-    let mut bodies: BTreeMap<String, &str> = BTreeMap::new();
-    for (n, &start) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).copied().unwrap_or(code.len());
-        let name: String = code[start + 3..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        bodies.insert(name, &code[start..end]);
-    }
-    let direct = |body: &str| -> BTreeSet<String> {
-        let mut needs: BTreeSet<String> = called_operations(body, operations)
-            .into_iter()
-            .flat_map(|(op, service)| iam_actions(service, op))
-            .collect();
-        needs.extend(implied_actions(body).into_iter().map(str::to_owned));
-        needs
-    };
-    let mut methods: BTreeMap<String, BTreeSet<String>> = bodies
-        .iter()
-        .map(|(name, body)| (name.clone(), direct(body)))
-        .collect();
-    // follow calls inside the module until nothing changes
-    loop {
-        let mut changed = false;
-        for (name, body) in &bodies {
-            for (callee, _) in bodies.iter().filter(|(callee, _)| *callee != name) {
-                if body.contains(&format!(".{callee}(")) || body.contains(&format!("::{callee}(")) {
-                    let needs = methods[callee].clone();
-                    let entry = methods.get_mut(name).unwrap();
-                    let before = entry.len();
-                    entry.extend(needs);
-                    changed |= entry.len() != before;
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    methods.retain(|_, needs| !needs.is_empty());
-    assert!(
-        methods.contains_key("put") && methods.contains_key("get"),
-        "the S3 module's methods were not found: {methods:?}"
-    );
-    methods
-}
-
-/// Object Lock: needed only by callers that hand the S3 module a lock.
-const RETENTION: &str = "s3:PutObjectRetention";
-
-/// Whether `code` calls the S3 module's `method`. A multipart upload's
-/// methods have names many types share (`create`, `abort`, `complete`):
-/// they count only in code that names `MultipartUpload`.
-fn calls_s3_method(code: &str, method: &str) -> bool {
-    let called = code.contains(&format!(".{method}(")) || code.contains(&format!("::{method}("));
-    let multipart = matches!(
-        method,
-        "create" | "abort" | "complete" | "upload_part" | "upload_parts"
-    );
-    called && (!multipart || code.contains("MultipartUpload"))
-}
-
-/// What each role needs, with where the need comes from.
-fn required_actions() -> BTreeMap<Role, BTreeMap<String, BTreeSet<String>>> {
-    let operations = sdk_operations();
-    let src = Path::new(ROOT).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let s3_methods = s3_module_methods(&code_of(&src.join(S3_MODULE)), &operations);
-    let mut required: BTreeMap<Role, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
-    for file in files {
-        let relative = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
-        if relative == S3_MODULE {
-            // its operations count for the actors that call its methods
-            continue;
-        }
-        let code = code_of(&file);
-        let mut actions: Vec<(String, String)> = Vec::new();
-        for (op, service) in called_operations(&code, &operations) {
-            for action in iam_actions(service, op) {
-                actions.push((action, format!("{relative}: .{op}()")));
-            }
-        }
-        actions.extend(
-            implied_actions(&code)
-                .into_iter()
-                .map(|a| (a.to_owned(), format!("{relative}: implied"))),
-        );
-        for (method, needs) in &s3_methods {
-            if calls_s3_method(&code, method) {
-                actions.extend(
-                    needs
-                        .iter()
-                        .filter(|a| *a != RETENTION || code.contains("ObjectLock"))
-                        .map(|a| (a.clone(), format!("{relative}: {S3_MODULE} {method}"))),
-                );
-            }
-        }
-        for role in roles_for(&relative) {
-            for (action, why) in &actions {
-                required
-                    .entry(role)
-                    .or_default()
-                    .entry(action.clone())
-                    .or_default()
-                    .insert(why.clone());
-            }
-        }
-    }
-    required
-}
 
 // ---- a small IAM evaluator ------------------------------------------------
 
@@ -415,178 +100,12 @@ fn granting<'a>(document: &'a Value, action: &str, resource: &str) -> Vec<&'a Va
     applying(document, "Allow", action, resource)
 }
 
-fn granted_actions(document: &Value) -> BTreeSet<String> {
-    statements(document)
-        .into_iter()
-        .filter(|s| s["Effect"] == "Allow")
-        .flat_map(|s| strings(&s["Action"]))
-        .collect()
-}
-
 // ---- the resources the code touches ------------------------------------------
 
 const BUCKET: &str = "arn:aws:s3:::BUCKET";
 
 fn object(key: &str) -> String {
     format!("{BUCKET}/PREFIX/{key}")
-}
-
-fn parameter(name: &str) -> String {
-    let account = if name.starts_with("/aws/service/") {
-        ""
-    } else {
-        "ACCOUNT"
-    };
-    format!("arn:aws:ssm:us-east-1:{account}:parameter{name}")
-}
-
-fn status_parameter() -> String {
-    parameter(&format!("{DEFAULT_STATUS_PREFIX}/orders"))
-}
-
-/// For each role and action the code needs: resources it must be granted
-/// on, and resources it must not be.
-fn resources(role: Role, action: &str) -> Option<(Vec<String>, Vec<String>)> {
-    let backup = object("backup/orders/20261127T210000Z/pg_dump.custom.gpg");
-    let manifest = object("backup/orders/20261127T210000Z/manifest.json");
-    let spec = object("jobs/orders/orders-1/spec.json");
-    let agent = object("agent/0123abcd/backup-cloud");
-    let public_key = object("config/public-keys/holder.asc");
-    let secret = parameter("/backup-cloud/secrets/orders");
-    let instance = "arn:aws:ec2:us-east-1:ACCOUNT:instance/i-0123abcd".to_owned();
-    let some_role = "arn:aws:iam::ACCOUNT:role/admin".to_owned();
-    let v = |items: &[&String]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    Some(match (role, action) {
-        (Role::Controller, "ssm:GetParameter") => (
-            v(&[&parameter(DEFAULT_AMI_PARAMETER), &status_parameter()]),
-            v(&[&secret]),
-        ),
-        (Role::Controller, "ssm:PutParameter") => (v(&[&status_parameter()]), v(&[&secret])),
-        (Role::Controller, "s3:PutObject") => {
-            (v(&[&agent, &spec]), v(&[&backup, &manifest, &public_key]))
-        }
-        (Role::Controller, "s3:AbortMultipartUpload") => {
-            (v(&[&backup]), v(&[&spec, &agent, &public_key]))
-        }
-        (Role::Controller, "s3:ListBucket") => (vec![BUCKET.into()], vec![]),
-        (Role::Controller, "s3:ListBucketMultipartUploads") => (vec![BUCKET.into()], vec![]),
-        (Role::Controller, "s3:GetObject") => (v(&[&agent, &manifest]), v(&[&public_key])),
-        (Role::Controller, "ec2:RunInstances") => (
-            v(&[
-                &instance,
-                &"arn:aws:ec2:us-east-1::image/ami-0123abcd".to_owned(),
-            ]),
-            vec![],
-        ),
-        (Role::Controller, "ec2:CreateTags" | "ec2:TerminateInstances") => {
-            (v(&[&instance]), vec![])
-        }
-        (Role::Controller, "ec2:DescribeInstances") => (vec!["*".into()], vec![]),
-        (Role::Controller, "iam:PassRole") => (
-            vec!["arn:aws:iam::ACCOUNT:role/backup-cloud-agent".into()],
-            v(&[&some_role]),
-        ),
-        (Role::Instance, "s3:GetObject") => (v(&[&spec, &public_key, &backup]), v(&[&agent])),
-        (Role::Instance, "s3:ListBucket") => (vec![BUCKET.into()], vec![]),
-        (Role::Instance, "s3:PutObject" | "s3:AbortMultipartUpload" | "s3:PutObjectRetention") => {
-            (v(&[&backup, &manifest]), v(&[&spec, &agent, &public_key]))
-        }
-        (Role::Instance, "ssm:GetParameter") => (
-            v(&[&status_parameter(), &secret]),
-            v(&[&parameter("/other-team/secret")]),
-        ),
-        (Role::Instance, "ssm:PutParameter") => (v(&[&status_parameter()]), v(&[&secret])),
-        (Role::Restore, "s3:GetObject") => (v(&[&backup, &manifest]), v(&[&spec, &agent])),
-        (Role::Restore, "s3:ListBucket") => (vec![BUCKET.into()], vec![]),
-        (Role::Instance, "kms:Decrypt") => (
-            vec!["arn:aws:kms:us-east-1:ACCOUNT:key/KMS_KEY_ID".into()],
-            vec![],
-        ),
-        _ => return None,
-    })
-}
-
-#[test]
-fn the_scan_finds_the_calls_we_know_about() {
-    // a guard against the scanner silently finding nothing
-    let required = required_actions();
-    let controller = &required[&Role::Controller];
-    let instance = &required[&Role::Instance];
-    for action in [
-        "ec2:RunInstances",
-        "ec2:TerminateInstances",
-        "s3:PutObject",
-        "iam:PassRole",
-    ] {
-        assert!(
-            controller.contains_key(action),
-            "controller: {action} not found: {controller:?}"
-        );
-    }
-    for action in [
-        "s3:PutObject",
-        "s3:AbortMultipartUpload",
-        "s3:ListBucket",
-        "kms:Decrypt",
-    ] {
-        assert!(
-            instance.contains_key(action),
-            "instance: {action} not found: {instance:?}"
-        );
-    }
-    assert!(!instance.contains_key("ec2:RunInstances"), "{instance:?}");
-}
-
-#[test]
-fn each_policy_grants_exactly_what_its_actor_calls() {
-    let required = required_actions();
-    let mut problems = Vec::new();
-    let mut roles = vec![Role::Controller, Role::Instance];
-    if Path::new(ROOT).join("src/restore").is_dir() {
-        roles.push(Role::Restore);
-    }
-    for role in roles {
-        let file = role.policy_file();
-        let document = policy(file);
-        assert_eq!(document["Version"], "2012-10-17", "{file}");
-        let needed = required.get(&role).cloned().unwrap_or_default();
-        for (action, why) in &needed {
-            let Some((allowed, denied)) = resources(role, action) else {
-                problems.push(format!(
-                    "{file}: {action} is needed ({why:?}) but this test has no resource sample for it; add one to `resources`"
-                ));
-                continue;
-            };
-            for resource in &allowed {
-                if granting(&document, action, resource).is_empty() {
-                    problems.push(format!(
-                        "{file}: {action} on {resource} is needed ({why:?}) but not granted"
-                    ));
-                }
-            }
-            for resource in &denied {
-                if !granting(&document, action, resource).is_empty() {
-                    problems.push(format!(
-                        "{file}: {action} is granted on {resource}, which the code must not touch"
-                    ));
-                }
-            }
-        }
-        for action in granted_actions(&document) {
-            if action.contains('*') {
-                problems.push(format!("{file}: wildcard action {action}"));
-            } else if !needed.contains_key(&action) {
-                problems.push(format!(
-                    "{file}: grants {action}, which no code of this actor calls"
-                ));
-            }
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "policy problems:\n  {}",
-        problems.join("\n  ")
-    );
 }
 
 /// The value of a condition operator/key pair in a statement.
@@ -730,4 +249,312 @@ fn the_glob_matcher_behaves_like_iam() {
     ));
     assert!(glob("s3:Get*", "s3:getobject", true));
     assert!(glob("a?c", "abc", false) && !glob("a?c", "ac", false));
+}
+
+#[test]
+fn the_policies_use_only_the_documented_placeholders() {
+    // Filled in by whoever installs them, and by the tests' actors.
+    const PLACEHOLDERS: [&str; 5] = [
+        "BUCKET",
+        "PREFIX",
+        "ACCOUNT",
+        "KMS_KEY_ID",
+        "BUCKET_KMS_KEY_ID",
+    ];
+    fn texts(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|v| texts(v, out)),
+            Value::Object(map) => map.iter().for_each(|(k, v)| {
+                out.push(k.clone());
+                texts(v, out)
+            }),
+            _ => {}
+        }
+    }
+    for file in ["controller", "instance", "restore", "bucket"] {
+        let mut found = Vec::new();
+        texts(&policy(&format!("policies/{file}.json")), &mut found);
+        let words: BTreeSet<&str> = found
+            .iter()
+            .flat_map(|t| t.split(|c: char| !(c.is_ascii_uppercase() || c == '_')))
+            .filter(|w| w.len() >= 4)
+            .collect();
+        for word in &words {
+            assert!(PLACEHOLDERS.contains(word), "policies/{file}.json: {word}");
+        }
+        for needed in ["BUCKET", "PREFIX"] {
+            assert!(
+                words.contains(needed),
+                "policies/{file}.json lacks {needed}"
+            );
+        }
+    }
+}
+
+/// Whether `statement`'s string conditions hold for a request's condition
+/// keys: `StringEquals`/`StringLike` (and their `IfExists`) on the keys
+/// the gate logged; other operators (`Bool`, `Null`, ...) are taken to
+/// hold (the gate already evaluated the request; this only tells apart
+/// statements granting the same action on the same resource).
+fn conditions_hold(statement: &Value, context: &Value) -> bool {
+    let Some(conditions) = statement["Condition"].as_object() else {
+        return true;
+    };
+    conditions.iter().all(|(operator, keys)| {
+        let base = operator.trim_end_matches("IfExists");
+        if base != "StringEquals" && base != "StringLike" {
+            return true;
+        }
+        keys.as_object().unwrap().iter().all(|(key, wanted)| {
+            match context.get(key).and_then(Value::as_str) {
+                None => operator.ends_with("IfExists"),
+                Some(value) => strings(wanted).iter().any(|w| {
+                    if base == "StringLike" {
+                        glob(w, value, false)
+                    } else {
+                        w == value
+                    }
+                }),
+            }
+        })
+    })
+}
+
+/// The inline policy an actor is held to, as the gate's actors made it
+/// (placeholders filled), read back from IAM with the admin key.
+fn installed_policy(kind: &str, name: &str, policy: &str) -> Value {
+    let output = run_ok(
+        std::process::Command::new("aws")
+            .args(["--endpoint-url", &endpoint(), "--region", REGION, "iam"])
+            .args([
+                kind,
+                if kind == "get-user-policy" {
+                    "--user-name"
+                } else {
+                    "--role-name"
+                },
+                name,
+                "--policy-name",
+                policy,
+                "--query",
+                "PolicyDocument",
+                "--output",
+                "json",
+            ])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+    );
+    let document: Value = serde_json::from_slice(&output.stdout).unwrap();
+    // the CLI may hand the document back URL-encoded or as text
+    match document {
+        Value::String(text) => serde_json::from_str(&text).unwrap(),
+        document => document,
+    }
+}
+
+/// Runs `args` as the fixture's actor for them and requires `exit`.
+fn expect(fixture: &Fixture, args: &[&str], gnupg_home: &Path, exit: i32) {
+    let output = fixture
+        .command(args)
+        .env("GNUPGHOME", gnupg_home)
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(exit),
+        "{args:?}: {}",
+        show(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed() {
+    use aws_sdk_s3::primitives::ByteStream;
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique("pol_");
+    create_sample_database(&database, 2_000);
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
+
+    // The test's own setup, as the admin: a customer-managed key for the
+    // password and the bucket's default encryption, and a bucket with
+    // Object Lock for `storage.retention`.
+    let locked = unique("bc-pol-");
+    let s3 = &fixture.aws.s3;
+    s3.create_bucket()
+        .bucket(&locked)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .unwrap();
+    let key_id = fixture.use_customer_managed_key(&locked).await;
+    s3.put_object()
+        .bucket(&locked)
+        .key(format!("{}/config/public-keys/holder.asc", fixture.prefix))
+        .body(ByteStream::from(holder.public_key()))
+        .send()
+        .await
+        .unwrap();
+    let mut fixture = Fixture {
+        bucket: locked,
+        ..fixture
+    };
+    fixture.renew_actors(Some(&key_id));
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.only_job().spot = Some(true);
+    config.storage.retention = Some(Retention {
+        mode: RetentionMode::Compliance,
+        days: 1,
+    });
+    fixture.write(&config);
+    let _drills = DRILLS.lock().await;
+    let marker = gate::log_marker(&endpoint());
+    let home = holder.home.path();
+    let job = fixture.job.clone();
+
+    // A spot backup, then everything the restore side does with it.
+    expect(&fixture, &["run", "--job", &job], home, 0);
+    let manifest = fixture.status().await["manifest_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let address = format!("s3://{}/{manifest}", fixture.bucket);
+    expect(&fixture, &["verify", &address], home, 0);
+    let target = unique("pol_target_");
+    psql("postgres", &format!("CREATE DATABASE {target}"));
+    let server = format!(
+        "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}",
+        pg_port()
+    );
+    expect(
+        &fixture,
+        &["restore", &address, "--to", &format!("{server}/{target}")],
+        home,
+        0,
+    );
+    expect(
+        &fixture,
+        &["drill", &address, "--to", &format!("{server}/postgres")],
+        home,
+        0,
+    );
+    // The operator's commands.
+    expect(&fixture, &["plan", "--job", &job], home, 0);
+    expect(&fixture, &["status"], home, 0);
+    expect(&fixture, &["list"], home, 0);
+    expect(&fixture, &["reap"], home, 0);
+    expect(&fixture, &["launch", "--job", &job], home, 0);
+    // `terminate` finds the job's instances by their tags, which EC2 lists
+    // only once it knows the instance (eventual consistency).
+    eventually("the launch to show up", Duration::from_secs(60), || async {
+        fixture
+            .instance_states()
+            .await
+            .iter()
+            .any(|s| s == "pending" || s == "running")
+            .then_some(())
+    })
+    .await;
+    expect(&fixture, &["terminate", &job], home, 0);
+    // A backup whose upload cannot complete: the agent aborts it.
+    let proxy = FaultProxy::start(&endpoint());
+    let fail_uploads = |method: &str| {
+        proxy.add_rule(json!({
+            "method": method,
+            "query_contains": "uploadId",
+            "action": "error",
+            "status": 500,
+            "code": "InternalError",
+            "count": -1,
+        }))
+    };
+    fail_uploads("POST");
+    config
+        .instance
+        .tags
+        .insert("backup-cloud-sim:endpoint".to_owned(), proxy.url());
+    fixture.write(&config);
+    expect(&fixture, &["run", "--job", &job], home, 4);
+    // Once more, with the agent unable to abort it either: the controller
+    // aborts the upload the failed agent left open.
+    fail_uploads("DELETE");
+    expect(&fixture, &["run", "--job", &job], home, 4);
+
+    // What the gate decided, per actor, and which statement allowed it.
+    let user = |arn: &str, policy: &str| {
+        let name = arn.rsplit('/').next().unwrap();
+        (
+            arn.to_owned(),
+            installed_policy("get-user-policy", name, policy),
+        )
+    };
+    let role = &fixture.actors.instance_profile;
+    let actors = [
+        (
+            "controller",
+            user(&fixture.actors.controller_arn, "controller"),
+        ),
+        ("restore", user(&fixture.actors.restore_arn, "restore")),
+        (
+            "instance",
+            (
+                role.clone(),
+                installed_policy("get-role-policy", role, "instance"),
+            ),
+        ),
+    ];
+    let mut problems = Vec::new();
+    let mut table = BTreeMap::new();
+    for (name, (actor, document)) in &actors {
+        let (entries, _) = gate::log(&endpoint(), marker, actor);
+        assert!(!entries.is_empty(), "{name}: no request logged");
+        let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for entry in &entries {
+            let decision = entry["decision"].as_str().unwrap_or_default();
+            let action = entry["action"].as_str().unwrap_or_default();
+            let resource = entry["resource"].as_str().unwrap_or_default();
+            if decision.starts_with("refused:") {
+                continue; // refused by the service, not by IAM (a profile not known yet)
+            }
+            if decision != "allow" {
+                problems.push(format!("{name}: {decision} {action} on {resource}"));
+                continue;
+            }
+            let sids: Vec<String> = granting(document, action, resource)
+                .into_iter()
+                .filter(|s| conditions_hold(s, &entry["context"]))
+                .map(|s| s["Sid"].as_str().unwrap_or("?").to_owned())
+                .collect();
+            for sid in &sids {
+                used.entry(sid.clone())
+                    .or_default()
+                    .insert(action.to_owned());
+            }
+            table
+                .entry((name.to_string(), action.to_owned(), sids.join(", ")))
+                .or_insert(resource.to_owned());
+        }
+        for statement in statements(document) {
+            if statement["Effect"] != "Allow" {
+                continue;
+            }
+            let sid = statement["Sid"].as_str().unwrap_or("?");
+            for action in strings(&statement["Action"]) {
+                if !used.get(sid).is_some_and(|a| a.contains(&action)) {
+                    problems.push(format!(
+                        "{name}: {sid} grants {action}, which no request of the real flows needed"
+                    ));
+                }
+            }
+        }
+    }
+    for ((actor, action, sids), resource) in &table {
+        println!("| {actor} | {action} | {resource} | {sids} |");
+    }
+    assert!(
+        problems.is_empty(),
+        "policy problems:\n  {}",
+        problems.join("\n  ")
+    );
 }

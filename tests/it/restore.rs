@@ -49,10 +49,9 @@ impl Backed {
 
     /// Runs backup-cloud with the fixture's config and `gnupg_home`.
     fn run(&self, args: &[&str], gnupg_home: &Path) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.fixture.config_path)
+        self.fixture
+            .command(args)
+            .env_remove("RUST_LOG")
             .env("GNUPGHOME", gnupg_home)
             .output()
             .unwrap()

@@ -25,10 +25,9 @@ async fn back_up(fixture: &Fixture) -> (serde_json::Value, String) {
 
 /// `backup-cloud ARGS --config …` with `gnupg_home` as GNUPGHOME.
 fn run(fixture: &Fixture, args: &[&str], gnupg_home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-        .args(args)
-        .arg("--config")
-        .arg(&fixture.config_path)
+    fixture
+        .command(args)
+        .env_remove("RUST_LOG")
         .env("GNUPGHOME", gnupg_home)
         .env_remove("MYSQL_PWD")
         .output()

@@ -36,10 +36,11 @@ async fn every_object_and_the_manifest_are_locked() {
         .send()
         .await
         .unwrap();
-    let fixture = Fixture {
+    let mut fixture = Fixture {
         bucket: locked,
         ..fixture
     };
+    fixture.renew_actors(None);
     let mut config = fixture.config(fixture.postgres_job(&database));
     config.storage.retention = Some(Retention {
         mode: RetentionMode::Compliance,

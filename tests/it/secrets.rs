@@ -29,9 +29,8 @@ fn assert_clean(place: &str, text: &[u8], password: &str) {
 }
 
 fn run_traced(fixture: &Fixture) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-        .args(["run", "--job", &fixture.job, "--config"])
-        .arg(&fixture.config_path)
+    fixture
+        .command(&["run", "--job", &fixture.job])
         .env("RUST_LOG", "trace")
         .output()
         .unwrap()

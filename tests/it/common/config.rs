@@ -50,6 +50,9 @@ pub struct Instance {
     pub instance_type: String,
     #[serde(serialize_with = "human_duration")]
     pub max_lifetime: Duration,
+    /// The agent's instance profile: the test's own (see
+    /// [`super::gate::Actors`]).
+    pub instance_profile: String,
     /// Tags on the instance; the simulator reads its own settings
     /// (`backup-cloud-sim:…`) from here.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

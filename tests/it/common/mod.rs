@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod faultproxy;
+pub mod gate;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -379,7 +380,11 @@ pub fn table_digests(database: &str) -> Vec<(String, String)> {
 }
 
 /// A bucket with the key holder's public key under the configured prefix,
-/// the database password in an SSM SecureString, and a config file.
+/// the database password in an SSM SecureString, a config file, and the
+/// test's IAM actors (made from `policies/` by the AWS gate): the
+/// controller and the restore side run with their own users' keys, the
+/// agent with the role of the instance profile the config names. `aws`
+/// holds the admin key, for the test's own setup and checks.
 pub struct Fixture {
     pub aws: AwsClients,
     pub bucket: String,
@@ -388,8 +393,9 @@ pub struct Fixture {
     pub password_parameter: String,
     pub status_prefix: String,
     /// Holds the config file; removed when the fixture is dropped.
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    pub actors: gate::Actors,
 }
 
 impl Fixture {
@@ -418,6 +424,7 @@ impl Fixture {
             .send()
             .await
             .unwrap();
+        let actors = test_actors(&bucket, &prefix, &job, None);
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("backups.toml");
         let fixture = Fixture {
@@ -427,8 +434,9 @@ impl Fixture {
             job,
             password_parameter,
             status_prefix,
-            _dir: dir,
+            dir,
             config_path,
+            actors,
         };
         fixture.write(&fixture.config(fixture.postgres_job(database)));
         fixture
@@ -452,6 +460,7 @@ impl Fixture {
                 ami_parameter: LOCALSTACK_AMI_PARAMETER.to_owned(),
                 instance_type: "t3.micro".to_owned(),
                 max_lifetime: Duration::from_secs(20 * 60),
+                instance_profile: self.actors.instance_profile.clone(),
                 tags: BTreeMap::new(),
             },
             status: StatusSettings {
@@ -517,15 +526,110 @@ impl Fixture {
         config.write(&self.config_path);
     }
 
-    /// Runs `backup-cloud ARGS --config <fixture config>`.
+    /// Runs `backup-cloud ARGS --config <fixture config>` as its actor
+    /// (see [`Fixture::command`]).
     pub fn backup_cloud(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+        self.command(args).output().unwrap()
+    }
+
+    /// `backup-cloud ARGS --config <fixture config>`, with the keys of
+    /// the actor who runs it: the restore user for the commands that read
+    /// backups (`verify`, `restore`, `drill`, `export`, ...), the
+    /// controller's user for the rest.
+    pub fn command(&self, args: &[&str]) -> Command {
+        const READ_BACKUPS: [&str; 7] = [
+            "verify",
+            "headers",
+            "session-keys",
+            "decrypt",
+            "restore",
+            "drill",
+            "export",
+        ];
+        let keys = if args.first().is_some_and(|a| READ_BACKUPS.contains(a)) {
+            &self.actors.restore
+        } else {
+            &self.actors.controller
+        };
+        let mut command = Command::new(env!("CARGO_BIN_EXE_backup-cloud"));
+        command
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
-            .output()
-            .unwrap()
+            .env("AWS_ACCESS_KEY_ID", &keys.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &keys.secret_access_key)
+            .env_remove("AWS_SESSION_TOKEN");
+        command
+    }
+
+    /// The test's own setup, as the admin: a new customer-managed KMS key,
+    /// made the default SSE-KMS key of `bucket` and the key of the
+    /// fixture's password SecureString. Returns the key's id.
+    pub async fn use_customer_managed_key(&self, bucket: &str) -> String {
+        use aws_sdk_s3::types::{
+            ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+            ServerSideEncryptionRule,
+        };
+        let created = run_ok(
+            Command::new("aws")
+                .args(["--endpoint-url", &endpoint(), "--region", REGION])
+                .args(["kms", "create-key", "--query", "KeyMetadata.KeyId"])
+                .args(["--output", "text"])
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test"),
+        );
+        let key_id = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+        let by_default = ServerSideEncryptionByDefault::builder()
+            .sse_algorithm(ServerSideEncryption::AwsKms)
+            .kms_master_key_id(&key_id)
+            .build()
+            .unwrap();
+        let rule = ServerSideEncryptionRule::builder()
+            .apply_server_side_encryption_by_default(by_default)
+            .build();
+        self.aws
+            .s3
+            .put_bucket_encryption()
+            .bucket(bucket)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(rule)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let password = self
+            .aws
+            .ssm
+            .get_parameter()
+            .name(&self.password_parameter)
+            .with_decryption(true)
+            .send()
+            .await
+            .unwrap();
+        self.aws
+            .ssm
+            .put_parameter()
+            .name(&self.password_parameter)
+            .value(password.parameter().unwrap().value().unwrap())
+            .r#type(ParameterType::SecureString)
+            .key_id(&key_id)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+        key_id
+    }
+
+    /// New actors for the fixture's bucket as it is now (another bucket,
+    /// or one whose default encryption and password SecureString use the
+    /// customer-managed key `kms_key_id`); [`Fixture::config`] names their
+    /// instance profile from then on.
+    pub fn renew_actors(&mut self, kms_key_id: Option<&str>) {
+        self.actors = test_actors(&self.bucket, &self.prefix, &self.job, kms_key_id);
     }
 
     /// Runs `reap --output json` until it reaps something (a hung agent's
@@ -672,6 +776,21 @@ impl Fixture {
             })
             .collect()
     }
+}
+
+/// A test's actors, held to `policies/` on `bucket` under `prefix`, with
+/// the SSM paths of `job`'s fixture.
+fn test_actors(bucket: &str, prefix: &str, job: &str, kms_key_id: Option<&str>) -> gate::Actors {
+    gate::create_actors(
+        &endpoint(),
+        &gate::Scope {
+            bucket,
+            prefix,
+            status_prefix: &format!("/backup-cloud-test/{job}/status"),
+            secrets_prefix: &format!("/backup-cloud-test/{job}"),
+            kms_key_id,
+        },
+    )
 }
 
 /// Asserts that every instance of the job is terminated or on its way.
