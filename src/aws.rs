@@ -14,6 +14,16 @@ use crate::schema::AwsTimeouts;
 /// How long to wait for a TCP (and TLS) connection to an AWS endpoint.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How patient the agent is with the instance metadata service (IMDS),
+/// where its role's credentials come from. IMDS throttles each instance
+/// ("Query throttling", EC2 User Guide, which asks callers to retry with
+/// backoff) and answers slowly while the instance is busy; the SDK's
+/// defaults (1 s to connect, 1 s to read, 4 attempts, 5 s to load the
+/// credentials) gave up under a ten-job load in the test world.
+const IMDS_TIMEOUT: Duration = Duration::from_secs(5);
+const IMDS_ATTEMPTS: u32 = 8;
+const CREDENTIALS_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Clients for every service backup-cloud uses.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -41,20 +51,33 @@ impl AwsClients {
         endpoint_url: Option<&str>,
         timeouts: AwsTimeouts,
     ) -> AwsClients {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(Duration::from_secs(timeouts.attempt_secs))
-                .operation_timeout(Duration::from_secs(timeouts.operation_secs))
-                .build(),
-        );
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region.to_owned()));
-        }
-        if let Some(url) = endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
+        let sdk = loader(region, endpoint_url, timeouts).load().await;
+        AwsClients::from_sdk_config(&sdk)
+    }
+
+    /// The agent's clients on its instance: region, endpoint and
+    /// credentials from the environment and, for the instance role, from
+    /// IMDS, asked patiently (see [`IMDS_TIMEOUT`]); every call bounded
+    /// by `timeouts`.
+    pub async fn load_on_instance(timeouts: AwsTimeouts) -> AwsClients {
+        let imds = aws_config::imds::Client::builder()
+            .connect_timeout(IMDS_TIMEOUT)
+            .read_timeout(IMDS_TIMEOUT)
+            .max_attempts(IMDS_ATTEMPTS)
+            .build();
+        let credentials =
+            aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                .imds_client(imds)
+                .build()
+                .await;
+        let cache = aws_config::identity::IdentityCache::lazy()
+            .load_timeout(CREDENTIALS_LOAD_TIMEOUT)
+            .build();
+        let sdk = loader(None, None, timeouts)
+            .credentials_provider(credentials)
+            .identity_cache(cache)
+            .load()
+            .await;
         AwsClients::from_sdk_config(&sdk)
     }
 
@@ -80,6 +103,29 @@ impl AwsClients {
             credentials: sdk.credentials_provider(),
         }
     }
+}
+
+/// What every set of clients shares: call timeouts, and the region and
+/// endpoint when given.
+fn loader(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+    timeouts: AwsTimeouts,
+) -> aws_config::ConfigLoader {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(Duration::from_secs(timeouts.attempt_secs))
+            .operation_timeout(Duration::from_secs(timeouts.operation_secs))
+            .build(),
+    );
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader
 }
 
 /// Renders an AWS SDK error with its service code and message, which the

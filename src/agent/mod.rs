@@ -41,8 +41,9 @@ use crate::aws::{describe_sdk_error, AwsClients};
 use crate::layout;
 use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
 use crate::schema::{
-    parse_document, DocumentError, DumpFacts, DumpMode, Engine, JobSpec, Manifest, ManifestObject,
-    Phase, Status, ToolVersions, UploadSettings, SCHEMA_VERSION, STATUS_MESSAGE_MAX,
+    parse_document, AwsTimeouts, DocumentError, DumpFacts, DumpMode, Engine, JobSpec, Manifest,
+    ManifestObject, Phase, Status, ToolVersions, UploadSettings, SCHEMA_VERSION,
+    STATUS_MESSAGE_MAX,
 };
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
 use part_size::PartSizer;
@@ -150,9 +151,9 @@ pub enum AgentError {
 /// Reads the job spec at `s3://spec_bucket/spec_key` and runs the backup.
 /// Region, endpoint and credentials come from the environment.
 pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
-    let clients = AwsClients::load(None, None).await;
+    let clients = AwsClients::load_on_instance(AwsTimeouts::default()).await;
     let spec = fetch_spec(&Bucket::new(clients.s3.clone(), spec_bucket), spec_key).await?;
-    let clients = AwsClients::load_with(None, None, spec.aws_timeouts).await;
+    let clients = AwsClients::load_on_instance(spec.aws_timeouts).await;
     tracing::info!(job = %spec.job_id, "job spec s3://{spec_bucket}/{spec_key} loaded");
     let store = SsmStatusStore::new(clients.ssm.clone());
     let initial = claim_status(&store, &spec).await?;

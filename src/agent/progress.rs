@@ -162,6 +162,9 @@ impl<S: StatusStore> StatusReporter<S> {
     pub async fn enter_phase(&self, phase: Phase) {
         let mut state = self.state.lock().await;
         state.status.phase = phase;
+        if self.ended_elsewhere(&state.status).await {
+            return;
+        }
         if let Err(err) = self
             .write_with_retry(&mut state, self.timing.phase_patience)
             .await
@@ -182,11 +185,34 @@ impl<S: StatusStore> StatusReporter<S> {
             if state.last_write + gap > Instant::now() {
                 continue; // a phase change was written meanwhile
             }
+            if self.ended_elsewhere(&state.status).await {
+                drop(state);
+                return std::future::pending().await;
+            }
             self.snapshot(&mut state.status);
             state.last_write = Instant::now();
             if let Err(err) = self.store.write(&self.parameter, &state.status).await {
                 tracing::warn!("could not publish progress: {err}");
             }
+        }
+    }
+
+    /// Whether the stored document says the job is over, or belongs to
+    /// another job: the controller ended it (Ctrl-C, a timeout,
+    /// `terminate`) and its word must stand, not be written over by
+    /// progress. Checked before every write but the final one; a document
+    /// that cannot be read does not stop the reporting.
+    async fn ended_elsewhere(&self, ours: &Status) -> bool {
+        match self.store.read(&self.parameter).await {
+            Ok(Some(stored)) if stored.job_id != ours.job_id || stored.phase.is_terminal() => {
+                tracing::warn!(
+                    "the status parameter says {} is {}: no more progress is published",
+                    stored.job_id,
+                    stored.phase.as_str()
+                );
+                true
+            }
+            _ => false,
         }
     }
 
@@ -270,6 +296,21 @@ mod tests {
         )
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_job_the_controller_ended_is_not_written_over() {
+        let reporter = reporter(MemoryStatusStore::default());
+        let mut ended = Status::new("job-1", Phase::Failed);
+        ended.set_message("interrupted by the operator");
+        reporter.store.write(PARAMETER, &ended).await.unwrap();
+        // fifty heartbeat intervals
+        let _ = tokio::time::timeout(Duration::from_secs(10), reporter.heartbeat()).await;
+        reporter.enter_phase(Phase::Uploading).await;
+        let writes = reporter.store.writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 1, "only the controller's: {writes:?}");
+        let stored = reporter.store.read(PARAMETER).await.unwrap().unwrap();
+        assert_eq!(stored.phase, Phase::Failed);
+    }
+
     #[test]
     fn progress_interval_respects_the_minimum_gap_and_the_heartbeat() {
         let counters = TransferCounters::default();
@@ -327,15 +368,21 @@ mod tests {
             never = reporter.heartbeat() => match never {},
         }
         let writes = reporter.store.inner.writes.lock().unwrap().clone();
-        // one phase write at 0 and heartbeats at 200, 400, 600, 800 and
-        // 1000 ms, on the paused clock
-        assert_eq!(writes.len(), 6, "unexpected number of writes: {writes:?}");
+        // one phase write at 0, then a heartbeat every 200 to 250 ms
+        // (jittered) on the paused clock: four or five of them in 1100 ms
+        assert!(
+            (5..=6).contains(&writes.len()),
+            "unexpected number of writes: {writes:?}"
+        );
         assert!(writes.iter().all(|s| s.phase == Phase::Dumping));
         assert_eq!(writes.last().unwrap().bytes_read, 1234);
         let times = reporter.store.times.lock().unwrap().clone();
         for pair in times.windows(2) {
             let gap = pair[1] - pair[0];
-            assert!(gap >= Duration::from_millis(190), "writes {gap:?} apart");
+            assert!(
+                gap >= Duration::from_millis(200) && gap <= Duration::from_millis(250),
+                "writes {gap:?} apart"
+            );
         }
     }
 

@@ -189,7 +189,7 @@ pub async fn launch_instance(
                     spot: true,
                 })
             }
-            Err(RunInstancesError { code, message }) if is_spot_refusal(code.as_deref()) => {
+            Err(RunInstancesError { code, message, .. }) if is_spot_refusal(code.as_deref()) => {
                 tracing::warn!(
                     "spot capacity refused ({}: {message}); launching on-demand",
                     code.as_deref().unwrap_or("?")
@@ -251,13 +251,26 @@ pub fn client_token(job_id: &str, spot: bool, attempt: u32) -> String {
     hex::encode(Sha256::digest(format!("{job_id}/{market}/{attempt}")))
 }
 
+/// How long a launch whose answer was lost is asked again. A timeout or a
+/// connection dropped after the request went out leaves it unknown whether
+/// EC2 started the instance; asked again with the same `ClientToken`, EC2
+/// answers with the instance it started for that token, or starts it now,
+/// never a second one (EC2 API Reference, "Ensuring idempotency"). Giving
+/// up instead would report a failed launch while an instance runs.
+pub const LOST_ANSWER_PATIENCE: Duration = Duration::from_secs(120);
+
 struct RunInstancesError {
     code: Option<String>,
     message: String,
+    /// The request may have reached EC2 but no answer came back (a
+    /// timeout, a dropped connection, an unreadable response).
+    answer_lost: bool,
 }
 
 /// [`run_instance`], retried while EC2 refuses the instance profile as
-/// unknown, for up to [`PROFILE_PROPAGATION`].
+/// unknown, for up to [`PROFILE_PROPAGATION`] (with a new token each
+/// time), and while its answers are lost, for up to
+/// [`LOST_ANSWER_PATIENCE`] (with the same token).
 async fn run_instance_when_profile_ready(
     aws: &AwsClients,
     plan: &JobPlan,
@@ -267,9 +280,23 @@ async fn run_instance_when_profile_ready(
 ) -> Result<String, RunInstancesError> {
     let deadline = tokio::time::Instant::now() + PROFILE_PROPAGATION;
     let mut attempt = 1;
+    let mut lost: Option<(tokio::time::Instant, u32)> = None;
     loop {
         let token = client_token(&plan.spec.job_id, spot, attempt);
         match run_instance(aws, plan, instance, user_data, spot, &token).await {
+            Err(err) if err.answer_lost => {
+                let (since, asked) = lost.get_or_insert((tokio::time::Instant::now(), 0));
+                if since.elapsed() >= LOST_ANSWER_PATIENCE {
+                    return Err(err);
+                }
+                *asked += 1;
+                let delay = profile_retry_delay(*asked);
+                tracing::warn!(
+                    "the answer to RunInstances was lost ({}); asking again in {delay:?} with the same ClientToken",
+                    err.message
+                );
+                tokio::time::sleep(delay).await;
+            }
             Err(err)
                 if is_profile_not_ready(err.code.as_deref(), &err.message)
                     && tokio::time::Instant::now() < deadline =>
@@ -281,6 +308,7 @@ async fn run_instance_when_profile_ready(
                 );
                 tokio::time::sleep(delay).await;
                 attempt += 1;
+                lost = None;
             }
             result => return result,
         }
@@ -355,6 +383,7 @@ async fn run_instance(
             .and_then(|s| aws_sdk_ec2::error::ProvideErrorMetadata::code(s))
             .map(str::to_owned),
         message: describe_sdk_error(&e),
+        answer_lost: is_answer_lost(&e),
     })?;
     output
         .instances()
@@ -364,7 +393,19 @@ async fn run_instance(
         .ok_or_else(|| RunInstancesError {
             code: None,
             message: "the response named no instance".to_owned(),
+            answer_lost: false,
         })
+}
+
+/// Whether a request may have reached the service without its answer
+/// reaching us: everything but a service's refusal and a request that
+/// could not be built.
+fn is_answer_lost<E, R>(err: &aws_sdk_ec2::error::SdkError<E, R>) -> bool {
+    use aws_sdk_ec2::error::SdkError;
+    matches!(
+        err,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+    )
 }
 
 /// One of our instances as DescribeInstances reports it.

@@ -26,6 +26,11 @@ pub struct LeaseDoc {
     pub acquired_at: OffsetDateTime,
     /// Host and process of the controller that took it, for operators.
     pub holder: String,
+    /// The job's instance, recorded once RunInstances has answered: EC2
+    /// may not list a new instance by its tags for a while (eventual
+    /// consistency), but it can always be asked for by its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
 }
 
 impl LeaseDoc {
@@ -39,6 +44,7 @@ impl LeaseDoc {
             job_id: job_id.to_owned(),
             acquired_at: OffsetDateTime::now_utc(),
             holder: format!("{host}/{}", std::process::id()),
+            instance_id: None,
         }
     }
 }
@@ -85,6 +91,7 @@ mod tests {
             job_id: "orders-1".into(),
             acquired_at: at(1000),
             holder: "h/1".into(),
+            instance_id: None,
         }
     }
 

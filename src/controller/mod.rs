@@ -208,6 +208,25 @@ struct RunningJob {
     launched: Instant,
 }
 
+/// How long a progress write that an agent sent before its job was marked
+/// failed may take to land, the SDK's retries of a throttled write
+/// included (its first two backoffs are at most 1 s and 2 s).
+const AGENT_WRITE_SETTLE: Duration = Duration::from_secs(3);
+
+/// An instance `end_instances` is to end: its id, its job id (from its
+/// tags or its lease) and its age.
+struct LiveInstance {
+    instance_id: String,
+    job_id: Option<String>,
+    age: Duration,
+}
+
+/// Time since `lease` was taken: an upper bound of its instance's age
+/// (the lease is taken just before the launch).
+fn lease_age(lease: &LeaseDoc) -> Duration {
+    Duration::try_from(OffsetDateTime::now_utc() - lease.acquired_at).unwrap_or(Duration::ZERO)
+}
+
 /// The agent binary, uploaded once per controller and shared by its jobs;
 /// each launch presigns its own URL to it.
 struct PublishedAgent {
@@ -398,12 +417,8 @@ impl Controller {
         // Signed per launch, valid for this launch's boot window: a URL
         // shared by the jobs of a long `run --all` would have expired
         // before a job queued behind the others boots.
-        let url = launch::presign_get(
-            &self.bucket(),
-            &agent.key,
-            self.config.status.boot_timeout,
-        )
-        .await?;
+        let url = launch::presign_get(&self.bucket(), &agent.key, self.config.status.boot_timeout)
+            .await?;
         let script = plan.user_data(region, &agent.sha256, url).render_script()?;
         let spec_json = serde_json::to_string_pretty(&plan.spec).expect("spec serialises");
         launch::put_json(&self.bucket(), &plan.spec_key, spec_json, Condition::Always).await?;
@@ -431,6 +446,8 @@ impl Controller {
                 return Err(err.into());
             }
         };
+        self.record_instance(&job.name, &plan.spec.job_id, &launched.instance_id)
+            .await;
         self.reporter.launched(
             &job.name,
             &plan.spec.job_id,
@@ -468,10 +485,7 @@ impl Controller {
                     .read(&plan.spec.status_parameter)
                     .await?
                     .filter(|s| s.job_id == held.job_id);
-                let instance = launch::find_instances(&self.aws, None, Some(&held.job_id))
-                    .await?
-                    .first()
-                    .map(|i| i.state);
+                let instance = self.lease_instance_state(&held).await?;
                 if lease::lease_is_alive(
                     &held,
                     status.as_ref(),
@@ -508,6 +522,52 @@ impl Controller {
             since: "just now".to_owned(),
             holder: "unknown".to_owned(),
         })
+    }
+
+    /// Records `instance_id` in the lease `job_id` holds on `job`, so that
+    /// `terminate` and the next `run` find the instance before EC2 lists
+    /// it by its tags. Best effort: without it they find it once EC2 does.
+    async fn record_instance(&self, job: &str, job_id: &str, instance_id: &str) {
+        let bucket = self.bucket();
+        let key = self.lease_key(job);
+        let recorded = async {
+            let Some(lease) = launch::get_json(&bucket, &key).await? else {
+                return Ok(false);
+            };
+            let Ok(mut doc) = serde_json::from_slice::<LeaseDoc>(&lease.body) else {
+                return Ok(false);
+            };
+            if doc.job_id != job_id {
+                return Ok(false);
+            }
+            doc.instance_id = Some(instance_id.to_owned());
+            let body = serde_json::to_string(&doc).expect("lease serialises");
+            launch::put_json(&bucket, &key, body, Condition::Unchanged(&lease.etag)).await
+        };
+        match recorded.await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the lease of {job} is no longer {job_id}'s: instance {instance_id} not recorded in it"
+            ),
+            Err(err) => tracing::warn!("instance {instance_id} not recorded in the lease: {err}"),
+        }
+    }
+
+    /// The state of the instance of the job holding `lease` (`None`: it
+    /// has none yet): by the id the lease records, else by its tags.
+    async fn lease_instance_state(
+        &self,
+        lease: &LeaseDoc,
+    ) -> Result<Option<InstanceState>, LaunchError> {
+        match &lease.instance_id {
+            Some(id) => launch::instance_state(&self.aws, id, lease_age(lease))
+                .await
+                .map(Some),
+            None => Ok(launch::find_instances(&self.aws, None, Some(&lease.job_id))
+                .await?
+                .first()
+                .map(|i| i.state)),
+        }
     }
 
     /// Notes that `job` runs as `job_id` under this controller.
@@ -610,18 +670,20 @@ impl Controller {
                 })
             }
             Ending::Decided(Decision::Failed { reason }) => {
-                self.mark_failed(&parameter, &job_id, &reason).await;
+                self.mark_failed_over_agent(&parameter, &job_id, &reason)
+                    .await;
                 Err(RunError::Failed { job_id, reason })
             }
             Ending::Decided(Decision::TimedOut { reason }) => {
-                self.mark_failed(&parameter, &job_id, &reason).await;
+                self.mark_failed_over_agent(&parameter, &job_id, &reason)
+                    .await;
                 Err(RunError::TimedOut { job_id, reason })
             }
             Ending::Decided(Decision::Continue) => {
                 unreachable!("the watch loop only ends on a verdict")
             }
             Ending::Interrupted(_) => {
-                self.mark_failed(&parameter, &job_id, "interrupted by the operator")
+                self.mark_failed_over_agent(&parameter, &job_id, "interrupted by the operator")
                     .await;
                 Err(RunError::Interrupted {
                     job_id,
@@ -795,25 +857,69 @@ impl Controller {
         reason: &str,
     ) -> Result<Vec<String>, RunError> {
         let parameter = self.config.status_parameter(job);
+        let mut live: Vec<LiveInstance> = launch::find_instances(&self.aws, Some(job), job_id)
+            .await?
+            .into_iter()
+            .filter(|i| i.state != InstanceState::Gone)
+            .map(|i| LiveInstance {
+                age: i.age(),
+                instance_id: i.instance_id,
+                job_id: i.job_id,
+            })
+            .collect();
+        if let Some(leased) = self.unlisted_lease_instance(job, job_id, &live).await? {
+            live.push(leased);
+        }
         let mut ended = Vec::new();
-        for instance in launch::find_instances(&self.aws, Some(job), job_id).await? {
-            if instance.state == InstanceState::Gone {
-                continue;
-            }
+        for instance in live {
             launch::terminate(
                 &self.aws,
                 &instance.instance_id,
                 self.config.timeouts.terminate_wait,
-                instance.age(),
+                instance.age,
             )
             .await?;
             if let Some(job_id) = &instance.job_id {
-                self.mark_failed(&parameter, job_id, reason).await;
+                self.mark_failed_over_agent(&parameter, job_id, reason)
+                    .await;
             }
             self.abort_leftover_uploads(job).await;
             ended.push(instance.instance_id);
         }
         Ok(ended)
+    }
+
+    /// The instance the job's lease records when EC2 does not list it by
+    /// its tags yet and it is not gone (one launched moments ago): its id,
+    /// job id and age. Only for `job_id` when given.
+    async fn unlisted_lease_instance(
+        &self,
+        job: &str,
+        job_id: Option<&str>,
+        listed: &[LiveInstance],
+    ) -> Result<Option<LiveInstance>, RunError> {
+        let Some(lease) = launch::get_json(&self.bucket(), &self.lease_key(job)).await? else {
+            return Ok(None);
+        };
+        let Ok(lease) = serde_json::from_slice::<LeaseDoc>(&lease.body) else {
+            return Ok(None);
+        };
+        let Some(instance_id) = lease.instance_id.clone() else {
+            return Ok(None);
+        };
+        if job_id.is_some_and(|id| id != lease.job_id)
+            || listed.iter().any(|l| l.instance_id == instance_id)
+        {
+            return Ok(None);
+        }
+        if self.lease_instance_state(&lease).await? == Some(InstanceState::Gone) {
+            return Ok(None);
+        }
+        Ok(Some(LiveInstance {
+            instance_id,
+            age: lease_age(&lease),
+            job_id: Some(lease.job_id),
+        }))
     }
 
     /// `reap`: terminates our instances whose job is over, stale,
@@ -867,7 +973,7 @@ impl Controller {
             )
             .await?;
             if configured.is_some() {
-                self.mark_failed(&parameter, job_id, &format!("reaped: {reason}"))
+                self.mark_failed_over_agent(&parameter, job_id, &format!("reaped: {reason}"))
                     .await;
                 self.abort_leftover_uploads(job).await;
             }
@@ -965,6 +1071,17 @@ impl Controller {
         {
             tracing::warn!("could not record the failure in the status parameter: {err}");
         }
+    }
+
+    /// [`Self::mark_failed`] for a job whose instance was just terminated
+    /// and whose agent may still be writing: a progress write already on
+    /// its way can land after ours. The agent reads the parameter before
+    /// each write and stops at a terminal status, so one more look after
+    /// [`AGENT_WRITE_SETTLE`] leaves the failure standing.
+    async fn mark_failed_over_agent(&self, parameter: &str, job_id: &str, reason: &str) {
+        self.mark_failed(parameter, job_id, reason).await;
+        tokio::time::sleep(AGENT_WRITE_SETTLE).await;
+        self.mark_failed(parameter, job_id, reason).await;
     }
 
     /// The manifest key of a job whose instance went away without a final

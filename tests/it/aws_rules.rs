@@ -71,13 +71,13 @@ async fn an_instance_ec2_does_not_list_yet_is_pending_not_gone() {
 }
 
 /// The RunInstances call goes through, then the connection drops before
-/// the answer: the SDK retries. With the same `ClientToken` EC2 returns
-/// the first launch again; a retry with another token (or none, to an EC2
-/// that honours none) starts a second instance. (The Rust SDK fills in a
-/// token of its own when the caller sets none, so this also guards against
-/// a controller that would set one per SDK call retry.)
+/// the answer, four times: more than the SDK's three attempts. Each ask
+/// with the same `ClientToken` gets the first launch back from EC2; one
+/// with another token starts a second instance, and giving up after the
+/// SDK's attempts reports a failed launch (exit 3) while the instance
+/// runs on, watched by nobody.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_retried_run_instances_whose_answer_was_lost_starts_one_instance() {
+async fn a_run_instances_whose_answers_were_lost_starts_one_instance_and_the_job() {
     let (_holder, database, fixture) = sample_fixture("rules_token_").await;
     // The answer to lose is a launch's, not the refusal of an instance
     // profile EC2 does not know yet: wait until it does.
@@ -91,11 +91,11 @@ async fn a_retried_run_instances_whose_answer_was_lost_starts_one_instance() {
     proxy.add_rule(json!({
         "body_contains": "Action=RunInstances",
         "action": "drop_response",
-        "count": 1,
+        "count": 4,
     }));
 
     let output = fixture.backup_cloud(&["run", "--job", &fixture.job, "--output", "json"]);
-    assert_eq!(proxy.fired()[0], 1, "the first answer was lost");
+    assert_eq!(proxy.fired()[0], 4, "four answers were lost");
     let instances = fixture.instances().await;
     let ids: Vec<_> = instances.iter().filter_map(|i| i.instance_id()).collect();
     // A second instance would be an orphan nobody watches: end it first.
@@ -233,6 +233,7 @@ async fn a_bucket_encrypted_with_a_customer_managed_key_backs_up_and_restores() 
     let (holder, database, mut fixture) = sample_fixture("rules_kms_").await;
     let key_id = fixture.use_customer_managed_key(&fixture.bucket).await;
     fixture.renew_actors(Some(&key_id));
+    fixture.write(&fixture.config(fixture.postgres_job(&database)));
     let marker = gate::log_marker(&endpoint());
 
     let output = fixture.run_job();
@@ -299,4 +300,33 @@ async fn a_bucket_encrypted_with_a_customer_managed_key_backs_up_and_restores() 
         restore.contains("kms:Decrypt via s3.us-east-1.amazonaws.com"),
         "{restore:?}"
     );
+}
+
+/// `launch`, then `terminate` at once: EC2 does not list the new instance
+/// by its tags yet (the gate: for `consistency_seconds` after
+/// RunInstances), so a `terminate` that only looks by tags finds nothing
+/// and the instance runs on. The lease records the instance's id, which
+/// EC2 can be asked about (NotFound within the window is looked at again).
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_right_after_launch_ends_the_instance_ec2_does_not_list_yet() {
+    let (_holder, _database, fixture) = sample_fixture("rules_term_").await;
+    let launch = fixture.backup_cloud(&["launch", "--job", &fixture.job]);
+    assert_eq!(launch.status.code(), Some(0), "{}", show(&launch));
+    let terminate = fixture.backup_cloud(&["terminate", &fixture.job, "--output", "json"]);
+    assert_eq!(terminate.status.code(), Some(0), "{}", show(&terminate));
+    let ended = &json_lines(&terminate)[0]["terminated"];
+    assert_eq!(
+        ended.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        show(&terminate)
+    );
+    eventually(
+        "EC2 to list the instance",
+        Duration::from_secs(30),
+        || async { (!fixture.instances().await.is_empty()).then_some(()) },
+    )
+    .await;
+    assert_instances_gone(&fixture).await;
+    assert_eq!(fixture.status().await["phase"], "failed");
 }

@@ -490,13 +490,9 @@ async fn every_documented_exit_code_comes_from_a_real_scenario() {
         show(&interrupted)
     );
     assert_instances_gone(&fixture).await;
-    // Known race, open (stop 10): the controller marks the job failed
-    // right after TerminateInstances, but the agent can still send one
-    // heartbeat while its instance shuts down, leaving `dumping`. Until
-    // the agent stops writing over a terminal status, only a status that
-    // moved on from launching is required here.
-    let phase = fixture.status().await["phase"].clone();
-    assert!(phase == "failed" || phase == "dumping", "{phase}");
+    // The agent's heartbeats may outlive the controller's verdict; they do
+    // not write over it.
+    assert_eq!(fixture.status().await["phase"], "failed");
     lock.release();
 }
 
@@ -568,8 +564,17 @@ async fn an_instance_that_cannot_be_terminated_exits_1_and_is_named() {
     let mut config = fixture.config(fixture.postgres_job(&database));
     config.aws.endpoint_url = proxy.url();
     fixture.write(&config);
-    // EC2 refuses every TerminateInstances: the controller cannot confirm
-    // the instance gone, which must never pass for success.
+    // The dump waits on a lock, so the instance is still running when the
+    // operator interrupts; then EC2 refuses every TerminateInstances: the
+    // controller cannot confirm the instance gone, which must never pass
+    // for success. (An instance that has shut itself down is confirmed
+    // gone without a TerminateInstances.)
+    let lock = TableLock::hold(&database, "orders");
+    let run = spawn(&fixture, &["run", "--job", &fixture.job]);
+    eventually("the job to dump", Duration::from_secs(60), || async {
+        (phase(&fixture).await == "dumping").then_some(())
+    })
+    .await;
     proxy.add_rule(serde_json::json!({
         "body_contains": "Action=TerminateInstances",
         "action": "error",
@@ -578,7 +583,8 @@ async fn an_instance_that_cannot_be_terminated_exits_1_and_is_named() {
         "status": 403,
         "count": -1,
     }));
-    let output = fixture.run_job();
+    signal(run.id(), "INT");
+    let output = run.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -592,4 +598,5 @@ async fn an_instance_that_cannot_be_terminated_exits_1_and_is_named() {
     let terminate = fixture.backup_cloud(&["terminate", &fixture.job]);
     assert_eq!(terminate.status.code(), Some(0), "{}", show(&terminate));
     assert_instances_gone(&fixture).await;
+    lock.release();
 }

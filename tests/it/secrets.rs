@@ -6,7 +6,7 @@
 //! parameter, the manifest, the instance's console log, and the
 //! controller's output at `RUST_LOG=trace`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine as _;
 

@@ -53,7 +53,6 @@ pub struct Actors {
     pub restore: Keys,
     pub restore_arn: String,
     pub instance_profile: String,
-    pub role_arn: String,
 }
 
 /// Where the actors' policies let them work.
@@ -98,7 +97,6 @@ pub fn create_actors(endpoint: &str, scope: &Scope<'_>) -> Actors {
         restore: keys("restore"),
         restore_arn: text("restore", "arn"),
         instance_profile: text("instance", "instance_profile"),
-        role_arn: text("instance", "role_arn"),
     }
 }
 
