@@ -149,8 +149,12 @@ where
             let mut text = other.to_string();
             let mut source = std::error::Error::source(other);
             while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
+                // some causes repeat what their error already said
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(": ");
+                    text.push_str(&cause_text);
+                }
                 source = cause.source();
             }
             text

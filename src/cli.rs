@@ -165,7 +165,11 @@ pub fn main() -> ExitCode {
     };
     let (exit, error) = runtime.block_on(dispatch(cli));
     if let Some(error) = error {
-        eprintln!("backup-cloud: {error:#}");
+        // One convention for every error: its message is whole, naming
+        // its cause itself (the cause is also its `source`, for code that
+        // inspects it), so only the outermost message is printed; the
+        // chain would print every cause twice.
+        eprintln!("backup-cloud: {error}");
     }
     exit.into()
 }

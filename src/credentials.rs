@@ -35,7 +35,7 @@ pub fn mysql_options(password: &str, groups: &[&str]) -> Result<String, LineBrea
 }
 
 /// Writes `data` to `path`, readable by its owner only (created so, or
-/// replaced), and syncs it: session keys, client password files, gpg.conf.
+/// replaced), and syncs it: session keys, client password files.
 pub fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;

@@ -20,5 +20,6 @@ pub mod process;
 pub mod restore;
 pub mod s3;
 pub mod schema;
+pub mod secret;
 pub mod status_store;
 pub mod userdata;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::credentials;
 use crate::schema::{DatabaseTarget, DumpMode, DumpSettings, Engine};
+use crate::secret::Secret;
 
 /// Schemas every MySQL server has and no backup wants.
 const MYSQL_SYSTEM_SCHEMAS: [&str; 4] =
@@ -58,32 +59,16 @@ pub enum DumpError {
     NoDatabases,
 }
 
-/// The database password. Its `Debug` output is redacted so it cannot leak
-/// through a log line or an error.
-pub struct DatabasePassword(String);
-
-impl DatabasePassword {
-    pub fn new(password: String) -> Self {
-        DatabasePassword(password)
-    }
-}
-
-impl std::fmt::Debug for DatabasePassword {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DatabasePassword(<redacted>)")
-    }
-}
-
 /// Writes `password` to a new file at `path`, readable by this user only,
 /// in the format `engine`'s client tools read.
 pub fn write_password_file(
     engine: Engine,
     path: &Path,
-    password: &DatabasePassword,
+    password: &Secret,
 ) -> Result<(), DumpError> {
     let contents = match engine {
-        Engine::Postgres => pgpass_line(&password.0)?,
-        Engine::Mysql => mysql_option_file(&password.0)?,
+        Engine::Postgres => pgpass_line(password.expose())?,
+        Engine::Mysql => mysql_option_file(password.expose())?,
     };
     let mut file = OpenOptions::new()
         .write(true)
@@ -525,7 +510,7 @@ impl DumpCommand {
             .map(|stderr| tokio::task::spawn_blocking(move || read_tail(stderr)));
         Ok(DumpProcess {
             program,
-            child,
+            child: Some(child),
             reaped: false,
             stdout,
             stderr_tail,
@@ -556,7 +541,8 @@ fn read_tail(mut stream: impl Read) -> Vec<u8> {
 /// (or panic) leaves a dump running.
 pub struct DumpProcess {
     program: &'static str,
-    child: Child,
+    /// `None` only once dropped.
+    child: Option<Child>,
     reaped: bool,
     stdout: Option<ChildStdout>,
     stderr_tail: Option<tokio::task::JoinHandle<Vec<u8>>>,
@@ -565,6 +551,10 @@ pub struct DumpProcess {
 impl DumpProcess {
     pub fn program(&self) -> &'static str {
         self.program
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the child is held until drop")
     }
 
     /// The dump stream; `None` once taken.
@@ -576,7 +566,7 @@ impl DumpProcess {
     pub fn kill(&mut self) {
         if !self.reaped {
             // An error means it has already exited, which is what we want.
-            let _ = self.child.kill();
+            let _ = self.child_mut().kill();
         }
     }
 
@@ -587,7 +577,7 @@ impl DumpProcess {
     pub async fn wait_success(&mut self) -> Result<(), DumpError> {
         let program = self.program;
         let status = loop {
-            match self.child.try_wait() {
+            match self.child_mut().try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
                 Err(source) => return Err(DumpError::Wait { program, source }),
@@ -611,9 +601,18 @@ impl DumpProcess {
 
 impl Drop for DumpProcess {
     fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         if !self.reaped {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = child.kill();
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                // Reaped on a thread of its own: waiting here would hold
+                // up the runtime (and the heartbeats beside the backup)
+                // for as long as the killed tool takes to go, unbounded
+                // while it is in uninterruptible I/O.
+                std::thread::spawn(move || child.wait());
+            }
         }
     }
 }
@@ -782,7 +781,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pgpass");
-        let password = DatabasePassword::new("s3cret".into());
+        let password = Secret::from("s3cret");
         write_password_file(Engine::Postgres, &path, &password).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

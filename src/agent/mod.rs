@@ -45,6 +45,7 @@ use crate::schema::{
     ManifestObject, Phase, Status, ToolVersions, UploadSettings, SCHEMA_VERSION,
     STATUS_MESSAGE_MAX,
 };
+use crate::secret::Secret;
 use crate::status_store::{SsmStatusStore, StatusError, StatusStore};
 use part_size::PartSizer;
 
@@ -58,7 +59,7 @@ pub use scratch::ScratchError;
 
 use crate::openpgp::{Encryptor, TempHome};
 use directory::{FileLayout, ObjectSink};
-use dump::{Connection, DatabasePassword, DumpCommand, DumpOutput, MysqlDatabases};
+use dump::{Connection, DumpCommand, DumpOutput, MysqlDatabases};
 use encrypt::{CiphertextSummary, CountingReader, PartWriter};
 use progress::{StatusReporter, TransferCounters};
 
@@ -389,7 +390,8 @@ async fn dump(
         None => dump,
     };
     let dumped = if settings.mode.is_directory() {
-        let scratch = scratch::prepare(server.database_bytes)?;
+        let needed = server.database_bytes;
+        let scratch = off_runtime("scratch space", move || scratch::prepare(needed)).await??;
         let dir = scratch.dump_dir();
         let dump = snapshot(connection.dump_command(
             settings,
@@ -427,7 +429,7 @@ async fn dump(
         let dumped = pipeline
             .await
             .map_err(|err| crashed("directory dump", err))??;
-        drop(scratch);
+        off_runtime("scratch clean-up", move || drop(scratch)).await?;
         dumped
     } else {
         let dump = snapshot(connection.dump_command(settings, jobs, databases, DumpOutput::Stream));
@@ -645,6 +647,19 @@ async fn stream_dump(
     Ok(Streamed { ciphertext, parts })
 }
 
+/// Runs blocking `work` (child processes waited for, file systems made
+/// and mounted) on a thread of its own: on the runtime it would hold up
+/// the heartbeats that run beside the backup, and a slow `mkfs` would look
+/// like a dead agent. `what` names it if its thread panics.
+async fn off_runtime<T: Send + 'static>(
+    what: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AgentError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| crashed(what, err))
+}
+
 fn crashed(stage: &'static str, err: tokio::task::JoinError) -> AgentError {
     AgentError::Crashed {
         stage,
@@ -674,10 +689,7 @@ async fn abort_upload(upload: &MultipartUpload) {
 }
 
 /// Reads the database password from an SSM SecureString.
-async fn fetch_password(
-    ssm: &aws_sdk_ssm::Client,
-    parameter: &str,
-) -> Result<DatabasePassword, AgentError> {
+async fn fetch_password(ssm: &aws_sdk_ssm::Client, parameter: &str) -> Result<Secret, AgentError> {
     let missing = || AgentError::PasswordMissing {
         parameter: parameter.to_owned(),
     };
@@ -704,7 +716,7 @@ async fn fetch_password(
         .parameter()
         .and_then(|p| p.value())
         .ok_or_else(missing)?;
-    Ok(DatabasePassword::new(value.to_owned()))
+    Ok(Secret::from(value))
 }
 
 /// Checks that S3 holds exactly the bytes we uploaded, for every object.
@@ -811,6 +823,30 @@ mod tests {
     use crate::schema::{DatabaseTarget, Engine};
     use crate::status_store::memory::MemoryStatusStore;
     use std::path::Path;
+
+    /// Bug: scratch preparation (`blkid`, `mkfs.ext4`, `mount`) ran inline
+    /// in the task beside the heartbeats; on a one-thread runtime nothing
+    /// else ran until it was done.
+    #[tokio::test(flavor = "current_thread")]
+    async fn blocking_work_leaves_the_heartbeats_running() {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        off_runtime("a slow mkfs", || {
+            std::thread::sleep(Duration::from_millis(300))
+        })
+        .await
+        .unwrap();
+        ticker.abort();
+        assert!(ticks.load(Ordering::Relaxed) > 0, "the runtime was held up");
+    }
 
     fn spec() -> JobSpec {
         JobSpec {

@@ -6,8 +6,10 @@
 //! flag GPGME documents does it: `export-session-key` makes the decrypt
 //! result carry it (read through gpgme-sys). Streams are decrypted by the
 //! gpg GPGME names, through its own pipes ([`super::stream`] says
-//! why); with a session key alone, in a throwaway home whose gpg.conf holds
-//! `override-session-key`, so the key is never on a command line.
+//! why); with a session key alone, in a throwaway home with no keys, the
+//! session key handed to gpg through a pipe of its own
+//! (`--override-session-key-fd`), so it is on no command line and in no
+//! file.
 //!
 //! Facts checked with gpg 2.2.40 / GPGME 1.18 (and pinned by tests): gpg
 //! reports a session key only once it reaches an encrypted data packet;
@@ -20,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{CStr, OsString};
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use gpgme::Context;
@@ -27,7 +30,7 @@ use gpgme::Context;
 use super::packets::STUB_DATA_PACKET;
 use super::stream::{self, StreamError};
 use super::TempHome;
-use crate::credentials::write_private;
+use crate::secret::Secret;
 
 /// GPGME failed.
 #[derive(Debug, thiserror::Error)]
@@ -166,21 +169,13 @@ pub fn check_session_key(key: &str) -> Result<(), GpgError> {
 }
 
 /// How to decrypt. Its `Debug` never shows a session key.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Decryptor {
     /// With a secret key from the keyring (GNUPGHOME, or this home).
     Keyring(Option<PathBuf>),
-    /// With a session key alone, in a throwaway home holding no key.
-    SessionKey(String),
-}
-
-impl std::fmt::Debug for Decryptor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Decryptor::Keyring(home) => f.debug_tuple("Keyring").field(home).finish(),
-            Decryptor::SessionKey(_) => f.write_str("SessionKey(<hidden>)"),
-        }
-    }
+    /// With a session key alone (`ALGO:HEX`), in a throwaway home holding
+    /// no key.
+    SessionKey(Secret),
 }
 
 /// Decrypts `ciphertext` into `plaintext`, streaming.
@@ -190,25 +185,32 @@ where
     W: Write + Send,
 {
     let temp;
+    let mut args = Vec::<OsString>::new();
+    let mut passed = None;
     let home = match decryptor {
         Decryptor::Keyring(home) => home.clone(),
         Decryptor::SessionKey(key) => {
-            // checked to be ALGO:HEX, so it cannot smuggle another option
-            check_session_key(key)?;
+            // checked to be ALGO:HEX, so it cannot smuggle anything else
+            check_session_key(key.expose())?;
             temp = temp_home()?;
-            let options = temp.path().join("gpg.conf");
-            write_private(&options, format!("override-session-key {key}\n").as_bytes())
+            // handed over through a pipe: on no command line, in no file
+            let (reader, mut writer) = std::io::pipe().map_err(GpgError::TempHome)?;
+            writer
+                .write_all(format!("{}\n", key.expose()).as_bytes())
                 .map_err(GpgError::TempHome)?;
+            drop(writer);
+            args.push("--override-session-key-fd".into());
+            args.push(reader.as_raw_fd().to_string().into());
+            passed = Some(OwnedFd::from(reader));
             Some(temp.to_path_buf())
         }
     };
     let gpg = stream::engine(&context(home.as_deref())?)?;
-    let mut args = Vec::<OsString>::new();
     if let Some(home) = &home {
         args.extend(["--homedir".into(), home.into()]);
     }
     args.extend(["--output".into(), "-".into(), "--decrypt".into()]);
-    stream::run(&gpg, args, ciphertext, plaintext)?;
+    stream::run_passing(&gpg, args, passed, ciphertext, plaintext)?;
     Ok(())
 }
 
@@ -248,7 +250,7 @@ mod tests {
         // and the operator decrypts with it, in a home with no key at all
         let mut out = Vec::new();
         decrypt(
-            &Decryptor::SessionKey(key.clone()),
+            &Decryptor::SessionKey(key.clone().into()),
             &ciphertext[..],
             &mut out,
         )
@@ -262,7 +264,7 @@ mod tests {
             if key.ends_with('0') { "1" } else { "0" }
         );
         assert!(decrypt(
-            &Decryptor::SessionKey(wrong),
+            &Decryptor::SessionKey(wrong.into()),
             &ciphertext[..],
             std::io::sink()
         )
@@ -298,7 +300,7 @@ mod tests {
         let near_miss = "9:00112233445566778899AABBCCDDEEF";
         let err = check_session_key(near_miss).unwrap_err().to_string();
         assert!(!err.contains("0011223344"), "{err}");
-        let shown = format!("{:?}", Decryptor::SessionKey(near_miss.to_owned()));
+        let shown = format!("{:?}", Decryptor::SessionKey(near_miss.into()));
         assert!(!shown.contains("0011223344"), "{shown}");
         for bad in ["", "9", "x:00", "9:zz", "9:0011"] {
             assert!(check_session_key(bad).is_err(), "{bad}");

@@ -17,7 +17,8 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -64,7 +65,27 @@ pub fn engine(context: &Context) -> Result<PathBuf, StreamError> {
 
 /// Runs `gpg` (quietly, in batch mode) with `args`, feeding it `input` and
 /// writing its standard output to `output`.
-pub fn run<R, W, A>(gpg: &Path, args: A, input: R, mut output: W) -> Result<(), StreamError>
+pub fn run<R, W, A>(gpg: &Path, args: A, input: R, output: W) -> Result<(), StreamError>
+where
+    R: Read + Send,
+    W: Write,
+    A: IntoIterator,
+    A::Item: AsRef<OsStr>,
+{
+    run_passing(gpg, args, None, input, output)
+}
+
+/// [`run`], with `passed` open in gpg under its own number, for an option
+/// such as `--override-session-key-fd N` to read: a secret handed over
+/// this way is on no command line and in no file. Only this gpg inherits
+/// it, and the caller's copy is closed once gpg has started.
+pub fn run_passing<R, W, A>(
+    gpg: &Path,
+    args: A,
+    passed: Option<OwnedFd>,
+    input: R,
+    mut output: W,
+) -> Result<(), StreamError>
 where
     R: Read + Send,
     W: Write,
@@ -75,14 +96,28 @@ where
         program: gpg.to_owned(),
         source,
     };
-    let mut child = Command::new(gpg)
+    let mut command = Command::new(gpg);
+    command
         .args(QUIET)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn_error)?;
+        .stderr(Stdio::piped());
+    if let Some(fd) = &passed {
+        let raw = fd.as_raw_fd();
+        // SAFETY: the closure runs in the child between fork and exec,
+        // where only async-signal-safe calls are allowed; it makes one,
+        // fcntl(F_SETFD), on a descriptor the parent holds open until the
+        // spawn has returned.
+        unsafe {
+            command.pre_exec(move || {
+                let fd = BorrowedFd::borrow_raw(raw);
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty()).map_err(io::Error::from)
+            });
+        }
+    }
+    let mut child = command.spawn().map_err(spawn_error)?;
+    drop(passed);
     let (Some(stdin), Some(mut stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {

@@ -190,7 +190,7 @@ async fn run(
             };
             let decryptor_for = move |object: &crate::schema::ManifestObject| {
                 keys.get(&object.key)
-                    .map(|key| Decryptor::SessionKey(key.clone()))
+                    .map(|key| Decryptor::SessionKey(key.as_str().into()))
                     .ok_or_else(|| {
                         RestoreError::Failed(format!("no session key for {}", object.key))
                     })

@@ -15,23 +15,24 @@ use std::process::{Child, ChildStdin, Command};
 use super::RestoreError;
 use crate::credentials;
 use crate::schema::{Engine, Manifest};
+use crate::secret::Secret;
 
 /// Where to restore.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A libpq connection URL (`postgres://` or `postgresql://`).
-    Postgres { url: String },
+    Postgres { url: Secret },
     /// `mysql://USER:PASSWORD@HOST:PORT/[DATABASE][?socket=PATH]`.
     Mysql(MysqlTarget),
 }
 
 /// A MySQL/MariaDB server (and optionally one database on it).
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MysqlTarget {
     pub user: Option<String>,
     /// From the URL, or else `MYSQL_PWD`; `None`: the client's own option
     /// files decide.
-    password: Option<String>,
+    password: Option<Secret>,
     pub host: Option<String>,
     pub port: Option<u16>,
     pub socket: Option<String>,
@@ -39,20 +40,6 @@ pub struct MysqlTarget {
     /// `(dumped, scratch)`: databases a mysqldump stream is redirected
     /// into (a drill's scratch databases); see [`RenameDatabases`].
     pub rename: Vec<(String, String)>,
-}
-
-impl std::fmt::Debug for MysqlTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MysqlTarget")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("socket", &self.socket)
-            .field("database", &self.database)
-            .field("rename", &self.rename)
-            .finish()
-    }
 }
 
 /// How a dump format reaches its restore tool.
@@ -298,10 +285,10 @@ impl MysqlTarget {
                 None => (userinfo, None),
             };
             target.user = Some(percent_decode(user)?).filter(|u| !u.is_empty());
-            target.password = password.map(percent_decode).transpose()?;
+            target.password = password.map(percent_decode).transpose()?.map(Secret::from);
         }
         if target.password.is_none() {
-            target.password = std::env::var("MYSQL_PWD").ok();
+            target.password = std::env::var("MYSQL_PWD").ok().map(Secret::from);
         }
         let (host, port) = match hostport.rsplit_once(':') {
             Some((host, port)) => (
@@ -334,8 +321,8 @@ impl MysqlTarget {
     fn command(&self, program: &str) -> Result<(Command, Option<OptionFile>), RestoreError> {
         let options = self
             .password
-            .as_deref()
-            .map(OptionFile::write)
+            .as_ref()
+            .map(|password| OptionFile::write(password.expose()))
             .transpose()?;
         let mut command = Command::new(program);
         command.env_remove("MYSQL_PWD");
@@ -370,9 +357,7 @@ impl Target {
     /// Reads `postgres://…` or `mysql://…`; other schemes are refused.
     pub fn parse(url: &str) -> Result<Target, RestoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Target::Postgres {
-                url: url.to_owned(),
-            })
+            Ok(Target::Postgres { url: url.into() })
         } else if url.starts_with("mysql://") {
             Ok(Target::Mysql(MysqlTarget::parse(url)?))
         } else {
@@ -416,7 +401,7 @@ impl Target {
     pub fn spawn_restore(&self) -> Result<RestoreTool, RestoreError> {
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
-                let (command, passfile) = pg_restore(url)?;
+                let (command, passfile) = pg_restore(url.expose())?;
                 (command, passfile, "pg_restore")
             }
             Target::Mysql(mysql) => {
@@ -473,7 +458,7 @@ impl Target {
     ) -> Result<(), RestoreError> {
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
-                let (mut command, passfile) = pg_restore(url)?;
+                let (mut command, passfile) = pg_restore(url.expose())?;
                 command.arg(format!("--jobs={jobs}")).arg(dir);
                 (command, passfile, "pg_restore")
             }
@@ -533,16 +518,17 @@ impl Target {
     pub fn with_database(&self, database: &str) -> Target {
         match self {
             Target::Postgres { url } => {
+                let url = url.expose();
                 let (base, query) = match url.split_once('?') {
                     Some((base, query)) => (base, format!("?{query}")),
-                    None => (url.as_str(), String::new()),
+                    None => (url, String::new()),
                 };
                 let scheme_end = base.find("://").map_or(0, |i| i + 3);
                 let authority_end = base[scheme_end..]
                     .find('/')
                     .map_or(base.len(), |i| scheme_end + i);
                 Target::Postgres {
-                    url: format!("{}/{database}{query}", &base[..authority_end]),
+                    url: format!("{}/{database}{query}", &base[..authority_end]).into(),
                 }
             }
             Target::Mysql(mysql) => Target::Mysql(MysqlTarget {
@@ -557,7 +543,7 @@ impl Target {
     /// (MySQL: the `mysql` client's batch output, no column names.)
     pub fn sql(&self, sql: &str) -> Result<String, RestoreError> {
         match self {
-            Target::Postgres { url } => psql(url, &["-c", sql], None),
+            Target::Postgres { url } => psql(url.expose(), &["-c", sql], None),
             Target::Mysql(mysql) => mysql.query(sql),
         }
     }
@@ -566,7 +552,7 @@ impl Target {
     /// SQL script.
     pub fn sql_script(&self, script: &str) -> Result<String, RestoreError> {
         match self {
-            Target::Postgres { url } => psql(url, &["-f", "-"], Some(script)),
+            Target::Postgres { url } => psql(url.expose(), &["-f", "-"], Some(script)),
             Target::Mysql(mysql) => mysql.query(script),
         }
     }
@@ -627,6 +613,20 @@ fn tool_stdio(command: &mut Command) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bug: `Target::Postgres` derived `Debug` with the password in its
+    /// URL, so any `{:?}` of a target (a log line, a panic) showed it.
+    #[test]
+    fn no_target_shows_its_password_in_debug() {
+        for url in [
+            "postgres://u:pa55word@h:5432/db",
+            "mysql://u:pa55word@h:3306/db",
+        ] {
+            let target = Target::parse(url).unwrap();
+            let shown = format!("{target:?} {:?}", target.with_database("x"));
+            assert!(!shown.contains("pa55word"), "{shown}");
+        }
+    }
 
     #[test]
     fn urls_keep_the_server_and_change_the_database() {
@@ -735,7 +735,7 @@ mod tests {
             panic!("a mysql target")
         };
         assert_eq!(target.user.as_deref(), Some("root"));
-        assert_eq!(target.password.as_deref(), Some("p@ss"));
+        assert_eq!(target.password.as_ref().map(Secret::expose), Some("p@ss"));
         assert_eq!(target.host.as_deref(), Some("db.internal"));
         assert_eq!(target.port, Some(3307));
         assert_eq!(target.socket.as_deref(), Some("/run/my.sock"));

@@ -657,3 +657,115 @@ async fn a_hostile_prefix_is_refused_before_anything_is_launched() {
     assert!(fixture.instance_states().await.is_empty(), "launched");
     assert!(!Path::new(&canary).exists(), "an injection ran: {canary}");
 }
+
+// ---- error messages ----------------------------------------------------------
+
+/// The causes in a one-line error: its `: `-separated parts after the
+/// first, the long ones (a short part such as a key name may repeat).
+fn causes(line: &str) -> Vec<&str> {
+    line.split(": ")
+        .skip(1)
+        .filter(|part| part.len() > 12)
+        .collect()
+}
+
+/// Every cause is printed once: an error's message names its cause, and
+/// the command line prints only the outermost message (it once printed
+/// the whole chain as well: "cannot read config file /nope: No such file
+/// or directory (os error 2): No such file or directory (os error 2)").
+#[test]
+fn each_cause_of_an_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("backups.toml");
+    std::fs::write(&config, BASE).unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[storage\nbucket = 1").unwrap();
+    let missing = dir.path().join("missing.toml");
+    let missing_key = dir.path().join("missing.asc");
+    let cases: [(&[&str], &Path, &str); 4] = [
+        (&["status"], &missing, "No such file or directory"),
+        (&["status"], &broken, "broken.toml"),
+        (
+            &[
+                "bench-encrypt",
+                "--public-key",
+                missing_key.to_str().unwrap(),
+            ],
+            &config,
+            "No such file or directory",
+        ),
+        (
+            &["verify", "s3://backups-test/nowhere/manifest.json"],
+            &config,
+            "nowhere/manifest.json",
+        ),
+    ];
+    for (args, config, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .output()
+            .unwrap();
+        assert_ne!(output.status.code(), Some(0), "{args:?}: {}", show(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line = stderr
+            .lines()
+            .rfind(|l| l.starts_with("backup-cloud: "))
+            .unwrap_or_else(|| panic!("{args:?}: no error line: {stderr}"));
+        assert!(line.contains(expected), "{args:?}: {line}");
+        let parts = causes(line);
+        for (i, part) in parts.iter().enumerate() {
+            assert!(
+                !parts[i + 1..].contains(part),
+                "{args:?}: {part:?} printed twice: {line}"
+            );
+        }
+    }
+}
+
+/// The convention above, kept by every error type: a variant with a
+/// cause (`#[from]`, `#[source]` or a `source` field) names it in its
+/// message, or is `transparent`; else the one printed line would lose it.
+#[test]
+fn every_error_with_a_cause_names_it_in_its_message() {
+    let mut offenders = Vec::new();
+    let mut files = Vec::new();
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for variant in text.split("#[error(").skip(1) {
+            let (message, rest) = variant.split_once(")]").unwrap();
+            let item = rest
+                .split("\n    #[")
+                .next()
+                .unwrap()
+                .split("\n}")
+                .next()
+                .unwrap();
+            let has_cause =
+                item.contains("#[from]") || item.contains("#[source]") || item.contains("source:");
+            let names_it = message.contains("transparent")
+                || message.contains("{source")
+                || message.contains("{0");
+            if has_cause && !names_it {
+                offenders.push(format!("{}: {message}", file.display()));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{offenders:#?}");
+}

@@ -409,3 +409,40 @@ async fn a_postgres_directory_backup_restores_with_pg_restore_jobs_and_drills() 
         "{out}"
     );
 }
+
+/// Issue 11, bug 2: a drill of a database with thousands of tables hung
+/// for ever: the facts query written to the `mysql` client's stdin and
+/// its answer read from its stdout, one after the other, each larger than
+/// a pipe holds. 2,000 one-row tables put well over 64 KiB through both
+/// pipes, on the agent's side (the facts at dump time) and the drill's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_of_two_thousand_tables_backs_up_and_drills() {
+    const TABLES: u32 = 2_000;
+    require_mysql_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique("rf_many_");
+    let mut script = format!("CREATE DATABASE {database}; USE {database};\n");
+    for n in 0..TABLES {
+        script.push_str(&format!(
+            "CREATE TABLE table_with_a_long_name_{n:05} (id int PRIMARY KEY, note varchar(40));\n\
+             INSERT INTO table_with_a_long_name_{n:05} VALUES ({n}, 'row of table {n}');\n"
+        ));
+    }
+    let created = backup_cloud::process::run_with_input(mariadb_root(), script.as_bytes()).unwrap();
+    assert!(created.status.success(), "{created:?}");
+
+    let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
+    fixture.write(&fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &[&database])));
+    let (manifest, address) = back_up(&fixture).await;
+    let tables = manifest["facts"]["tables"].as_array().unwrap().len();
+    assert_eq!(tables, TABLES as usize, "the facts cover every table");
+
+    let _drills = DRILLS.lock().await;
+    mysql_drill_passes(
+        &fixture,
+        &holder,
+        &address,
+        &format!("{TABLES} table(s), {TABLES} row(s)"),
+    );
+    drop_mysql_databases(&[&database]);
+}
