@@ -200,7 +200,16 @@ async fn dispatch(cli: Cli) -> Dispatched {
             Err(err) => fail(Exit::Internal, err),
         },
         Command::Restore(command) => {
-            crate::restore::commands::dispatch(command, cli.config.as_deref()).await
+            match crate::restore::commands::run(command, cli.config.as_deref()).await {
+                Ok(done) => {
+                    Reporter::new(cli.output).restore_done(&done);
+                    match done.failure() {
+                        None => (Exit::Success, None),
+                        Some(err) => fail(err.exit(), err),
+                    }
+                }
+                Err(err) => fail(err.exit(), err),
+            }
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -24,6 +24,8 @@ use crate::controller::report::Report;
 pub use crate::controller::report::{JobResult, Outcome};
 use crate::controller::JobStatus;
 use crate::exit::Exit;
+use crate::restore::commands::Done;
+use crate::restore::pipeline::{mb_per_s, Restored};
 use crate::schema::{Phase, Status};
 
 /// How results are printed.
@@ -205,6 +207,73 @@ impl Reporter {
             );
             if let Some(s) = row.status.as_ref().filter(|s| !s.message.is_empty()) {
                 println!("{:<20} └ {}", "", s.message);
+            }
+        }
+    }
+
+    /// What a restore-side command did: its lines (`ok`/`BAD` per object,
+    /// then a summary), or one JSON object whose `event` names the command
+    /// (`verified`, `wrote`, `restored`/`decrypted`, `drill`, `exported`),
+    /// byte counts in bytes and durations in seconds.
+    pub fn restore_done(&self, done: &Done) {
+        if self.format == OutputFormat::Json {
+            println!("{}", restore_json(done));
+            return;
+        }
+        match done {
+            Done::Verified { location, report } => {
+                for name in &report.good {
+                    println!("ok {name}");
+                }
+                for problem in &report.problems {
+                    println!("BAD {}: {}", problem.object, problem.problem);
+                }
+                if report.problems.is_empty() {
+                    println!(
+                        "verified {location}: {} object(s), {} bytes, {:.1} MB/s",
+                        report.good.len(),
+                        report.bytes,
+                        mb_per_s(report.bytes, report.elapsed)
+                    );
+                }
+            }
+            Done::Wrote { path, bytes } => println!("wrote {} ({bytes} bytes)", path.display()),
+            Done::Restored { verb, restored } => print_restored(verb, restored),
+            Done::Drilled { report, kept } => {
+                print_restored("drill restored", &report.restored);
+                for problem in &report.problems {
+                    println!("BAD {problem}");
+                }
+                if let Some(note) = report.note {
+                    println!("note: {note}");
+                }
+                if report.problems.is_empty() {
+                    println!(
+                        "drill passed: {} table(s), {} row(s) match the dump{}",
+                        report.tables,
+                        report.rows,
+                        if *kept {
+                            format!("; scratch database {} kept", report.scratch_database)
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+            }
+            Done::Exported { to, exported } => {
+                for name in &exported.already_present {
+                    println!("present {name}");
+                }
+                for name in &exported.copied {
+                    println!("copied {name}");
+                }
+                println!(
+                    "exported to {}: {} file(s) copied ({} bytes), {} already present and verified",
+                    to.display(),
+                    exported.copied.len(),
+                    exported.bytes_copied,
+                    exported.already_present.len()
+                );
             }
         }
     }
@@ -452,9 +521,105 @@ pub fn describe_progress(status: &Status, rate_bytes_per_sec: Option<f64>) -> St
     text
 }
 
+/// One restore-side result as the JSON object [`Reporter::restore_done`]
+/// prints.
+fn restore_json(done: &Done) -> serde_json::Value {
+    use serde_json::json;
+    let restored = |r: &Restored| {
+        json!({
+            "objects": r.objects,
+            "ciphertext_bytes": r.ciphertext_bytes,
+            "plaintext_bytes": r.plaintext_bytes,
+            "seconds": r.elapsed.as_secs_f64(),
+            "mb_per_s": mb_per_s(r.plaintext_bytes, r.elapsed),
+        })
+    };
+    match done {
+        Done::Verified { location, report } => json!({
+            "event": "verified",
+            "backup": location,
+            "passed": report.problems.is_empty(),
+            "good": report.good,
+            "problems": report.problems.iter().map(|p| json!({
+                "object": p.object,
+                "problem": p.problem,
+            })).collect::<Vec<_>>(),
+            "bytes": report.bytes,
+            "seconds": report.elapsed.as_secs_f64(),
+        }),
+        Done::Wrote { path, bytes } => json!({
+            "event": "wrote",
+            "path": path.display().to_string(),
+            "bytes": bytes,
+        }),
+        Done::Restored { verb, restored: r } => {
+            let mut value = restored(r);
+            value["event"] = json!(verb);
+            value
+        }
+        Done::Drilled { report, kept } => json!({
+            "event": "drill",
+            "passed": report.problems.is_empty(),
+            "tables": report.tables,
+            "rows": report.rows,
+            "problems": report.problems,
+            "note": report.note,
+            "restored": restored(&report.restored),
+            "scratch_database": report.scratch_database,
+            "kept": kept,
+        }),
+        Done::Exported { to, exported } => json!({
+            "event": "exported",
+            "to": to.display().to_string(),
+            "copied": exported.copied,
+            "already_present": exported.already_present,
+            "bytes_copied": exported.bytes_copied,
+        }),
+    }
+}
+
+fn print_restored(verb: &str, restored: &Restored) {
+    println!(
+        "{verb} {} object(s): {} bytes encrypted, {} bytes restored in {:.1}s ({:.1} MB/s)",
+        restored.objects,
+        restored.ciphertext_bytes,
+        restored.plaintext_bytes,
+        restored.elapsed.as_secs_f64(),
+        mb_per_s(restored.plaintext_bytes, restored.elapsed)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drill_is_one_json_object_with_its_verdict_and_figures() {
+        let done = Done::Drilled {
+            report: crate::restore::drill::DrillReport {
+                restored: Restored {
+                    objects: 1,
+                    ciphertext_bytes: 10,
+                    plaintext_bytes: 2_000_000,
+                    elapsed: Duration::from_secs(2),
+                },
+                tables: 3,
+                rows: 40,
+                problems: vec!["orders: 39 rows, the dump had 40".to_owned()],
+                scratch_database: "backup_cloud_drill_1".to_owned(),
+                note: None,
+            },
+            kept: false,
+        };
+        let value = restore_json(&done);
+        assert_eq!(value["event"], "drill");
+        assert_eq!(value["passed"], false);
+        assert_eq!(value["tables"], 3);
+        assert_eq!(value["problems"][0], "orders: 39 rows, the dump had 40");
+        assert_eq!(value["restored"]["plaintext_bytes"], 2_000_000);
+        assert_eq!(value["restored"]["mb_per_s"], 1.0);
+        assert!(done.failure().is_some(), "a drill with problems fails");
+    }
 
     #[test]
     fn progress_lines_show_share_rate_and_eta_when_known() {

@@ -1,16 +1,14 @@
-//! The restore-side subcommands: their clap definitions, and how each one's
-//! outcome is printed and mapped to an exit code. Kept here so `cli.rs`
-//! only flattens them in and `main` stays thin.
+//! The restore-side subcommands: their clap definitions, and what each one
+//! did ([`Done`]), which `output` shows and `cli` maps to an exit code.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 
 use super::engine::Target;
-use super::pipeline::{mb_per_s, Restored, Sink};
+use super::pipeline::{Restored, Sink};
 use super::{drill, export, headers, pipeline, verify, RestoreError};
 use crate::credentials;
-use crate::exit::Exit;
 use crate::openpgp::Decryptor;
 
 #[derive(Debug, Subcommand)]
@@ -96,51 +94,74 @@ pub enum RestoreCommand {
     },
 }
 
+/// What a restore-side command did, for `output` to show (as text or
+/// JSON); a verify or drill that found problems is a result too, shown in
+/// full before [`Done::failure`] turns it into the exit code.
+pub enum Done {
+    /// `verify`: the backup's location and the report.
+    Verified {
+        location: String,
+        report: verify::VerifyReport,
+    },
+    /// `headers`, `session-keys`: the file written and its size in bytes.
+    Wrote { path: PathBuf, bytes: usize },
+    /// `restore` (`verb` "restored") or `decrypt` ("decrypted").
+    Restored {
+        verb: &'static str,
+        restored: Restored,
+    },
+    /// `drill`; `kept`: the scratch database was left in place.
+    Drilled {
+        report: drill::DrillReport,
+        kept: bool,
+    },
+    /// `export`: the folder and what was copied or already there.
+    Exported {
+        to: PathBuf,
+        exported: export::Exported,
+    },
+}
+
+impl Done {
+    /// The error a result with problems exits with (7, "verification
+    /// failed"); `None` when there were none.
+    pub fn failure(&self) -> Option<RestoreError> {
+        match self {
+            Done::Verified { location, report } => report.problems.first().map(|first| {
+                RestoreError::Failed(format!(
+                    "{} problem(s) in {location}; first: {}: {}",
+                    report.problems.len(),
+                    first.object,
+                    first.problem
+                ))
+            }),
+            Done::Drilled { report, .. } => report.problems.first().map(|first| {
+                RestoreError::Failed(format!(
+                    "drill found {} difference(s); first: {first}",
+                    report.problems.len()
+                ))
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Runs one restore-side command.
 ///
 /// `config` is the global `--config`: AWS endpoint/region and the storage
 /// prefix.
-pub async fn dispatch(
+pub async fn run(
     command: RestoreCommand,
     config: Option<&std::path::Path>,
-) -> (Exit, Option<anyhow::Error>) {
-    match run(command, config).await {
-        Ok(exit) => (exit, None),
-        Err(err) => (err.exit(), Some(err.into())),
-    }
-}
-
-async fn run(
-    command: RestoreCommand,
-    config: Option<&std::path::Path>,
-) -> Result<Exit, RestoreError> {
+) -> Result<Done, RestoreError> {
     match command {
         RestoreCommand::Verify { backup, dir } => {
             let backup = super::open_either(backup.as_deref(), dir.as_deref(), config).await?;
             let report = verify::verify(&backup).await?;
-            for name in &report.good {
-                println!("ok {name}");
-            }
-            for problem in &report.problems {
-                println!("BAD {}: {}", problem.object, problem.problem);
-            }
-            let where_ = backup.store.location(&backup.prefix);
-            if report.problems.is_empty() {
-                println!(
-                    "verified {where_}: {} object(s), {} bytes, {:.1} MB/s",
-                    report.good.len(),
-                    report.bytes,
-                    mb_per_s(report.bytes, report.elapsed)
-                );
-                Ok(Exit::Success)
-            } else {
-                Err(RestoreError::Failed(format!(
-                    "{} problem(s) in {where_}; first: {}: {}",
-                    report.problems.len(),
-                    report.problems[0].object,
-                    report.problems[0].problem
-                )))
-            }
+            Ok(Done::Verified {
+                location: backup.store.location(&backup.prefix),
+                report,
+            })
         }
         RestoreCommand::Headers { backup, out } => {
             let backup = super::open(&backup, config).await?;
@@ -148,8 +169,10 @@ async fn run(
             std::fs::write(&out, &archive).map_err(|e| {
                 RestoreError::Failed(format!("cannot write {}: {e}", out.display()))
             })?;
-            println!("wrote {} ({} bytes)", out.display(), archive.len());
-            Ok(Exit::Success)
+            Ok(Done::Wrote {
+                path: out,
+                bytes: archive.len(),
+            })
         }
         RestoreCommand::SessionKeys { file, out } => {
             let archive = std::fs::read(&file).map_err(|e| {
@@ -161,8 +184,10 @@ async fn run(
             credentials::write_private(&out, keys.as_bytes()).map_err(|e| {
                 RestoreError::Failed(format!("cannot write {}: {e}", out.display()))
             })?;
-            println!("wrote {}", out.display());
-            Ok(Exit::Success)
+            Ok(Done::Wrote {
+                path: out,
+                bytes: keys.len(),
+            })
         }
         RestoreCommand::Decrypt {
             backup,
@@ -196,8 +221,10 @@ async fn run(
                     })
             };
             let restored = pipeline::restore(&backup, &manifest, &decryptor_for, &sink).await?;
-            print_restored("decrypted", &restored);
-            Ok(Exit::Success)
+            Ok(Done::Restored {
+                verb: "decrypted",
+                restored,
+            })
         }
         RestoreCommand::Restore {
             backup,
@@ -214,68 +241,21 @@ async fn run(
             };
             let decryptor_for = |_: &crate::schema::ManifestObject| Ok(Decryptor::Keyring(None));
             let restored = pipeline::restore(&backup, &manifest, &decryptor_for, &sink).await?;
-            print_restored("restored", &restored);
-            Ok(Exit::Success)
+            Ok(Done::Restored {
+                verb: "restored",
+                restored,
+            })
         }
         RestoreCommand::Drill { backup, to, keep } => {
             let server = Target::parse(&to)?;
             let backup = super::open(&backup, config).await?;
             let report = drill::drill(&backup, &server, keep).await?;
-            print_restored("drill restored", &report.restored);
-            for problem in &report.problems {
-                println!("BAD {problem}");
-            }
-            if let Some(note) = report.note {
-                println!("note: {note}");
-            }
-            if report.problems.is_empty() {
-                println!(
-                    "drill passed: {} table(s), {} row(s) match the dump{}",
-                    report.tables,
-                    report.rows,
-                    if keep {
-                        format!("; scratch database {} kept", report.scratch_database)
-                    } else {
-                        String::new()
-                    }
-                );
-                Ok(Exit::Success)
-            } else {
-                Err(RestoreError::Failed(format!(
-                    "drill found {} difference(s); first: {}",
-                    report.problems.len(),
-                    report.problems[0]
-                )))
-            }
+            Ok(Done::Drilled { report, kept: keep })
         }
         RestoreCommand::Export { backup, to } => {
             let backup = super::open(&backup, config).await?;
             let exported = export::export(&backup, &to).await?;
-            for name in &exported.already_present {
-                println!("present {name}");
-            }
-            for name in &exported.copied {
-                println!("copied {name}");
-            }
-            println!(
-                "exported to {}: {} file(s) copied ({} bytes), {} already present and verified",
-                to.display(),
-                exported.copied.len(),
-                exported.bytes_copied,
-                exported.already_present.len()
-            );
-            Ok(Exit::Success)
+            Ok(Done::Exported { to, exported })
         }
     }
-}
-
-fn print_restored(what: &str, restored: &Restored) {
-    println!(
-        "{what} {} object(s): {} bytes encrypted, {} bytes restored in {:.1}s ({:.1} MB/s)",
-        restored.objects,
-        restored.ciphertext_bytes,
-        restored.plaintext_bytes,
-        restored.elapsed.as_secs_f64(),
-        mb_per_s(restored.plaintext_bytes, restored.elapsed)
-    );
 }

@@ -131,6 +131,18 @@ async fn verify_passes_a_good_backup_and_names_every_tampered_object() {
         "{}",
         show(&output)
     );
+    // the same verdict as one JSON object, for schedulers
+    let json = |output: &Output| -> serde_json::Value {
+        serde_json::from_str(stdout(output).trim())
+            .unwrap_or_else(|e| panic!("{e}: {}", show(output)))
+    };
+    let verdict = json(&backed.run(
+        &["verify", &backed.address(), "--output", "json"],
+        operator.path(),
+    ));
+    assert_eq!(verdict["event"], "verified", "{verdict}");
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    assert_eq!(verdict["good"][0], "pg_dump.custom.zst.gpg", "{verdict}");
 
     let bucket = &backed.fixture.bucket;
     let stranger = KeyHolder::generate("stranger");
@@ -250,6 +262,11 @@ async fn verify_passes_a_good_backup_and_names_every_tampered_object() {
             "{case}: the one-line reason names the object: {}",
             show(&output)
         );
+        let output = backed.run(&["verify", &address, "--output", "json"], operator.path());
+        assert_eq!(output.status.code(), Some(UNRESTORABLE), "{case}");
+        let verdict = json(&output);
+        assert_eq!(verdict["passed"], false, "{case}: {verdict}");
+        assert_eq!(verdict["problems"][0]["object"], object, "{case}: {verdict}");
     }
 }
 
