@@ -162,7 +162,7 @@ impl<S: StatusStore> StatusReporter<S> {
     pub async fn enter_phase(&self, phase: Phase) {
         let mut state = self.state.lock().await;
         state.status.phase = phase;
-        if self.ended_elsewhere(&state.status).await {
+        if self.ended_elsewhere(&state.status).await.is_some() {
             return;
         }
         if let Err(err) = self
@@ -185,7 +185,7 @@ impl<S: StatusStore> StatusReporter<S> {
             if state.last_write + gap > Instant::now() {
                 continue; // a phase change was written meanwhile
             }
-            if self.ended_elsewhere(&state.status).await {
+            if self.ended_elsewhere(&state.status).await.is_some() {
                 drop(state);
                 return std::future::pending().await;
             }
@@ -197,28 +197,32 @@ impl<S: StatusStore> StatusReporter<S> {
         }
     }
 
-    /// Whether the stored document says the job is over, or belongs to
+    /// The stored document, when it says the job is over or belongs to
     /// another job: the controller ended it (Ctrl-C, a timeout,
-    /// `terminate`) and its word must stand, not be written over by
-    /// progress. Checked before every write but the final one; a document
-    /// that cannot be read does not stop the reporting.
-    async fn ended_elsewhere(&self, ours: &Status) -> bool {
+    /// `terminate`, its instance gone) and its word must stand, not be
+    /// written over by progress or by the agent's own ending (which may
+    /// only be the consequence: an upload the controller aborted). Checked
+    /// before every write; a document that cannot be read does not stop
+    /// the reporting.
+    async fn ended_elsewhere(&self, ours: &Status) -> Option<Status> {
         match self.store.read(&self.parameter).await {
             Ok(Some(stored)) if stored.job_id != ours.job_id || stored.phase.is_terminal() => {
                 tracing::warn!(
-                    "the status parameter says {} is {}: no more progress is published",
+                    "the status parameter says {} is {}: the controller has ended the job; nothing more is published",
                     stored.job_id,
                     stored.phase.as_str()
                 );
-                true
+                Some(stored)
             }
-            _ => false,
+            _ => None,
         }
     }
 
     /// Writes the terminal status, retrying for [`Timing::final_patience`]
     /// when throttled; an error here means the controller will not learn
     /// the outcome from the status (it still finds a stored manifest).
+    /// When the controller has ended the job already, its verdict stands
+    /// and is returned instead.
     pub async fn finish(
         &self,
         phase: Phase,
@@ -226,6 +230,9 @@ impl<S: StatusStore> StatusReporter<S> {
     ) -> Result<Status, StatusError> {
         debug_assert!(phase.is_terminal());
         let mut state = self.state.lock().await;
+        if let Some(verdict) = self.ended_elsewhere(&state.status).await {
+            return Ok(verdict);
+        }
         state.status.phase = phase;
         change(&mut state.status);
         self.write_with_retry(&mut state, self.timing.final_patience)
@@ -305,6 +312,11 @@ mod tests {
         // fifty heartbeat intervals
         let _ = tokio::time::timeout(Duration::from_secs(10), reporter.heartbeat()).await;
         reporter.enter_phase(Phase::Uploading).await;
+        let verdict = reporter
+            .finish(Phase::Failed, |s| s.set_message("NoSuchUpload"))
+            .await
+            .unwrap();
+        assert_eq!(verdict.message, "interrupted by the operator");
         let writes = reporter.store.writes.lock().unwrap().clone();
         assert_eq!(writes.len(), 1, "only the controller's: {writes:?}");
         let stored = reporter.store.read(PARAMETER).await.unwrap().unwrap();

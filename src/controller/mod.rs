@@ -640,9 +640,9 @@ impl Controller {
             });
         }
         tracing::info!(%instance_id, "instance terminated");
-        if !matches!(ending, Ending::Decided(Decision::Succeeded { .. })) {
-            self.abort_leftover_uploads(&running.job).await;
-        }
+        // On failure, the verdict is written before the uploads are
+        // aborted: an agent still alive fails on the aborted upload next,
+        // and must find the verdict there rather than write its own.
         let parameter = self.config.status_parameter(&running.job);
         match ending {
             Ending::Decided(Decision::Succeeded { manifest_key }) => {
@@ -672,11 +672,13 @@ impl Controller {
             Ending::Decided(Decision::Failed { reason }) => {
                 self.mark_failed_over_agent(&parameter, &job_id, &reason)
                     .await;
+                self.abort_leftover_uploads(&running.job).await;
                 Err(RunError::Failed { job_id, reason })
             }
             Ending::Decided(Decision::TimedOut { reason }) => {
                 self.mark_failed_over_agent(&parameter, &job_id, &reason)
                     .await;
+                self.abort_leftover_uploads(&running.job).await;
                 Err(RunError::TimedOut { job_id, reason })
             }
             Ending::Decided(Decision::Continue) => {
@@ -685,6 +687,7 @@ impl Controller {
             Ending::Interrupted(_) => {
                 self.mark_failed_over_agent(&parameter, &job_id, "interrupted by the operator")
                     .await;
+                self.abort_leftover_uploads(&running.job).await;
                 Err(RunError::Interrupted {
                     job_id,
                     instance_id,

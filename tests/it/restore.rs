@@ -266,7 +266,10 @@ async fn verify_passes_a_good_backup_and_names_every_tampered_object() {
         assert_eq!(output.status.code(), Some(UNRESTORABLE), "{case}");
         let verdict = json(&output);
         assert_eq!(verdict["passed"], false, "{case}: {verdict}");
-        assert_eq!(verdict["problems"][0]["object"], object, "{case}: {verdict}");
+        assert_eq!(
+            verdict["problems"][0]["object"], object,
+            "{case}: {verdict}"
+        );
     }
 }
 
