@@ -18,20 +18,54 @@
 //! 18.3 s against 8.6 s for the hash, 7.6 s of that turning rows into text,
 //! and 6.8 s for the whole `pg_dump`.
 //!
+//! A row's text lists its columns in name order (`v3`), not in the
+//! table's physical order (`v2`): a correct restore may change the
+//! physical order (pg_dump recreates an inheritance child with `INHERITS`,
+//! so a column its parent gained later moves), and the facts describe the
+//! data, not its layout. A parent's facts cover its children's rows too,
+//! as a plain `SELECT` from it does. Drills still check `v2` facts of
+//! older backups with the `v2` script.
+//!
 //! On MySQL/MariaDB the facts ([`MYSQL_METHOD`]) are `SELECT COUNT(*)` and
 //! `CHECKSUM TABLE` per base table.
 
 use crate::schema::TableFacts;
 
 /// Name of the checksum definition, recorded with the facts.
-pub const POSTGRES_METHOD: &str = "postgres-row-hash-sum-v2";
+pub const POSTGRES_METHOD: &str = "postgres-row-hash-sum-v3";
+
+/// The method of backups taken before [`POSTGRES_METHOD`]: rows in
+/// physical column order.
+pub const POSTGRES_METHOD_V2: &str = "postgres-row-hash-sum-v2";
 
 /// What marks the end of the facts in psql's output.
 pub const END_MARKER: &str = "--backup-cloud-facts-end--";
 
 /// psql script printing `schema \t table \t rows \t checksum` per table,
-/// then the end marker. Runs in the current transaction.
+/// then the end marker ([`POSTGRES_METHOD`]). Runs in the current
+/// transaction. Column names sort by the `name` type's own "C" collation,
+/// the same on every server.
 pub const POSTGRES_FACTS_SCRIPT: &str = r"SET DateStyle = 'ISO, YMD';
+SET TimeZone = 'UTC';
+SET IntervalStyle = 'postgres';
+SET extra_float_digits = 3;
+SET bytea_output = 'hex';
+SELECT format('SELECT %L, %L, count(*), coalesce(sum(hashtextextended(ROW(%s)::text, 0)::numeric), 0) FROM %I.%I AS t',
+    schemaname, tablename,
+    (SELECT string_agg(format('t.%I', a.attname), ', ' ORDER BY a.attname)
+       FROM pg_attribute a
+      WHERE a.attrelid = format('%I.%I', schemaname, tablename)::regclass
+        AND a.attnum > 0 AND NOT a.attisdropped),
+    schemaname, tablename)
+FROM pg_tables
+WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY schemaname, tablename
+\gexec
+\echo --backup-cloud-facts-end--
+";
+
+/// The script of [`POSTGRES_METHOD_V2`], for drills of older backups.
+const POSTGRES_FACTS_SCRIPT_V2: &str = r"SET DateStyle = 'ISO, YMD';
 SET TimeZone = 'UTC';
 SET IntervalStyle = 'postgres';
 SET extra_float_digits = 3;
@@ -43,6 +77,16 @@ ORDER BY schemaname, tablename
 \gexec
 \echo --backup-cloud-facts-end--
 ";
+
+/// The script that computes PostgreSQL facts of `method`; `None` for a
+/// method this build does not know.
+pub fn postgres_facts_script(method: &str) -> Option<&'static str> {
+    match method {
+        POSTGRES_METHOD => Some(POSTGRES_FACTS_SCRIPT),
+        POSTGRES_METHOD_V2 => Some(POSTGRES_FACTS_SCRIPT_V2),
+        _ => None,
+    }
+}
 
 /// Name of the MySQL facts: row count and `CHECKSUM TABLE`.
 pub const MYSQL_METHOD: &str = "mysql-checksum-table-v1";

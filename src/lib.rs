@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod aws;
 pub mod cli;
+pub mod client_limits;
 pub mod config;
 pub mod controller;
 pub mod credentials;

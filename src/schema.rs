@@ -380,7 +380,7 @@ pub struct Manifest {
 /// Facts about the dumped data that a drill compares a restore against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpFacts {
-    /// How the checksums were computed, e.g. `postgres-row-hash-sum-v2`.
+    /// How the checksums were computed, e.g. `postgres-row-hash-sum-v3`.
     pub method: String,
     /// The snapshot the facts and the dump share, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use crate::client_limits::MYSQL_MAX_PACKET;
 use crate::credentials;
 use crate::schema::{DatabaseTarget, DumpMode, DumpSettings, Engine};
 use crate::secret::Secret;
@@ -176,6 +177,7 @@ impl Connection {
             DumpMode::Mysqldump => {
                 let mut command = self.mysql_client("mysqldump");
                 command.args([
+                    MYSQL_MAX_PACKET,
                     "--single-transaction",
                     "--quick",
                     "--routines",
@@ -712,6 +714,7 @@ mod tests {
         let args = args_of(&dump.command);
         assert_eq!(args[0], "--defaults-extra-file=/tmp/x/my.cnf");
         assert!(args.contains(&"--single-transaction".to_owned()));
+        assert!(args.contains(&MYSQL_MAX_PACKET.to_owned()), "{args:?}");
         assert!(
             args.ends_with(&["--".into(), "shop".into(), "crm-2".into()]),
             "{args:?}"

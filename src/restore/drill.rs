@@ -21,7 +21,7 @@ use super::engine::{Shape, Target};
 use super::pipeline::{self, Restored, Sink};
 use super::store::Backup;
 use super::RestoreError;
-use crate::facts::{self, parse_fact, MYSQL_METHOD, POSTGRES_FACTS_SCRIPT, POSTGRES_METHOD};
+use crate::facts::{self, parse_fact, MYSQL_METHOD, POSTGRES_METHOD};
 use crate::openpgp::Decryptor;
 use crate::schema::{DumpFacts, Manifest, TableFacts};
 
@@ -77,11 +77,15 @@ pub async fn drill(
                 .to_owned(),
         )
     })?;
-    let method = match server {
-        Target::Mysql(_) => MYSQL_METHOD,
-        Target::Postgres { .. } => POSTGRES_METHOD,
+    let known = match server {
+        Target::Mysql(_) => facts.method == MYSQL_METHOD,
+        Target::Postgres { .. } => facts::postgres_facts_script(&facts.method).is_some(),
     };
-    if facts.method != method {
+    if !known {
+        let method = match server {
+            Target::Mysql(_) => MYSQL_METHOD,
+            Target::Postgres { .. } => POSTGRES_METHOD,
+        };
         return Err(RestoreError::Failed(format!(
             "the facts use method {}; this build checks {method}",
             facts.method
@@ -97,7 +101,7 @@ pub async fn drill(
         .await
         .map_err(RestoreError::crashed)??;
     let target = server.with_database(&scratch);
-    let outcome = restore_and_compare(backup, &manifest, &target, &facts.tables).await;
+    let outcome = restore_and_compare(backup, &manifest, &target, facts).await;
     if !keep {
         drop_scratch(
             server,
@@ -209,8 +213,10 @@ async fn restore_and_compare(
     backup: &Backup,
     manifest: &crate::schema::Manifest,
     target: &Target,
-    recorded: &[TableFacts],
+    recorded: &DumpFacts,
 ) -> Result<(Restored, Vec<String>), RestoreError> {
+    let script = facts::postgres_facts_script(&recorded.method)
+        .expect("the method was checked before the restore");
     let sink = Sink::Database {
         target: target.clone(),
         keep_plaintext: None,
@@ -218,7 +224,7 @@ async fn restore_and_compare(
     let decryptor_for = |_: &crate::schema::ManifestObject| Ok(Decryptor::Keyring(None));
     let restored = pipeline::restore(backup, manifest, &decryptor_for, &sink).await?;
     let scratch = target.clone();
-    let output = tokio::task::spawn_blocking(move || scratch.sql_script(POSTGRES_FACTS_SCRIPT))
+    let output = tokio::task::spawn_blocking(move || scratch.sql_script(script))
         .await
         .map_err(RestoreError::crashed)??;
     let mut found = BTreeMap::new();
@@ -229,7 +235,7 @@ async fn restore_and_compare(
         let fact = parse_fact(line).map_err(|e| RestoreError::Failed(e.to_string()))?;
         found.insert((fact.schema.clone(), fact.table.clone()), fact);
     }
-    Ok((restored, compare(recorded, found)))
+    Ok((restored, compare(&recorded.tables, found)))
 }
 
 /// Every difference between the recorded facts and the restored ones.

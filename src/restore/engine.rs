@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command};
 
 use super::RestoreError;
+use crate::client_limits::MYSQL_MAX_PACKET;
 use crate::credentials;
 use crate::schema::{Engine, Manifest};
 use crate::secret::Secret;
@@ -406,7 +407,7 @@ impl Target {
             }
             Target::Mysql(mysql) => {
                 let (mut command, options) = mysql.command("mysql")?;
-                command.arg("--binary-mode");
+                command.arg(MYSQL_MAX_PACKET).arg("--binary-mode");
                 if let Some(database) = &mysql.database {
                     command.arg(format!("--database={database}"));
                 }

@@ -15,6 +15,7 @@ mod common;
 mod aws_rules;
 mod bad_input;
 mod budgets;
+mod data_cases;
 mod e2e_mysql;
 mod e2e_postgres;
 mod e2e_postgres_directory;

@@ -647,7 +647,7 @@ async fn drill_restores_into_a_scratch_database_and_checks_the_dump_facts() {
     let backed = Backed::new(20_000).await;
     let manifest = manifest(&backed.fixture, &backed.manifest_key).await;
     let facts = &manifest["facts"];
-    assert_eq!(facts["method"], "postgres-row-hash-sum-v2", "{manifest}");
+    assert_eq!(facts["method"], "postgres-row-hash-sum-v3", "{manifest}");
     assert!(
         facts["snapshot"].as_str().is_some_and(|s| !s.is_empty()),
         "{facts}"
