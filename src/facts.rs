@@ -177,7 +177,8 @@ pub enum FactsError {
     Ended,
     #[error("the database client printed a table fact this agent does not understand: {0:?}")]
     Unexpected(String),
-    #[error("mysql failed: {0}")]
+    /// The client's own words (its stderr, trimmed).
+    #[error("{0}")]
     Failed(String),
 }
 

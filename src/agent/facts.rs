@@ -15,8 +15,8 @@
 
 use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 
 use crate::facts::{
     mysql_facts_script, mysql_tables_query, parse_fact, parse_mysql_facts, parse_mysql_tables,
@@ -44,34 +44,41 @@ async fn mysql_batch(mut client: std::process::Command, sql: &str) -> Result<Str
 }
 
 /// The MySQL facts of `databases`, taken with `client` (a connected
-/// `mysql`, made twice); `None` for another engine. Like the PostgreSQL
-/// facts they help drills but are not the backup: a failure warns and
-/// returns `None`.
+/// `mysql`, made twice); `None` for another engine. A backup promises
+/// them (a drill proves it against them), so a failure is the backup's.
 pub async fn mysql_facts(
     client: impl Fn() -> Option<std::process::Command>,
     databases: &[String],
-) -> Option<DumpFacts> {
+) -> Result<Option<DumpFacts>, FactsError> {
     let (Some(list), Some(facts)) = (client(), client()) else {
-        return None;
+        return Ok(None);
     };
     let collected = async {
         let tables = parse_mysql_tables(&mysql_batch(list, &mysql_tables_query(databases)).await?)?;
         let output = mysql_batch(facts, &mysql_facts_script(&tables)).await?;
         parse_mysql_facts(&tables, &output)
     };
-    match collected.await {
-        Ok(tables) => {
-            tracing::info!("table facts recorded for {} table(s)", tables.len());
-            Some(DumpFacts {
-                method: MYSQL_METHOD.to_owned(),
-                snapshot: None,
-                tables,
-            })
-        }
-        Err(err) => {
-            tracing::warn!("no table facts for this backup: {err}");
-            None
-        }
+    let tables = collected.await?;
+    tracing::info!("table facts recorded for {} table(s)", tables.len());
+    Ok(Some(DumpFacts {
+        method: MYSQL_METHOD.to_owned(),
+        snapshot: None,
+        tables,
+    }))
+}
+
+/// Why psql ended early: what it said on stderr (its last 4 KiB), or
+/// [`FactsError::Ended`] when it said nothing.
+async fn ended(stderr: &mut ChildStderr) -> FactsError {
+    let mut said = Vec::new();
+    let _ = stderr.read_to_end(&mut said).await;
+    let said = String::from_utf8_lossy(&said[said.len().saturating_sub(4096)..])
+        .trim()
+        .to_owned();
+    if said.is_empty() {
+        FactsError::Ended
+    } else {
+        FactsError::Failed(said)
     }
 }
 
@@ -100,6 +107,8 @@ pub struct SnapshotSession {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// psql's complaints, read once it has ended early.
+    stderr: ChildStderr,
     snapshot: String,
 }
 
@@ -113,11 +122,12 @@ impl SnapshotSession {
             .args(["--field-separator=\t", "--set=ON_ERROR_STOP=1"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn()?;
         let mut stdin = child.stdin.take().ok_or(FactsError::Ended)?;
         let mut stdout = BufReader::new(child.stdout.take().ok_or(FactsError::Ended)?);
+        let mut stderr = child.stderr.take().ok_or(FactsError::Ended)?;
         stdin
             .write_all(
                 b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n",
@@ -126,7 +136,7 @@ impl SnapshotSession {
         stdin.flush().await?;
         let mut line = String::new();
         if stdout.read_line(&mut line).await? == 0 {
-            return Err(FactsError::Ended);
+            return Err(ended(&mut stderr).await);
         }
         let snapshot = line.trim().to_owned();
         if snapshot.is_empty() || !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
@@ -136,6 +146,7 @@ impl SnapshotSession {
             child,
             stdin,
             stdout,
+            stderr,
             snapshot,
         })
     }
@@ -151,10 +162,14 @@ impl SnapshotSession {
             .write_all(POSTGRES_FACTS_SCRIPT.as_bytes())
             .await?;
         self.stdin.flush().await?;
+        let tables = match read_facts(&mut self.stdout).await {
+            Err(FactsError::Ended) => return Err(ended(&mut self.stderr).await),
+            read => read?,
+        };
         Ok(DumpFacts {
             method: POSTGRES_METHOD.to_owned(),
             snapshot: Some(self.snapshot.clone()),
-            tables: read_facts(&mut self.stdout).await?,
+            tables,
         })
     }
 
@@ -172,28 +187,32 @@ impl SnapshotSession {
 /// Dropping it stops the computation and ends the session.
 pub struct Collecting {
     snapshot: String,
-    task: tokio::task::JoinHandle<(SnapshotSession, Result<DumpFacts, FactsError>)>,
+    /// `None` once taken by [`Collecting::failure`] or `finish`.
+    task: Option<tokio::task::JoinHandle<(SnapshotSession, Result<DumpFacts, FactsError>)>>,
 }
 
 impl Collecting {
-    /// Opens a snapshot session with `psql` and starts computing the facts.
-    /// Facts help drills but are not the backup: if they cannot be had,
-    /// this warns and returns `None`, and the dump goes on without them.
-    pub async fn start(psql: Option<std::process::Command>) -> Option<Collecting> {
-        let session = match SnapshotSession::open(psql?).await {
-            Ok(session) => session,
-            Err(err) => {
-                tracing::warn!("no table facts for this backup: {err}");
-                return None;
-            }
+    /// Opens a snapshot session with `psql` and starts computing the
+    /// facts; `None` without `psql` (another engine). A backup promises
+    /// its facts (a drill proves it against them), so not getting them
+    /// is the backup's failure, named with psql's own words.
+    pub async fn start(
+        psql: Option<std::process::Command>,
+    ) -> Result<Option<Collecting>, FactsError> {
+        let Some(psql) = psql else {
+            return Ok(None);
         };
+        let session = SnapshotSession::open(psql).await?;
         let snapshot = session.snapshot().to_owned();
         let task = tokio::spawn(async move {
             let mut session = session;
             let facts = session.facts().await;
             (session, facts)
         });
-        Some(Collecting { snapshot, task })
+        Ok(Some(Collecting {
+            snapshot,
+            task: Some(task),
+        }))
     }
 
     /// The snapshot the dump must use.
@@ -201,35 +220,35 @@ impl Collecting {
         &self.snapshot
     }
 
+    /// The facts' error if they have already failed (after a failed dump:
+    /// a facts session that failed first is the root cause, since it took
+    /// the dump's snapshot with it).
+    pub async fn failure(&mut self) -> Option<FactsError> {
+        let task = self.task.take_if(|task| task.is_finished())?;
+        match task.await {
+            Ok((_, Err(err))) => Some(err),
+            _ => None,
+        }
+    }
+
     /// Waits for the facts (call once the dump has ended: the session holds
     /// the snapshot open until then) and ends the session.
-    pub async fn finish(mut self) -> Option<DumpFacts> {
-        let outcome = (&mut self.task).await;
-        let (session, facts) = match outcome {
-            Ok(done) => done,
-            Err(err) => {
-                tracing::warn!("no table facts for this backup: {err}");
-                return None;
-            }
-        };
+    pub async fn finish(mut self) -> Result<DumpFacts, FactsError> {
+        let task = self.task.take().ok_or(FactsError::Ended)?;
+        let (session, facts) = task.await.map_err(|_| FactsError::Ended)?;
         if let Err(err) = session.close().await {
             tracing::warn!("the table facts session did not end cleanly: {err}");
         }
-        match facts {
-            Ok(facts) => {
-                tracing::info!("table facts recorded for {} table(s)", facts.tables.len());
-                Some(facts)
-            }
-            Err(err) => {
-                tracing::warn!("no table facts for this backup: {err}");
-                None
-            }
-        }
+        let facts = facts?;
+        tracing::info!("table facts recorded for {} table(s)", facts.tables.len());
+        Ok(facts)
     }
 }
 
 impl Drop for Collecting {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }

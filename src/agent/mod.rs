@@ -38,6 +38,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::aws::{describe_sdk_error, AwsClients};
+use crate::facts::FactsError;
 use crate::layout;
 use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
 use crate::schema::{
@@ -124,6 +125,8 @@ pub enum AgentError {
     Upload(#[from] UploadError),
     #[error("the {stage} stopped unexpectedly: {reason}")]
     Crashed { stage: &'static str, reason: String },
+    #[error("the table facts a drill checks this backup against could not be taken: {0}")]
+    Facts(#[from] FactsError),
     #[error("s3://{bucket}/{key} holds {found} bytes but {expected} were uploaded")]
     SizeMismatch {
         bucket: String,
@@ -384,68 +387,81 @@ async fn dump(
     let jobs = settings.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
     });
-    let facts = facts::Collecting::start(connection.facts_client()).await;
+    let mut facts = facts::Collecting::start(connection.facts_client()).await?;
     let snapshot = |dump: DumpCommand| match &facts {
         Some(collecting) => dump.with_snapshot(collecting.snapshot()),
         None => dump,
     };
-    let dumped = if settings.mode.is_directory() {
-        let needed = server.database_bytes;
-        let scratch = off_runtime("scratch space", move || scratch::prepare(needed)).await??;
-        let dir = scratch.dump_dir();
-        let dump = snapshot(connection.dump_command(
-            settings,
-            jobs,
-            databases,
-            DumpOutput::Directory(dir.clone()),
-        ));
-        let sink = ObjectSink {
-            bucket: bucket.clone(),
-            key_prefix: layout::data(&spec.backup_prefix),
-            encryptor: encryptor.clone(),
-            upload: spec.upload,
-            compression_level: settings.compression_level,
-            counters: counters.clone(),
-            retention: spec.retention,
-        };
-        let layout = match settings.mode {
-            DumpMode::Mydumper => FileLayout::Mydumper,
-            _ => FileLayout::PostgresDirectory {
-                database: spec.database.name.clone(),
-            },
-        };
-        reporter.enter_phase(Phase::Dumping).await;
-        let (dump_finished, dump_finished_signal) = oneshot::channel();
-        let pipeline = tokio::spawn(directory::dump_and_upload(
-            dump,
-            dir,
-            layout,
-            std::sync::Arc::new(sink),
-            dump_finished,
-        ));
-        if dump_finished_signal.await.is_ok() {
-            reporter.enter_phase(Phase::Uploading).await;
+    let dumped = async {
+        if settings.mode.is_directory() {
+            let needed = server.database_bytes;
+            let scratch = off_runtime("scratch space", move || scratch::prepare(needed)).await??;
+            let dir = scratch.dump_dir();
+            let dump = snapshot(connection.dump_command(
+                settings,
+                jobs,
+                databases,
+                DumpOutput::Directory(dir.clone()),
+            ));
+            let sink = ObjectSink {
+                bucket: bucket.clone(),
+                key_prefix: layout::data(&spec.backup_prefix),
+                encryptor: encryptor.clone(),
+                upload: spec.upload,
+                compression_level: settings.compression_level,
+                counters: counters.clone(),
+                retention: spec.retention,
+            };
+            let layout = match settings.mode {
+                DumpMode::Mydumper => FileLayout::Mydumper,
+                _ => FileLayout::PostgresDirectory {
+                    database: spec.database.name.clone(),
+                },
+            };
+            reporter.enter_phase(Phase::Dumping).await;
+            let (dump_finished, dump_finished_signal) = oneshot::channel();
+            let pipeline = tokio::spawn(directory::dump_and_upload(
+                dump,
+                dir,
+                layout,
+                std::sync::Arc::new(sink),
+                dump_finished,
+            ));
+            if dump_finished_signal.await.is_ok() {
+                reporter.enter_phase(Phase::Uploading).await;
+            }
+            let dumped = pipeline
+                .await
+                .map_err(|err| crashed("directory dump", err))??;
+            off_runtime("scratch clean-up", move || drop(scratch)).await?;
+            Ok::<_, AgentError>(dumped)
+        } else {
+            let dump =
+                snapshot(connection.dump_command(settings, jobs, databases, DumpOutput::Stream));
+            reporter.enter_phase(Phase::Dumping).await;
+            let encoding = StreamEncoding {
+                encryptor: encryptor.clone(),
+                compression_level: settings.compression_level,
+                // planned for the database's size: the dump is rarely larger
+                parts: PartSizer::new(spec.upload.part_size_bytes, Some(server.database_bytes)),
+            };
+            dump_stream(bucket, spec, dump, encoding, counters, reporter).await
         }
-        let dumped = pipeline
-            .await
-            .map_err(|err| crashed("directory dump", err))??;
-        off_runtime("scratch clean-up", move || drop(scratch)).await?;
-        dumped
-    } else {
-        let dump = snapshot(connection.dump_command(settings, jobs, databases, DumpOutput::Stream));
-        reporter.enter_phase(Phase::Dumping).await;
-        let encoding = StreamEncoding {
-            encryptor: encryptor.clone(),
-            compression_level: settings.compression_level,
-            // planned for the database's size: the dump is rarely larger
-            parts: PartSizer::new(spec.upload.part_size_bytes, Some(server.database_bytes)),
-        };
-        dump_stream(bucket, spec, dump, encoding, counters, reporter).await?
+    }
+    .await;
+    let dumped = match (dumped, facts.as_mut()) {
+        (Ok(dumped), _) => dumped,
+        // The first failure is the reason: a facts session that failed
+        // (a table the role cannot read) ends the snapshot, and the dump
+        // then fails on that ("invalid snapshot identifier").
+        (Err(err), Some(collecting)) => {
+            return Err(collecting.failure().await.map_or(err, AgentError::Facts))
+        }
+        (Err(err), None) => return Err(err),
     };
-
     let facts = match facts {
-        Some(collecting) => collecting.finish().await,
-        None => facts::mysql_facts(|| connection.mysql_facts_client(), &databases.0).await,
+        Some(collecting) => Some(collecting.finish().await?),
+        None => facts::mysql_facts(|| connection.mysql_facts_client(), &databases.0).await?,
     };
     Ok((dumped, facts))
 }

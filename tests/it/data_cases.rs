@@ -89,3 +89,43 @@ async fn a_row_larger_than_the_clients_default_packet_backs_up_and_drills() {
     assert!(out.contains("drill passed: 1 table(s), 2 row(s)"), "{out}");
     drop_mysql_databases(&[&database]);
 }
+
+/// The root cause, not its symptom: a table the backup role cannot read
+/// (a migration added it after the grants). The facts session fails on it
+/// first and takes the exported snapshot with it, so pg_dump then failed
+/// with "invalid snapshot identifier" and the real reason was lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_the_backup_role_cannot_read_is_named_as_the_cause() {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique("dc_grant_");
+    let role = unique("bk_limited_");
+    let password = "limited-pw";
+    psql("postgres", &format!("CREATE DATABASE {database}"));
+    psql(
+        &database,
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{password}';
+             CREATE TABLE a (id int);
+             GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+             CREATE TABLE b (id int);
+             INSERT INTO b VALUES (1);"
+        ),
+    );
+    let fixture = Fixture::new(&holder, &database, password).await;
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.only_job().user = role.clone();
+    fixture.write(&config);
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(4), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("permission denied for table b"),
+        "the cause is named: {stderr}"
+    );
+    assert!(!stderr.contains("invalid snapshot"), "{stderr}");
+    fixture.assert_failed_without_manifest().await;
+    psql("postgres", &format!("DROP DATABASE {database}"));
+    psql("postgres", &format!("DROP ROLE {role}"));
+}
