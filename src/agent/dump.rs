@@ -58,6 +58,18 @@ pub enum DumpError {
     PasswordNotRepresentable,
     #[error("the server has no databases to dump (system schemas are never dumped)")]
     NoDatabases,
+    #[error(
+        "mydumper cannot read invisible columns (it selects `*`), so their values would be lost: {}; \
+         set mode = \"mysqldump\" for this job, which dumps them",
+        .0.join(", ")
+    )]
+    InvisibleColumns(Vec<String>),
+    #[error(
+        "these views cannot be dumped, so the backup would be missing them: {}; \
+         repair or drop them",
+        .0.join("; ")
+    )]
+    BrokenViews(Vec<String>),
 }
 
 /// Writes `password` to a new file at `path`, readable by this user only,
@@ -321,6 +333,51 @@ impl Connection {
                 })
             }
         }
+    }
+
+    /// Checks, before dumping, that everything in `databases` can be
+    /// dumped whole with `mode`: no view the server cannot read (mydumper
+    /// skipped one with a warning, mysqldump fails on it midway), and for
+    /// mydumper no invisible column (it reads `SELECT *`, which leaves
+    /// them out). A backup must never exit 0 with less than was there.
+    pub async fn check_mysql_dumpable(
+        &self,
+        databases: &MysqlDatabases,
+        mode: DumpMode,
+    ) -> Result<(), DumpError> {
+        let schemas = databases
+            .0
+            .iter()
+            .map(|name| sql_string(name))
+            .collect::<Vec<_>>()
+            .join(",");
+        // A view the server cannot read is listed with the error in place
+        // of its comment ('VIEW').
+        let broken = self
+            .mysql_query(&format!(
+                "SELECT CONCAT(table_schema, '.', table_name, ': ', table_comment) \
+                 FROM information_schema.tables WHERE table_type = 'VIEW' \
+                 AND table_comment <> 'VIEW' AND table_schema IN ({schemas}) ORDER BY 1"
+            ))
+            .await?;
+        let broken: Vec<String> = broken.lines().map(str::to_owned).collect();
+        if !broken.is_empty() {
+            return Err(DumpError::BrokenViews(broken));
+        }
+        if mode == DumpMode::Mydumper {
+            let invisible = self
+                .mysql_query(&format!(
+                    "SELECT CONCAT(table_schema, '.', table_name, '.', column_name) \
+                     FROM information_schema.columns WHERE extra LIKE '%INVISIBLE%' \
+                     AND table_schema IN ({schemas}) ORDER BY 1"
+                ))
+                .await?;
+            let invisible: Vec<String> = invisible.lines().map(str::to_owned).collect();
+            if !invisible.is_empty() {
+                return Err(DumpError::InvisibleColumns(invisible));
+            }
+        }
+        Ok(())
     }
 
     /// Runs one query with the `mysql` client, returning its tab-separated

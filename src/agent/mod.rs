@@ -339,6 +339,11 @@ async fn prepare(
         Engine::Mysql => connection.mysql_databases(&spec.dump.databases).await?,
         Engine::Postgres => MysqlDatabases(Vec::new()),
     };
+    if spec.engine == Engine::Mysql {
+        connection
+            .check_mysql_dumpable(&databases, spec.dump.mode)
+            .await?;
+    }
     let dump_tool = connection.dump_tool_version(spec.dump.mode).await?;
     let server = connection.server_facts(&databases).await?;
     tracing::info!(
