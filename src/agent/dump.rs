@@ -135,6 +135,17 @@ pub struct Connection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MysqlDatabases(pub Vec<String>);
 
+impl MysqlDatabases {
+    /// The names as SQL string literals, comma-separated, for `IN (…)`.
+    fn sql_list(&self) -> String {
+        self.0
+            .iter()
+            .map(|name| sql_string(name))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl Connection {
     /// `password_file` must have been written by [`write_password_file`].
     pub fn new(engine: Engine, target: &DatabaseTarget, password_file: &Path) -> Self {
@@ -315,12 +326,7 @@ impl Connection {
                 })
             }
             Engine::Mysql => {
-                let schemas = databases
-                    .0
-                    .iter()
-                    .map(|name| sql_string(name))
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let schemas = databases.sql_list();
                 let output = self
                     .mysql_query(&format!(
                         "SELECT VERSION(), COALESCE(SUM(data_length + index_length), 0) \
@@ -345,12 +351,7 @@ impl Connection {
         databases: &MysqlDatabases,
         mode: DumpMode,
     ) -> Result<(), DumpError> {
-        let schemas = databases
-            .0
-            .iter()
-            .map(|name| sql_string(name))
-            .collect::<Vec<_>>()
-            .join(",");
+        let schemas = databases.sql_list();
         // A view the server cannot read is listed with the error in place
         // of its comment ('VIEW').
         let broken = self

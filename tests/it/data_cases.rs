@@ -80,12 +80,8 @@ async fn a_row_larger_than_the_clients_default_packet_backs_up_and_drills() {
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
     fixture.write(&fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &[&database])));
     let address = back_up(&fixture).await;
-    let root = format!(
-        "mysql://root@localhost/?socket={}",
-        mysql_socket().display()
-    );
     let _drills = DRILLS.lock().await;
-    let out = drill_passes(&fixture, &holder, &address, &root);
+    let out = drill_passes(&fixture, &holder, &address, &mysql_root_url());
     assert!(out.contains("drill passed: 1 table(s), 2 row(s)"), "{out}");
     drop_mysql_databases(&[&database]);
 }
@@ -166,12 +162,8 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
 
     fixture.write(&fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &[&app])));
     let address = back_up(&fixture).await;
-    let root = format!(
-        "mysql://root@localhost/?socket={}",
-        mysql_socket().display()
-    );
     let _drills = DRILLS.lock().await;
-    let out = drill_passes(&fixture, &holder, &address, &root);
+    let out = drill_passes(&fixture, &holder, &address, &mysql_root_url());
     assert!(out.contains("drill passed: 1 table(s), 2 row(s)"), "{out}");
     drop_mysql_databases(&[&app]);
 }

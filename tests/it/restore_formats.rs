@@ -34,14 +34,6 @@ fn run(fixture: &Fixture, args: &[&str], gnupg_home: &Path) -> Output {
         .unwrap()
 }
 
-/// The test MariaDB as root over its socket (no password).
-fn mysql_root_url() -> String {
-    format!(
-        "mysql://root@localhost/?socket={}",
-        mysql_socket().display()
-    )
-}
-
 /// A MariaDB account that may restore anything, reached over TCP, whose
 /// password needs escaping everywhere (URL, option file); dropped with
 /// the value.

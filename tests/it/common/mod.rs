@@ -852,6 +852,15 @@ pub fn mariadb_root() -> Command {
     command
 }
 
+/// The test MariaDB as root over its socket (no password), as a
+/// restore or drill target URL.
+pub fn mysql_root_url() -> String {
+    format!(
+        "mysql://root@localhost/?socket={}",
+        mysql_socket().display()
+    )
+}
+
 /// Runs `sql` as root and returns its output.
 pub fn mariadb(sql: &str) -> String {
     let output = run_ok(mariadb_root().arg("-e").arg(sql));
