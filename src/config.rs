@@ -254,6 +254,7 @@ struct RawJob {
     kill_long_queries: Option<bool>,
     no_locks: Option<bool>,
     rows_per_chunk: Option<u64>,
+    large_objects: Option<bool>,
     instance_type: Option<String>,
     max_lifetime: Option<String>,
     spot: Option<bool>,
@@ -795,6 +796,7 @@ impl Validator<'_> {
             PostgresFormat::Custom => DumpMode::PostgresCustom,
             PostgresFormat::Directory => DumpMode::PostgresDirectory,
         };
+        dump.large_objects = raw.large_objects.unwrap_or(true);
         if raw.jobs.is_some() && dump.mode != DumpMode::PostgresDirectory {
             return Err(self.invalid(
                 &key("jobs"),
@@ -814,6 +816,9 @@ impl Validator<'_> {
         dump: &mut DumpSettings,
     ) -> Result<String, ConfigError> {
         let key = |field: &str| format!("jobs.{name}.{field}");
+        if raw.large_objects.is_some() {
+            return Err(self.not_for_engine(name, "large_objects", "mysql"));
+        }
         if raw.format.is_some() {
             return Err(self.not_for_engine(name, "format", "mysql"));
         }

@@ -115,6 +115,10 @@ pub struct DumpSettings {
     /// mydumper: split tables into chunks of this many rows (one file
     /// each), so one big table is dumped by several threads.
     pub rows_per_chunk: u64,
+    /// PostgreSQL: dump large objects (`false`: `pg_dump --no-blobs`,
+    /// for a role that cannot read them and a database whose large
+    /// objects are not to be kept).
+    pub large_objects: bool,
 }
 
 /// Default zstd level: fast, and most of the ratio of higher levels on SQL text.
@@ -134,6 +138,7 @@ impl Default for DumpSettings {
             kill_long_queries: false,
             no_locks: false,
             rows_per_chunk: DEFAULT_ROWS_PER_CHUNK,
+            large_objects: true,
         }
     }
 }

@@ -176,6 +176,9 @@ impl Connection {
                 let mut command = self.postgres_client("pg_dump");
                 // uncompressed: the agent compresses the stream with zstd
                 command.arg("--format=custom").arg("--compress=0");
+                if !settings.large_objects {
+                    command.arg("--no-blobs");
+                }
                 ("pg_dump", command)
             }
             DumpMode::PostgresDirectory => {
@@ -188,6 +191,9 @@ impl Connection {
                     .arg(format!("--jobs={jobs}"))
                     .arg("--compress=0")
                     .arg("--no-sync");
+                if !settings.large_objects {
+                    command.arg("--no-blobs");
+                }
                 if let Some(dir) = &directory {
                     command.arg("--file").arg(dir);
                 }
@@ -531,6 +537,21 @@ fn summarise_stderr(stderr: &[u8]) -> String {
     }
 }
 
+/// A dump tool's complaint, with what fixes it when the complaint is one
+/// whose cause is not in its words.
+fn with_remedy(complaint: String) -> String {
+    if complaint.contains("permission denied for large object") {
+        format!(
+            "{complaint}; the backup role cannot read the database's large objects \
+             (pg_read_all_data does not cover them): grant it SELECT on them \
+             (GRANT SELECT ON LARGE OBJECT <oid> TO <role>), make it a member of their \
+             owner, or set large_objects = false for this job to leave them out"
+        )
+    } else {
+        complaint
+    }
+}
+
 /// A dump command ready to start.
 #[derive(Debug)]
 pub struct DumpCommand {
@@ -654,7 +675,7 @@ impl DumpProcess {
         Err(DumpError::Failed {
             program,
             status: status.to_string(),
-            stderr: summarise_stderr(&stderr),
+            stderr: with_remedy(summarise_stderr(&stderr)),
         })
     }
 }

@@ -108,6 +108,8 @@ pub struct Job {
     pub compression_level: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spot: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<bool>,
 }
 
 /// `engine` of a job.

@@ -495,6 +495,7 @@ impl Fixture {
             rows_per_chunk: None,
             compression_level: None,
             spot: None,
+            large_objects: None,
         }
     }
 
