@@ -843,7 +843,7 @@ impl Validator<'_> {
                 &format!("{}[{i}]", key("databases")),
                 database,
                 is_mysql_database_name,
-                "a MySQL database name of 1-64 letters, digits, `_`, `$` and `-`, not starting with `-`",
+                "a MySQL database name: 1-64 characters of the Basic Multilingual Plane, no control characters, not ending with a space",
             )?;
         }
         if let Some(guard) = raw.long_query_guard.as_deref() {
@@ -1123,10 +1123,16 @@ fn is_host(value: &str) -> bool {
 /// A MySQL database name we accept: it becomes part of mydumper's file
 /// names, a regular expression and a command-line argument, so it is kept
 /// to characters that are inert in all three.
+/// Any name MySQL and MariaDB allow for a database (MySQL Reference
+/// Manual, "Schema Object Names": up to 64 characters, any of the Basic
+/// Multilingual Plane but NUL, none ending with a space): every place a
+/// name goes quotes or escapes it (SQL literals and backquotes, mysqldump
+/// after `--`, mydumper's regex escaped to ASCII), and none reaches the
+/// instance's script.
 fn is_mysql_database_name(value: &str) -> bool {
-    (1..=64).contains(&value.len())
-        && !value.starts_with('-')
-        && all_chars(value, |c| c.is_ascii_alphanumeric() || "_$-".contains(c))
+    (1..=64).contains(&value.chars().count())
+        && !value.ends_with(' ')
+        && all_chars(value, |c| !c.is_control() && u32::from(c) <= 0xFFFF)
 }
 
 fn is_db_identifier(value: &str) -> bool {

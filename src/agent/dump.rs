@@ -468,19 +468,21 @@ fn sql_string(text: &str) -> String {
 }
 
 /// mydumper's `--regex` (matched against `database.table`) selecting
-/// exactly `databases`; every character but letters and digits is
-/// escaped, so a name is never read as a pattern.
+/// exactly `databases`; every character but ASCII letters and digits is
+/// escaped, so a name is never read as a pattern, and the argument is
+/// ASCII (non-ASCII bytes as `\xHH`).
 fn mydumper_regex(databases: &[String]) -> String {
     let alternatives: Vec<String> = databases
         .iter()
         .map(|name| {
-            name.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_string()
-                    } else {
-                        format!("\\{c}")
-                    }
+            name.bytes()
+                .map(|b| match b {
+                    b if b.is_ascii_alphanumeric() => char::from(b).to_string(),
+                    b if b.is_ascii() => format!("\\{}", char::from(b)),
+                    // mydumper 0.10 parses its options in the C locale and
+                    // refuses non-ASCII bytes in them; PCRE matches a byte
+                    // written as an escape just as well
+                    b => format!("\\x{b:02x}"),
                 })
                 .collect()
         })
@@ -571,24 +573,38 @@ impl DumpCommand {
     /// Starts the dump with stderr piped and, for a stream, stdout piped;
     /// stderr is drained on a blocking thread so the tool can never stall
     /// on it.
-    pub fn spawn(mut self) -> Result<DumpProcess, DumpError> {
+    pub fn spawn(self) -> Result<DumpProcess, DumpError> {
         let program = self.program;
-        let stdout = match self.output {
-            DumpOutput::Stream => Stdio::piped(),
-            DumpOutput::Directory(_) => Stdio::null(),
+        let spawn_error = |source| DumpError::Spawn { program, source };
+        // A tool writing files says what went wrong on stdout as well as
+        // stderr (mydumper prints its option-parsing errors on stdout):
+        // both go into one pipe whose tail is kept.
+        let (stdout, stderr, said) = match self.output {
+            DumpOutput::Stream => (Stdio::piped(), Stdio::piped(), None),
+            DumpOutput::Directory(_) => {
+                let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
+                let also = writer.try_clone().map_err(spawn_error)?;
+                (Stdio::from(writer), Stdio::from(also), Some(reader))
+            }
         };
-        let mut child = self
-            .command
+        let mut command = self.command;
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
-            .map_err(|source| DumpError::Spawn { program, source })?;
+            .map_err(spawn_error)?;
+        // our copies of the pipe's writing end go with the command
+        drop(command);
         let stdout = child.stdout.take();
-        let stderr_tail = child
-            .stderr
-            .take()
-            .map(|stderr| tokio::task::spawn_blocking(move || read_tail(stderr)));
+        let said: Option<Box<dyn Read + Send>> = match said {
+            Some(reader) => Some(Box::new(reader)),
+            None => child
+                .stderr
+                .take()
+                .map(|stderr| Box::new(stderr) as Box<dyn Read + Send>),
+        };
+        let stderr_tail = said.map(|said| tokio::task::spawn_blocking(move || read_tail(said)));
         Ok(DumpProcess {
             program,
             child: Some(child),
@@ -831,6 +847,11 @@ mod tests {
             );
         }
         assert!(!args.contains(&"--no-locks".to_owned()));
+        assert_eq!(
+            mydumper_regex(&["shop-ünï".into()]),
+            "^(shop\\-\\xc3\\xbcn\\xc3\\xaf)\\.",
+            "non-ASCII bytes escaped: mydumper refuses them in its options"
+        );
     }
 
     #[test]

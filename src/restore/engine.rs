@@ -56,6 +56,8 @@ pub enum Shape {
 pub struct RestoreTool {
     pub child: Child,
     _options: Option<OptionFile>,
+    /// Where it says what went wrong, when not its stderr alone.
+    said: Option<std::io::PipeReader>,
 }
 
 /// A 0600 MySQL option file in a private 0700 directory, removed on drop.
@@ -262,6 +264,36 @@ fn percent_decode(text: &str) -> Result<String, RestoreError> {
     String::from_utf8(out).map_err(|_| bad())
 }
 
+/// A folder beside mydumper's `dir` holding hard links to the files of
+/// `database` alone (`DATABASE-schema-create.sql`, `DATABASE.…`) and the
+/// `metadata` myloader looks for; removed on drop.
+fn one_database(dir: &Path, database: &str) -> Result<tempfile::TempDir, RestoreError> {
+    let failed = |e: std::io::Error| {
+        RestoreError::Failed(format!(
+            "cannot gather the files of database {database} in {}: {e}",
+            dir.display()
+        ))
+    };
+    let parent = dir.parent().unwrap_or(dir);
+    let subset = tempfile::Builder::new()
+        .prefix("one-database-")
+        .tempdir_in(parent)
+        .map_err(failed)?;
+    let ours = |name: &str| {
+        name == "metadata"
+            || name == format!("{database}-schema-create.sql")
+            || name.starts_with(&format!("{database}."))
+    };
+    for entry in std::fs::read_dir(dir).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        if entry.file_name().to_str().is_some_and(ours) {
+            std::fs::hard_link(entry.path(), subset.path().join(entry.file_name()))
+                .map_err(failed)?;
+        }
+    }
+    Ok(subset)
+}
+
 impl MysqlTarget {
     /// Reads `mysql://[USER[:PASSWORD]@]HOST[:PORT]/[DATABASE][?socket=PATH]`;
     /// without a password in the URL, `MYSQL_PWD` is used when set.
@@ -421,6 +453,7 @@ impl Target {
         Ok(RestoreTool {
             child,
             _options: options,
+            said: None,
         })
     }
 
@@ -457,6 +490,17 @@ impl Target {
         jobs: usize,
         only: Option<&str>,
     ) -> Result<(), RestoreError> {
+        // myloader 0.10 parses its options in the C locale and refuses a
+        // non-ASCII database name in `--source-db`: it is handed a folder
+        // of that database's files alone instead (hard links, no copies)
+        let subset;
+        let (dir, only) = match only {
+            Some(source) if !source.is_ascii() => {
+                subset = one_database(dir, source)?;
+                (subset.path(), None)
+            }
+            _ => (dir, only),
+        };
         let (mut command, options, program) = match self {
             Target::Postgres { url } => {
                 let (mut command, passfile) = pg_restore(url.expose())?;
@@ -479,27 +523,38 @@ impl Target {
                 (command, options, "myloader")
             }
         };
+        let cannot_start =
+            |e: std::io::Error| RestoreError::Failed(format!("cannot start {program}: {e}"));
+        // both streams into one pipe: myloader reports some failures on
+        // stdout (option parsing), pg_restore on stderr
+        let (said, writer) = std::io::pipe().map_err(cannot_start)?;
+        let also = writer.try_clone().map_err(cannot_start)?;
         command
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        let child = command
-            .spawn()
-            .map_err(|e| RestoreError::Failed(format!("cannot start {program}: {e}")))?;
+            .stdout(also)
+            .stderr(writer);
+        let child = command.spawn().map_err(cannot_start)?;
+        // our copies of the pipe's writing end go with the command
+        drop(command);
         self.wait_restore(RestoreTool {
             child,
             _options: options,
+            said: Some(said),
         })
     }
 
-    /// Waits for the restore tool; fails with its stderr unless it exited 0.
+    /// Waits for the restore tool; fails with what it said unless it
+    /// exited 0.
     pub fn wait_restore(&self, tool: RestoreTool) -> Result<(), RestoreError> {
         let RestoreTool {
             mut child,
             _options,
+            said,
         } = tool;
         let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
+        if let Some(mut pipe) = said {
+            let _ = pipe.read_to_string(&mut stderr);
+        } else if let Some(mut pipe) = child.stderr.take() {
             let _ = pipe.read_to_string(&mut stderr);
         }
         let status = child
