@@ -70,6 +70,12 @@ pub enum DumpError {
         .0.join("; ")
     )]
     BrokenViews(Vec<String>),
+    #[error(
+        "the dump is missing what the server's catalog listed before it began: {}; \
+         the backup would be incomplete",
+        .0.join(", ")
+    )]
+    MissingFromDump(Vec<String>),
 }
 
 /// Writes `password` to a new file at `path`, readable by this user only,
@@ -134,6 +140,35 @@ pub struct Connection {
 /// The MySQL databases one backup covers, resolved against the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MysqlDatabases(pub Vec<String>);
+
+/// The tables and views of the dumped databases as the server listed
+/// them before the dump: `(database, name, type)`.
+#[derive(Debug, Default)]
+pub struct Catalog(Vec<(String, String, String)>);
+
+impl Catalog {
+    /// Fails unless every table and view listed has a file in the dump,
+    /// whose files are labelled `(database, table)`: a dump tool that
+    /// skipped one (mydumper skips what it cannot read, with a warning)
+    /// must not pass for a whole backup.
+    pub fn account_for<'a>(
+        &self,
+        dumped: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), DumpError> {
+        let dumped: std::collections::HashSet<(&str, &str)> = dumped.into_iter().collect();
+        let missing: Vec<String> = self
+            .0
+            .iter()
+            .filter(|(database, name, _)| !dumped.contains(&(database.as_str(), name.as_str())))
+            .map(|(database, name, kind)| format!("{database}.{name} ({})", kind.to_lowercase()))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DumpError::MissingFromDump(missing))
+        }
+    }
+}
 
 impl MysqlDatabases {
     /// The names as SQL string literals, comma-separated, for `IN (…)`.
@@ -356,7 +391,7 @@ impl Connection {
         &self,
         databases: &MysqlDatabases,
         mode: DumpMode,
-    ) -> Result<(), DumpError> {
+    ) -> Result<Catalog, DumpError> {
         let schemas = databases.sql_list();
         // A view the server cannot read is listed with the error in place
         // of its comment ('VIEW').
@@ -384,7 +419,23 @@ impl Connection {
                 return Err(DumpError::InvisibleColumns(invisible));
             }
         }
-        Ok(())
+        let listed = self
+            .mysql_query(&format!(
+                "SELECT table_schema, table_name, table_type FROM information_schema.tables \
+                 WHERE table_type IN ('BASE TABLE', 'VIEW') AND table_schema IN ({schemas}) \
+                 ORDER BY 1, 2"
+            ))
+            .await?;
+        Ok(Catalog(
+            listed
+                .lines()
+                .filter_map(|line| {
+                    let mut fields = line.split('\t');
+                    let (database, name, kind) = (fields.next()?, fields.next()?, fields.next()?);
+                    Some((database.to_owned(), name.to_owned(), kind.to_owned()))
+                })
+                .collect(),
+        ))
     }
 
     /// Runs one query with the `mysql` client, returning its tab-separated
@@ -717,6 +768,19 @@ impl Drop for DumpProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_table_or_view_without_a_file_fails_the_dump() {
+        let catalog = Catalog(vec![
+            ("app".into(), "acct".into(), "BASE TABLE".into()),
+            ("app".into(), "v_ok".into(), "VIEW".into()),
+        ]);
+        assert!(catalog
+            .account_for([("app", "acct"), ("app", "v_ok"), ("app", "extra")])
+            .is_ok());
+        let err = catalog.account_for([("app", "acct")]).unwrap_err();
+        assert!(err.to_string().contains("app.v_ok (view)"), "{err}");
+    }
 
     fn target() -> DatabaseTarget {
         DatabaseTarget {

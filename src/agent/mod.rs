@@ -60,7 +60,7 @@ pub use scratch::ScratchError;
 
 use crate::openpgp::{Encryptor, TempHome};
 use directory::{FileLayout, ObjectSink};
-use dump::{Connection, DumpCommand, DumpOutput, MysqlDatabases};
+use dump::{Catalog, Connection, DumpCommand, DumpOutput, MysqlDatabases};
 use encrypt::{CiphertextSummary, CountingReader, PartWriter};
 use progress::{StatusReporter, TransferCounters};
 
@@ -281,6 +281,13 @@ async fn take_backup(
     let bucket = Bucket::new(clients.s3.clone(), &spec.bucket);
     let prepared = prepare(clients, &bucket, spec, reporter).await?;
     let (dumped, facts) = dump(&bucket, spec, &prepared, reporter, counters).await?;
+    if spec.dump.mode == DumpMode::Mydumper {
+        let labelled = dumped
+            .objects
+            .iter()
+            .filter_map(|o| Some((o.database.as_deref()?, o.table.as_deref()?)));
+        prepared.catalog.account_for(labelled)?;
+    }
     reporter.enter_phase(Phase::Verifying).await;
     verify_objects(&bucket, &dumped.objects).await?;
     let manifest_key = layout::manifest(&spec.backup_prefix);
@@ -304,6 +311,8 @@ struct Prepared {
     encryptor: Encryptor,
     connection: Connection,
     databases: MysqlDatabases,
+    /// MySQL: the tables and views a directory dump must hold a file of.
+    catalog: Catalog,
     /// The dump tool's own version line.
     dump_tool: String,
     server: dump::ServerFacts,
@@ -339,11 +348,14 @@ async fn prepare(
         Engine::Mysql => connection.mysql_databases(&spec.dump.databases).await?,
         Engine::Postgres => MysqlDatabases(Vec::new()),
     };
-    if spec.engine == Engine::Mysql {
-        connection
-            .check_mysql_dumpable(&databases, spec.dump.mode)
-            .await?;
-    }
+    let catalog = match spec.engine {
+        Engine::Mysql => {
+            connection
+                .check_mysql_dumpable(&databases, spec.dump.mode)
+                .await?
+        }
+        Engine::Postgres => Catalog::default(),
+    };
     let dump_tool = connection.dump_tool_version(spec.dump.mode).await?;
     let server = connection.server_facts(&databases).await?;
     tracing::info!(
@@ -367,6 +379,7 @@ async fn prepare(
         encryptor,
         connection,
         databases,
+        catalog,
         dump_tool,
         server,
     })
