@@ -76,6 +76,17 @@ pub enum DumpError {
         .0.join(", ")
     )]
     MissingFromDump(Vec<String>),
+    #[error(
+        "the backup role {role} cannot read what it must dump: {}; grant it with \
+         GRANT USAGE ON SCHEMA <schema> TO {role} and GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO {role} \
+         (or, on PostgreSQL 14 and later, GRANT pg_read_all_data TO {role}); large objects need \
+         GRANT SELECT ON LARGE OBJECT <oid> TO {role}, membership of their owner, or large_objects = false",
+        .unreadable.join(", ")
+    )]
+    Unreadable {
+        role: String,
+        unreadable: Vec<String>,
+    },
 }
 
 /// Writes `password` to a new file at `path`, readable by this user only,
@@ -436,6 +447,54 @@ impl Connection {
                 })
                 .collect(),
         ))
+    }
+
+    /// Checks, before dumping, that the role can read everything pg_dump
+    /// will read (every table, view, sequence and schema outside the
+    /// system ones, and with `large_objects` every large object), so a
+    /// role missing a grant fails at once with the whole list and the
+    /// GRANT that fixes it, not halfway through the dump on the first.
+    pub async fn check_postgres_readable(&self, large_objects: bool) -> Result<(), DumpError> {
+        let mut sql = String::from(
+            "SELECT format('%I.%I', n.nspname, c.relname) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+             AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))",
+        );
+        if large_objects {
+            // readable: by a superuser, with lo_compat_privileges, by a
+            // member of the owner, or through a SELECT grant
+            sql.push_str(
+                " UNION ALL SELECT 'large object ' || m.oid FROM pg_largeobject_metadata m \
+                 WHERE NOT (current_setting('lo_compat_privileges')::bool \
+                 OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+                 OR pg_has_role(m.lomowner, 'MEMBER') \
+                 OR EXISTS (SELECT 1 FROM aclexplode(m.lomacl) a WHERE a.privilege_type = 'SELECT' \
+                 AND (a.grantee = 0 OR pg_has_role(a.grantee, 'MEMBER'))))",
+            );
+        }
+        sql.push_str(" ORDER BY 1");
+        let mut command = self.postgres_client("psql");
+        command
+            .args(["--no-psqlrc", "--tuples-only", "--no-align"])
+            .args(["--set=ON_ERROR_STOP=1", "--command"])
+            .arg(sql);
+        let output = run_to_completion("psql", command).await?;
+        let unreadable: Vec<String> = output
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if unreadable.is_empty() {
+            Ok(())
+        } else {
+            Err(DumpError::Unreadable {
+                role: self.target.user.clone(),
+                unreadable,
+            })
+        }
     }
 
     /// Runs one query with the `mysql` client, returning its tab-separated

@@ -354,7 +354,12 @@ async fn prepare(
                 .check_mysql_dumpable(&databases, spec.dump.mode)
                 .await?
         }
-        Engine::Postgres => Catalog::default(),
+        Engine::Postgres => {
+            connection
+                .check_postgres_readable(spec.dump.large_objects)
+                .await?;
+            Catalog::default()
+        }
     };
     let dump_tool = connection.dump_tool_version(spec.dump.mode).await?;
     let server = connection.server_facts(&databases).await?;
