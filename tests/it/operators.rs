@@ -429,30 +429,30 @@ async fn every_documented_exit_code_comes_from_a_real_scenario() {
     fixture.write(&good_config);
 
     // 4: the backup failed (wrong password).
-    fixture
-        .aws
-        .ssm
-        .put_parameter()
-        .name(&fixture.password_parameter)
-        .value("wrong-password")
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap();
+    put_parameter_patiently(
+        fixture
+            .aws
+            .ssm
+            .put_parameter()
+            .name(&fixture.password_parameter)
+            .value("wrong-password")
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true),
+    )
+    .await;
     let failed = fixture.run_job();
     assert_eq!(failed.status.code(), Some(4), "{}", show(&failed));
-    fixture
-        .aws
-        .ssm
-        .put_parameter()
-        .name(&fixture.password_parameter)
-        .value(pg_backup_password())
-        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap();
+    put_parameter_patiently(
+        fixture
+            .aws
+            .ssm
+            .put_parameter()
+            .name(&fixture.password_parameter)
+            .value(pg_backup_password())
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true),
+    )
+    .await;
 
     // 5: timed out (the agent hangs; its heartbeat goes stale).
     let mut short_heartbeat = good_config;

@@ -71,6 +71,29 @@ pub async fn aws() -> AwsClients {
     AwsClients::load(Some(REGION), Some(&endpoint())).await
 }
 
+/// Sends the test's own (admin) `PutParameter` until SSM stops throttling
+/// it, for up to a minute: the tests share the account's PutParameter
+/// rate (3/s under the gate, as on AWS) with the jobs running beside them,
+/// and the SDK's three attempts are not always enough.
+pub async fn put_parameter_patiently(
+    request: aws_sdk_ssm::operation::put_parameter::builders::PutParameterFluentBuilder,
+) {
+    use aws_sdk_ssm::error::ProvideErrorMetadata;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match request.clone().send().await {
+            Ok(_) => return,
+            Err(err)
+                if err.code() == Some("ThrottlingException")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("PutParameter: {err:?}"),
+        }
+    }
+}
+
 /// A lowercase random suffix for names that must not collide between tests.
 pub fn unique(prefix: &str) -> String {
     let n: u32 = rand::rng().random();
@@ -415,15 +438,15 @@ impl Fixture {
             .send()
             .await
             .unwrap();
-        aws.ssm
-            .put_parameter()
-            .name(&password_parameter)
-            .value(password)
-            .r#type(ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .unwrap();
+        put_parameter_patiently(
+            aws.ssm
+                .put_parameter()
+                .name(&password_parameter)
+                .value(password)
+                .r#type(ParameterType::SecureString)
+                .overwrite(true),
+        )
+        .await;
         let actors = test_actors(&bucket, &prefix, &job, None);
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("backups.toml");
@@ -611,17 +634,17 @@ impl Fixture {
             .send()
             .await
             .unwrap();
-        self.aws
-            .ssm
-            .put_parameter()
-            .name(&self.password_parameter)
-            .value(password.parameter().unwrap().value().unwrap())
-            .r#type(ParameterType::SecureString)
-            .key_id(&key_id)
-            .overwrite(true)
-            .send()
-            .await
-            .unwrap();
+        put_parameter_patiently(
+            self.aws
+                .ssm
+                .put_parameter()
+                .name(&self.password_parameter)
+                .value(password.parameter().unwrap().value().unwrap())
+                .r#type(ParameterType::SecureString)
+                .key_id(&key_id)
+                .overwrite(true),
+        )
+        .await;
         key_id
     }
 
