@@ -52,6 +52,7 @@ import fcntl
 import gzip
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -462,6 +463,9 @@ class Simulator:
                         inst.phase = "done"
             if inst.phase == "done":
                 inst.stop_imds()
+                # the instance's disk goes with it (the agent binary alone is
+                # tens of MB per instance; a full test run launches hundreds)
+                shutil.rmtree(os.path.join(inst.dir, "tmp"), ignore_errors=True)
 
     def run(self):
         log(f"simulator started: endpoint {ENDPOINT}, state {SIM_DIR}, shims {SHIM_DIR}, "
