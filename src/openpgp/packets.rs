@@ -650,7 +650,10 @@ pub(crate) mod tests {
         let status = show(&with_stub);
         assert!(status.contains("[GNUPG:] SESSION_KEY 9:"), "{status}");
         assert!(status.contains("DECRYPTION_FAILED"), "{status}");
-        assert!(!status.contains("PLAINTEXT"), "{status}");
+        // No PLAINTEXT check: the stub's zeros decrypt under the (random)
+        // session key to random bytes, which now and then parse as a
+        // literal-data header, so gpg may report a PLAINTEXT of garbage
+        // before the integrity check fails. It carries no backup data.
         assert_eq!(
             complete(&with_stub).pkesks,
             header.pkesks,
