@@ -475,10 +475,9 @@ impl Controller {
             if launch::put_json(bucket, &key, body.clone(), Condition::Absent).await? {
                 return Ok(());
             }
-            let Some(lease) = launch::get_json(bucket, &key).await? else {
+            let Some((held, etag)) = self.read_lease(&job.name).await? else {
                 continue;
             };
-            let held: Option<LeaseDoc> = serde_json::from_slice(&lease.body).ok();
             if let Some(held) = held {
                 let status = self
                     .store
@@ -505,14 +504,7 @@ impl Controller {
                 }
                 tracing::info!(expired = %held.job_id, "taking over an expired lease");
             }
-            if launch::put_json(
-                bucket,
-                &key,
-                body.clone(),
-                Condition::Unchanged(&lease.etag),
-            )
-            .await?
-            {
+            if launch::put_json(bucket, &key, body.clone(), Condition::Unchanged(&etag)).await? {
                 return Ok(());
             }
         }
@@ -524,17 +516,28 @@ impl Controller {
         })
     }
 
+    /// The job's lease as stored, with its ETag; its document is `None`
+    /// when it does not parse (a lease nobody can hold: free to take
+    /// over). `None` when the job has no lease.
+    async fn read_lease(
+        &self,
+        job: &str,
+    ) -> Result<Option<(Option<LeaseDoc>, String)>, LaunchError> {
+        let Some(object) = launch::get_json(&self.bucket(), &self.lease_key(job)).await? else {
+            return Ok(None);
+        };
+        Ok(Some((
+            serde_json::from_slice(&object.body).ok(),
+            object.etag,
+        )))
+    }
+
     /// Records `instance_id` in the lease `job_id` holds on `job`, so that
     /// `terminate` and the next `run` find the instance before EC2 lists
     /// it by its tags. Best effort: without it they find it once EC2 does.
     async fn record_instance(&self, job: &str, job_id: &str, instance_id: &str) {
-        let bucket = self.bucket();
-        let key = self.lease_key(job);
         let recorded = async {
-            let Some(lease) = launch::get_json(&bucket, &key).await? else {
-                return Ok(false);
-            };
-            let Ok(mut doc) = serde_json::from_slice::<LeaseDoc>(&lease.body) else {
+            let Some((Some(mut doc), etag)) = self.read_lease(job).await? else {
                 return Ok(false);
             };
             if doc.job_id != job_id {
@@ -542,7 +545,8 @@ impl Controller {
             }
             doc.instance_id = Some(instance_id.to_owned());
             let body = serde_json::to_string(&doc).expect("lease serialises");
-            launch::put_json(&bucket, &key, body, Condition::Unchanged(&lease.etag)).await
+            let key = self.lease_key(job);
+            launch::put_json(&self.bucket(), &key, body, Condition::Unchanged(&etag)).await
         };
         match recorded.await {
             Ok(true) => {}
@@ -901,10 +905,7 @@ impl Controller {
         job_id: Option<&str>,
         listed: &[LiveInstance],
     ) -> Result<Option<LiveInstance>, RunError> {
-        let Some(lease) = launch::get_json(&self.bucket(), &self.lease_key(job)).await? else {
-            return Ok(None);
-        };
-        let Ok(lease) = serde_json::from_slice::<LeaseDoc>(&lease.body) else {
+        let Some((Some(lease), _)) = self.read_lease(job).await? else {
             return Ok(None);
         };
         let Some(instance_id) = lease.instance_id.clone() else {

@@ -14,15 +14,6 @@ use crate::common::faultproxy::FaultProxy;
 use crate::common::*;
 use serde_json::json;
 
-async fn sample_fixture(prefix: &str) -> (KeyHolder, String, Fixture) {
-    require_services();
-    let holder = KeyHolder::generate("holder");
-    let database = unique(prefix);
-    create_sample_database(&database, 2_000);
-    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    (holder, database, fixture)
-}
-
 fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()

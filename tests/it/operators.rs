@@ -107,15 +107,6 @@ fn signal(pid: u32, name: &str) {
     run_ok(Command::new("kill").args([&format!("-{name}"), &pid.to_string()]));
 }
 
-async fn sample_fixture(prefix: &str) -> (KeyHolder, String, Fixture) {
-    require_services();
-    let holder = KeyHolder::generate("holder");
-    let database = unique(prefix);
-    create_sample_database(&database, 2_000);
-    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    (holder, database, fixture)
-}
-
 /// The job's phase, or "" while its status parameter does not exist yet.
 async fn phase(fixture: &Fixture) -> String {
     let Ok(out) = fixture
@@ -429,30 +420,10 @@ async fn every_documented_exit_code_comes_from_a_real_scenario() {
     fixture.write(&good_config);
 
     // 4: the backup failed (wrong password).
-    put_parameter_patiently(
-        fixture
-            .aws
-            .ssm
-            .put_parameter()
-            .name(&fixture.password_parameter)
-            .value("wrong-password")
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .overwrite(true),
-    )
-    .await;
+    fixture.set_password("wrong-password", None).await;
     let failed = fixture.run_job();
     assert_eq!(failed.status.code(), Some(4), "{}", show(&failed));
-    put_parameter_patiently(
-        fixture
-            .aws
-            .ssm
-            .put_parameter()
-            .name(&fixture.password_parameter)
-            .value(pg_backup_password())
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .overwrite(true),
-    )
-    .await;
+    fixture.set_password(&pg_backup_password(), None).await;
 
     // 5: timed out (the agent hangs; its heartbeat goes stale).
     let mut short_heartbeat = good_config;

@@ -369,7 +369,6 @@ fn expect(fixture: &Fixture, args: &[&str], gnupg_home: &Path, exit: i32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed() {
-    use aws_sdk_s3::primitives::ByteStream;
     require_services();
     let holder = KeyHolder::generate("holder");
     let database = unique("pol_");
@@ -380,21 +379,8 @@ async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed(
     // password and the bucket's default encryption, and a bucket with
     // Object Lock for `storage.retention`.
     let locked = unique("bc-pol-");
-    let s3 = &fixture.aws.s3;
-    s3.create_bucket()
-        .bucket(&locked)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    fixture.create_locked_bucket(&locked, &holder).await;
     let key_id = fixture.use_customer_managed_key(&locked).await;
-    s3.put_object()
-        .bucket(&locked)
-        .key(format!("{}/config/public-keys/holder.asc", fixture.prefix))
-        .body(ByteStream::from(holder.public_key()))
-        .send()
-        .await
-        .unwrap();
     let mut fixture = Fixture {
         bucket: locked,
         ..fixture

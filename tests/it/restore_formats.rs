@@ -6,33 +6,10 @@
 //! their paths, byte for byte what stock `gpg` and `zstd -d` give.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use crate::common::config::{Job, MysqlMode};
 use crate::common::*;
-
-/// Runs the fixture's job; returns the manifest and its S3 address.
-async fn back_up(fixture: &Fixture) -> (serde_json::Value, String) {
-    let output = fixture.run_job();
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let status = fixture.status().await;
-    let manifest_key = status["manifest_key"].as_str().unwrap().to_owned();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&fixture.get(&manifest_key).await).unwrap();
-    let address = format!("s3://{}/{manifest_key}", fixture.bucket);
-    (manifest, address)
-}
-
-/// `backup-cloud ARGS --config …` with `gnupg_home` as GNUPGHOME.
-fn run(fixture: &Fixture, args: &[&str], gnupg_home: &Path) -> Output {
-    fixture
-        .command(args)
-        .env_remove("RUST_LOG")
-        .env("GNUPGHOME", gnupg_home)
-        .env_remove("MYSQL_PWD")
-        .output()
-        .unwrap()
-}
 
 /// A MariaDB account that may restore anything, reached over TCP, whose
 /// password needs escaping everywhere (URL, option file); dropped with
@@ -106,7 +83,7 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 fn session_keys(fixture: &Fixture, holder: &KeyHolder, address: &str, work: &Path) -> String {
     let operator = tempfile::tempdir().unwrap();
     let archive = work.join("headers.tar");
-    let output = run(
+    let output = restore_side(
         fixture,
         &["headers", address, "--out", archive.to_str().unwrap()],
         operator.path(),
@@ -134,7 +111,7 @@ fn decrypt_with_session_keys(
 ) -> PathBuf {
     let keys = session_keys(fixture, holder, address, work);
     let out = work.join("out");
-    let output = run(
+    let output = restore_side(
         fixture,
         &[
             "decrypt",
@@ -165,14 +142,7 @@ fn mysql_drill_passes(
     counts: &str,
 ) -> String {
     let leftover = drill_scratch_databases();
-    let output = run(
-        fixture,
-        &["drill", address, "--to", &mysql_root_url()],
-        holder.home.path(),
-    );
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(out.contains(&format!("drill passed: {counts}")), "{out}");
+    let out = drill_passes(fixture, holder, address, &mysql_root_url(), counts);
     assert_eq!(
         drill_scratch_databases(),
         leftover,
@@ -334,7 +304,7 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
         .await
         .unwrap();
     let leftover = drill_scratch_databases();
-    let output = run(
+    let output = restore_side(
         &fixture,
         &["drill", &address, "--to", &mysql_root_url()],
         holder.home.path(),
@@ -371,7 +341,7 @@ async fn a_postgres_directory_backup_restores_with_pg_restore_jobs_and_drills() 
         "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/{restored}",
         pg_port()
     );
-    let output = run(
+    let output = restore_side(
         &fixture,
         &["restore", &address, "--to", &url],
         holder.home.path(),
@@ -389,7 +359,7 @@ async fn a_postgres_directory_backup_restores_with_pg_restore_jobs_and_drills() 
         "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
         pg_port()
     );
-    let output = run(
+    let output = restore_side(
         &fixture,
         &["drill", &address, "--to", &server],
         holder.home.path(),

@@ -5,7 +5,6 @@
 //! retention, and deleting a locked version is refused.
 
 use crate::common::*;
-use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ObjectLockMode;
 use backup_cloud::schema::{Retention, RetentionMode};
 
@@ -17,25 +16,7 @@ async fn every_object_and_the_manifest_are_locked() {
     let holder = KeyHolder::generate("holder");
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
     let locked = unique("bc-locked-");
-    fixture
-        .aws
-        .s3
-        .create_bucket()
-        .bucket(&locked)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
-    fixture
-        .aws
-        .s3
-        .put_object()
-        .bucket(&locked)
-        .key(format!("{}/config/public-keys/holder.asc", fixture.prefix))
-        .body(ByteStream::from(holder.public_key()))
-        .send()
-        .await
-        .unwrap();
+    fixture.create_locked_bucket(&locked, &holder).await;
     let mut fixture = Fixture {
         bucket: locked,
         ..fixture

@@ -71,14 +71,21 @@ pub async fn aws() -> AwsClients {
     AwsClients::load(Some(REGION), Some(&endpoint())).await
 }
 
-/// Sends the test's own (admin) `PutParameter` until SSM stops throttling
-/// it, for up to a minute: the tests share the account's PutParameter
-/// rate (3/s under the gate, as on AWS) with the jobs running beside them,
-/// and the SDK's three attempts are not always enough.
-pub async fn put_parameter_patiently(
-    request: aws_sdk_ssm::operation::put_parameter::builders::PutParameterFluentBuilder,
-) {
+/// Writes the database password `value` into the SecureString `name`
+/// (under the customer-managed key `key_id`, or the account's default),
+/// as the test's admin, until SSM stops throttling it, for up to a minute:
+/// the tests share the account's PutParameter rate (3/s under the gate, as
+/// on AWS) with the jobs running beside them, and the SDK's three attempts
+/// are not always enough.
+async fn put_password(ssm: &aws_sdk_ssm::Client, name: &str, value: &str, key_id: Option<&str>) {
     use aws_sdk_ssm::error::ProvideErrorMetadata;
+    let request = ssm
+        .put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(ParameterType::SecureString)
+        .set_key_id(key_id.map(str::to_owned))
+        .overwrite(true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         match request.clone().send().await {
@@ -92,6 +99,17 @@ pub async fn put_parameter_patiently(
             Err(err) => panic!("PutParameter: {err:?}"),
         }
     }
+}
+
+/// Puts the key holder's public key where a config with `prefix` finds it.
+async fn put_public_key(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, holder: &KeyHolder) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(format!("{prefix}/config/public-keys/holder.asc"))
+        .body(ByteStream::from(holder.public_key()))
+        .send()
+        .await
+        .unwrap();
 }
 
 /// A lowercase random suffix for names that must not collide between tests.
@@ -430,23 +448,8 @@ impl Fixture {
         let password_parameter = format!("/backup-cloud-test/{job}/db-password");
         let status_prefix = format!("/backup-cloud-test/{job}/status");
         aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
-        aws.s3
-            .put_object()
-            .bucket(&bucket)
-            .key(format!("{prefix}/config/public-keys/holder.asc"))
-            .body(ByteStream::from(key_holder.public_key()))
-            .send()
-            .await
-            .unwrap();
-        put_parameter_patiently(
-            aws.ssm
-                .put_parameter()
-                .name(&password_parameter)
-                .value(password)
-                .r#type(ParameterType::SecureString)
-                .overwrite(true),
-        )
-        .await;
+        put_public_key(&aws.s3, &bucket, &prefix, key_holder).await;
+        put_password(&aws.ssm, &password_parameter, password, None).await;
         let actors = test_actors(&bucket, &prefix, &job, None);
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("backups.toml");
@@ -634,18 +637,29 @@ impl Fixture {
             .send()
             .await
             .unwrap();
-        put_parameter_patiently(
-            self.aws
-                .ssm
-                .put_parameter()
-                .name(&self.password_parameter)
-                .value(password.parameter().unwrap().value().unwrap())
-                .r#type(ParameterType::SecureString)
-                .key_id(&key_id)
-                .overwrite(true),
-        )
-        .await;
+        let password = password.parameter().unwrap().value().unwrap();
+        self.set_password(password, Some(&key_id)).await;
         key_id
+    }
+
+    /// Sets the database password the job reads to `value`, under the
+    /// customer-managed key `key_id` or the account's default.
+    pub async fn set_password(&self, value: &str, key_id: Option<&str>) {
+        put_password(&self.aws.ssm, &self.password_parameter, value, key_id).await;
+    }
+
+    /// Creates `bucket` with Object Lock enabled (for `storage.retention`)
+    /// and the key holder's public key under the fixture's prefix.
+    pub async fn create_locked_bucket(&self, bucket: &str, holder: &KeyHolder) {
+        self.aws
+            .s3
+            .create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .unwrap();
+        put_public_key(&self.aws.s3, bucket, &self.prefix, holder).await;
     }
 
     /// New actors for the fixture's bucket as it is now (another bucket,
@@ -874,6 +888,62 @@ pub fn mariadb_root() -> Command {
         .args(["-u", "root", "--batch", "--skip-column-names"])
         .args(["--default-character-set=utf8mb4"]);
     command
+}
+
+/// Runs the fixture's job, which must succeed; returns its manifest and
+/// the backup's S3 address.
+pub async fn back_up(fixture: &Fixture) -> (serde_json::Value, String) {
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let status = fixture.status().await;
+    let manifest_key = status["manifest_key"].as_str().unwrap().to_owned();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fixture.get(&manifest_key).await).unwrap();
+    let address = format!("s3://{}/{manifest_key}", fixture.bucket);
+    (manifest, address)
+}
+
+/// `backup-cloud ARGS --config …` as the restore side, with `gnupg_home`
+/// as GNUPGHOME and no `MYSQL_PWD` from the test's environment.
+pub fn restore_side(fixture: &Fixture, args: &[&str], gnupg_home: &Path) -> Output {
+    fixture
+        .command(args)
+        .env_remove("RUST_LOG")
+        .env("GNUPGHOME", gnupg_home)
+        .env_remove("MYSQL_PWD")
+        .output()
+        .unwrap()
+}
+
+/// `drill ADDRESS --to URL` with the key holder's keyring: it must pass
+/// with `counts` ("N table(s), M row(s)"); returns its stdout.
+pub fn drill_passes(
+    fixture: &Fixture,
+    holder: &KeyHolder,
+    address: &str,
+    url: &str,
+    counts: &str,
+) -> String {
+    let output = restore_side(
+        fixture,
+        &["drill", address, "--to", url],
+        holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(out.contains(&format!("drill passed: {counts}")), "{out}");
+    out
+}
+
+/// A fixture, its key holder and a sample PostgreSQL database of 2,000
+/// rows (named from `prefix`).
+pub async fn sample_fixture(prefix: &str) -> (KeyHolder, String, Fixture) {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique(prefix);
+    create_sample_database(&database, 2_000);
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
+    (holder, database, fixture)
 }
 
 /// The test MariaDB as root over its socket (no password), as a
