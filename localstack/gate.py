@@ -633,12 +633,20 @@ def denial(call, principal, check, decision, deny_source):
     return query_error("AccessDenied", message, 403)
 
 
+# SigV4 presigned URLs live at most a week (S3 API Reference, "Authenticating
+# Requests: Using Query Parameters").
+MAX_PRESIGN_SECONDS = 604800
+
+
 def presign_expired(signer):
     """The S3 error for a presigned URL past its expiry, or None."""
     if not signer.presigned:
         return None
     try:
         if signer.date and signer.expires:
+            if int(signer.expires) > MAX_PRESIGN_SECONDS:
+                return s3_error("AuthorizationQueryParametersError",
+                                "X-Amz-Expires must be less than a week (in seconds) that is 604800", 400)
             expires = (datetime.strptime(signer.date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
                        + timedelta(seconds=int(signer.expires)))
             extra = {"X-Amz-Expires": signer.expires}

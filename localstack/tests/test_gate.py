@@ -522,6 +522,19 @@ class PresignedUrls(GateCase):
             self.assertIn("<Code>AccessDenied</Code>", body)
             self.assertIn("<Message>Request has expired</Message>", body)
 
+    def test_a_url_presigned_for_more_than_a_week_is_refused(self):
+        bucket = unique("gate-presign-week-")
+        s3 = self.gate.client("s3")
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="agent", Body=b"binary")
+        signer = self.gate.client("s3", config=botocore.config.Config(signature_version="s3v4"))
+        url = signer.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "agent"},
+                                            ExpiresIn=604801)
+        with self.assertRaises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(url)
+        self.assertEqual(caught.exception.code, 400)
+        self.assertIn("AuthorizationQueryParametersError", caught.exception.read().decode())
+
     def test_a_url_presigned_by_a_role_session_dies_with_it(self):
         bucket, actors = self.bucket_with_actors()
         key = f"{PREFIX}/jobs/spec.json"

@@ -181,10 +181,10 @@ async fn a_mysqldump_backup_restores_drills_and_decrypts_through_zstd() {
     // from MYSQL_PWD (handed on in an option file, never on argv)
     drop_mysql_databases(&databases);
     let restorer = Restorer::create();
-    let output = Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-        .args(["restore", &address, "--to", &restorer.url(false)])
-        .arg("--config")
-        .arg(&fixture.config_path)
+    // as the restore side's IAM user, like every restore
+    let output = fixture
+        .command(&["restore", &address, "--to", &restorer.url(false)])
+        .env_remove("RUST_LOG")
         .env("GNUPGHOME", holder.home.path())
         .env("MYSQL_PWD", RESTORER_PASSWORD)
         .output()
@@ -255,10 +255,10 @@ async fn a_mydumper_backup_restores_with_myloader_and_drills() {
     drop_mysql_databases(&databases);
     let restorer = Restorer::create();
     let tmp = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-        .args(["restore", &address, "--to", &restorer.url(true)])
-        .arg("--config")
-        .arg(&fixture.config_path)
+    // as the restore side's IAM user, like every restore
+    let output = fixture
+        .command(&["restore", &address, "--to", &restorer.url(true)])
+        .env_remove("RUST_LOG")
         .env("GNUPGHOME", holder.home.path())
         .env("TMPDIR", tmp.path())
         .env_remove("MYSQL_PWD")

@@ -118,6 +118,50 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{n:08x}")
 }
 
+/// The longest any one `backup-cloud` command of the tests may run: far
+/// beyond the slowest (a few minutes), so that a hang (a deadlock on full
+/// pipes, say) fails its test instead of stalling the suite until CI's
+/// own limit.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(15 * 60);
+
+/// Runs `command` to its end and returns its output; kills it and panics
+/// if it has not ended within `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    use std::io::Read;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} was still running after {limit:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// Runs a command and returns its output, panicking with stderr on failure.
 pub fn run_ok(command: &mut Command) -> Output {
     let output = command
@@ -556,7 +600,7 @@ impl Fixture {
     /// Runs `backup-cloud ARGS --config <fixture config>` as its actor
     /// (see [`Fixture::command`]).
     pub fn backup_cloud(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
+        output_within(&mut self.command(args), COMMAND_LIMIT)
     }
 
     /// `backup-cloud ARGS --config <fixture config>`, with the keys of
@@ -906,13 +950,14 @@ pub async fn back_up(fixture: &Fixture) -> (serde_json::Value, String) {
 /// `backup-cloud ARGS --config …` as the restore side, with `gnupg_home`
 /// as GNUPGHOME and no `MYSQL_PWD` from the test's environment.
 pub fn restore_side(fixture: &Fixture, args: &[&str], gnupg_home: &Path) -> Output {
-    fixture
-        .command(args)
-        .env_remove("RUST_LOG")
-        .env("GNUPGHOME", gnupg_home)
-        .env_remove("MYSQL_PWD")
-        .output()
-        .unwrap()
+    output_within(
+        fixture
+            .command(args)
+            .env_remove("RUST_LOG")
+            .env("GNUPGHOME", gnupg_home)
+            .env_remove("MYSQL_PWD"),
+        COMMAND_LIMIT,
+    )
 }
 
 /// `drill ADDRESS --to URL` with the key holder's keyring: it must pass
