@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use super::grants::Grants;
 use crate::client_limits::MYSQL_MAX_PACKET;
 use crate::credentials;
 use crate::schema::{DatabaseTarget, DumpMode, DumpSettings, Engine};
@@ -64,6 +65,20 @@ pub enum DumpError {
         .0.join(", ")
     )]
     InvisibleColumns(Vec<String>),
+    #[error(
+        "the backup role {role} cannot see everything it must dump, and the dump tools leave out \
+         what it cannot see without an error: {}; grant what is missing, e.g. \
+         GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON `<database>`.* TO <role> and, for routines, \
+         GRANT SELECT ON mysql.proc TO <role> (MySQL 8.0.20 and later: GRANT SHOW_ROUTINE ON *.* TO <role>)",
+        .lacking.join("; ")
+    )]
+    MysqlPrivileges { role: String, lacking: Vec<String> },
+    #[error(
+        "mydumper names its files `database.table`, so these names with a dot would be restored \
+         under another name: {}; set mode = \"mysqldump\" for this job, which keeps them",
+        .0.join(", ")
+    )]
+    DottedNames(Vec<String>),
     #[error(
         "these views cannot be dumped, so the backup would be missing them: {}; \
          repair or drop them",
@@ -152,32 +167,75 @@ pub struct Connection {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MysqlDatabases(pub Vec<String>);
 
-/// The tables and views of the dumped databases as the server listed
-/// them before the dump: `(database, name, type)`.
+/// What a mydumper dump must hold, from the server's catalog before the
+/// dump began: one file per entry, named as mydumper 0.10 names it, with
+/// what the file stands for.
 #[derive(Debug, Default)]
-pub struct Catalog(Vec<(String, String, String)>);
+pub struct Catalog(Vec<(String, String)>);
 
 impl Catalog {
-    /// Fails unless every table and view listed has a file in the dump,
-    /// whose files are labelled `(database, table)`: a dump tool that
-    /// skipped one (mydumper skips what it cannot read, with a warning)
+    /// Fails unless every file the catalog calls for is among `dumped`
+    /// (paths relative to the dump directory): a dump tool that skipped
+    /// something (mydumper skips what it cannot read, with a warning)
     /// must not pass for a whole backup.
     pub fn account_for<'a>(
         &self,
-        dumped: impl IntoIterator<Item = (&'a str, &'a str)>,
+        dumped: impl IntoIterator<Item = &'a str>,
     ) -> Result<(), DumpError> {
-        let dumped: std::collections::HashSet<(&str, &str)> = dumped.into_iter().collect();
+        let dumped: std::collections::HashSet<&str> = dumped.into_iter().collect();
         let missing: Vec<String> = self
             .0
             .iter()
-            .filter(|(database, name, _)| !dumped.contains(&(database.as_str(), name.as_str())))
-            .map(|(database, name, kind)| format!("{database}.{name} ({})", kind.to_lowercase()))
+            .filter(|(file, _)| !dumped.contains(file.as_str()))
+            .map(|(_, what)| what.clone())
             .collect();
         if missing.is_empty() {
             Ok(())
         } else {
             Err(DumpError::MissingFromDump(missing))
         }
+    }
+
+    /// The catalog of `databases` from the server's listing of their
+    /// `tables` (`(database, name, table type)`), the `(database, table)`
+    /// pairs with `triggers`, and the databases holding routines or events.
+    fn of(
+        databases: &MysqlDatabases,
+        tables: &[[String; 3]],
+        triggers: &[[String; 2]],
+        routines_or_events: &[String],
+    ) -> Catalog {
+        let mut files = Vec::new();
+        for database in &databases.0 {
+            files.push((
+                format!("{database}-schema-create.sql"),
+                format!("database {database}"),
+            ));
+        }
+        for [database, name, kind] in tables {
+            let (suffix, what) = if kind == "VIEW" {
+                ("-schema-view", "view")
+            } else {
+                ("-schema", "table")
+            };
+            files.push((
+                format!("{database}.{name}{suffix}.sql"),
+                format!("{what} {database}.{name}"),
+            ));
+        }
+        for [database, table] in triggers {
+            files.push((
+                format!("{database}.{table}-schema-triggers.sql"),
+                format!("the triggers of {database}.{table}"),
+            ));
+        }
+        for database in routines_or_events {
+            files.push((
+                format!("{database}-schema-post.sql"),
+                format!("the routines and events of {database}"),
+            ));
+        }
+        Catalog(files)
     }
 }
 
@@ -394,15 +452,36 @@ impl Connection {
     }
 
     /// Checks, before dumping, that everything in `databases` can be
-    /// dumped whole with `mode`: no view the server cannot read (mydumper
-    /// skipped one with a warning, mysqldump fails on it midway), and for
-    /// mydumper no invisible column (it reads `SELECT *`, which leaves
-    /// them out). A backup must never exit 0 with less than was there.
+    /// dumped whole with `mode`, and lists what the dump must then hold:
+    /// the role sees every object (see [`grants`](super::grants)); no view
+    /// is one the server cannot read (mydumper skipped one with a warning,
+    /// mysqldump fails on it midway); and for mydumper, no invisible
+    /// column (it reads `SELECT *`, which leaves them out) and no name
+    /// with a dot (its file names `db.table.sql` then say another
+    /// database, and myloader restores into it). A backup must never exit
+    /// 0 with less than was there.
     pub async fn check_mysql_dumpable(
         &self,
         databases: &MysqlDatabases,
         mode: DumpMode,
     ) -> Result<Catalog, DumpError> {
+        let grants = self
+            .mysql_query("SELECT CURRENT_USER(); SHOW GRANTS")
+            .await?;
+        let (role, grants) = grants.split_once('\n').unwrap_or((grants.as_str(), ""));
+        let lacking = Grants::parse(grants).lacking(&databases.0);
+        if !lacking.is_empty() {
+            return Err(DumpError::MysqlPrivileges {
+                role: role.trim().to_owned(),
+                lacking: lacking
+                    .iter()
+                    .map(|(database, missing)| match database {
+                        Some(database) => format!("{database}: {}", missing.join(", ")),
+                        None => format!("routines: {}", missing.join(", ")),
+                    })
+                    .collect(),
+            });
+        }
         let schemas = databases.sql_list();
         // A view the server cannot read is listed with the error in place
         // of its comment ('VIEW').
@@ -417,35 +496,67 @@ impl Connection {
         if !broken.is_empty() {
             return Err(DumpError::BrokenViews(broken));
         }
-        if mode == DumpMode::Mydumper {
-            let invisible = self
+        let tables: Vec<[String; 3]> = rows(
+            &self
                 .mysql_query(&format!(
-                    "SELECT CONCAT(table_schema, '.', table_name, '.', column_name) \
-                     FROM information_schema.columns WHERE extra LIKE '%INVISIBLE%' \
-                     AND table_schema IN ({schemas}) ORDER BY 1"
+                    "SELECT table_schema, table_name, table_type FROM information_schema.tables \
+                     WHERE table_type IN ('BASE TABLE', 'VIEW') AND table_schema IN ({schemas}) \
+                     ORDER BY 1, 2"
                 ))
-                .await?;
-            let invisible: Vec<String> = invisible.lines().map(str::to_owned).collect();
-            if !invisible.is_empty() {
-                return Err(DumpError::InvisibleColumns(invisible));
-            }
+                .await?,
+        );
+        if mode != DumpMode::Mydumper {
+            return Ok(Catalog::default());
         }
-        let listed = self
+        let invisible = self
             .mysql_query(&format!(
-                "SELECT table_schema, table_name, table_type FROM information_schema.tables \
-                 WHERE table_type IN ('BASE TABLE', 'VIEW') AND table_schema IN ({schemas}) \
-                 ORDER BY 1, 2"
+                "SELECT CONCAT(table_schema, '.', table_name, '.', column_name) \
+                 FROM information_schema.columns WHERE extra LIKE '%INVISIBLE%' \
+                 AND table_schema IN ({schemas}) ORDER BY 1"
             ))
             .await?;
-        Ok(Catalog(
-            listed
-                .lines()
-                .filter_map(|line| {
-                    let mut fields = line.split('\t');
-                    let (database, name, kind) = (fields.next()?, fields.next()?, fields.next()?);
-                    Some((database.to_owned(), name.to_owned(), kind.to_owned()))
-                })
-                .collect(),
+        let invisible: Vec<String> = invisible.lines().map(str::to_owned).collect();
+        if !invisible.is_empty() {
+            return Err(DumpError::InvisibleColumns(invisible));
+        }
+        let dotted: Vec<String> = databases
+            .0
+            .iter()
+            .filter(|database| database.contains('.'))
+            .map(|database| format!("database {database}"))
+            .chain(
+                tables
+                    .iter()
+                    .filter(|[_, name, _]| name.contains('.'))
+                    .map(|[database, name, _]| format!("{database}: {name}")),
+            )
+            .collect();
+        if !dotted.is_empty() {
+            return Err(DumpError::DottedNames(dotted));
+        }
+        let triggers: Vec<[String; 2]> = rows(
+            &self
+                .mysql_query(&format!(
+                    "SELECT DISTINCT event_object_schema, event_object_table \
+                     FROM information_schema.triggers WHERE event_object_schema IN ({schemas})"
+                ))
+                .await?,
+        );
+        let routines_or_events: Vec<String> = self
+            .mysql_query(&format!(
+                "SELECT routine_schema FROM information_schema.routines \
+                 WHERE routine_schema IN ({schemas}) UNION \
+                 SELECT event_schema FROM information_schema.events WHERE event_schema IN ({schemas})"
+            ))
+            .await?
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        Ok(Catalog::of(
+            databases,
+            &tables,
+            &triggers,
+            &routines_or_events,
         ))
     }
 
@@ -506,7 +617,8 @@ impl Connection {
                 "--connect-timeout={}",
                 self.target.connect_timeout_secs
             ))
-            .args(["--batch", "--skip-column-names", "--execute"])
+            // raw: names come back as they are, backslashes included
+            .args(["--batch", "--raw", "--skip-column-names", "--execute"])
             .arg(sql);
         run_to_completion("mysql", command).await
     }
@@ -598,6 +710,18 @@ fn mydumper_regex(databases: &[String]) -> String {
         })
         .collect();
     format!("^({})\\.", alternatives.join("|"))
+}
+
+/// The rows of a `mysql --batch` answer that have `N` tab-separated
+/// fields.
+fn rows<const N: usize>(output: &str) -> Vec<[String; N]> {
+    output
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<String> = line.split('\t').map(str::to_owned).collect();
+            <[String; N]>::try_from(fields).ok()
+        })
+        .collect()
 }
 
 /// `dbname='…'` with libpq's conninfo quoting.
@@ -829,16 +953,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_listed_table_or_view_without_a_file_fails_the_dump() {
-        let catalog = Catalog(vec![
-            ("app".into(), "acct".into(), "BASE TABLE".into()),
-            ("app".into(), "v_ok".into(), "VIEW".into()),
-        ]);
-        assert!(catalog
-            .account_for([("app", "acct"), ("app", "v_ok"), ("app", "extra")])
-            .is_ok());
-        let err = catalog.account_for([("app", "acct")]).unwrap_err();
-        assert!(err.to_string().contains("app.v_ok (view)"), "{err}");
+    fn every_object_in_the_catalog_needs_its_file_in_the_dump() {
+        let catalog = Catalog::of(
+            &MysqlDatabases(vec!["app".into()]),
+            &[
+                ["app".into(), "acct".into(), "BASE TABLE".into()],
+                ["app".into(), "v_ok".into(), "VIEW".into()],
+            ],
+            &[["app".into(), "acct".into()]],
+            &["app".into()],
+        );
+        let whole = [
+            "app-schema-create.sql",
+            "app.acct-schema.sql",
+            "app.acct.00000.sql",
+            "app.v_ok-schema-view.sql",
+            "app.acct-schema-triggers.sql",
+            "app-schema-post.sql",
+            "metadata",
+        ];
+        assert!(catalog.account_for(whole).is_ok());
+        for (left_out, named) in [
+            ("app.v_ok-schema-view.sql", "view app.v_ok"),
+            ("app.acct-schema.sql", "table app.acct"),
+            ("app.acct-schema-triggers.sql", "the triggers of app.acct"),
+            ("app-schema-post.sql", "the routines and events of app"),
+            ("app-schema-create.sql", "database app"),
+        ] {
+            let err = catalog
+                .account_for(whole.iter().copied().filter(|f| *f != left_out))
+                .unwrap_err();
+            assert!(err.to_string().contains(named), "{err}");
+        }
+    }
+
+    #[test]
+    fn batch_rows_keep_only_whole_rows() {
+        let rows: Vec<[String; 2]> = rows("a\tb\nbroken\nc\td\te\n\t\n");
+        assert_eq!(
+            rows,
+            vec![
+                ["a".to_owned(), "b".to_owned()],
+                [String::new(), String::new()]
+            ]
+        );
     }
 
     fn target() -> DatabaseTarget {

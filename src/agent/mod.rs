@@ -22,6 +22,7 @@ mod directory;
 mod dump;
 mod encrypt;
 mod facts;
+mod grants;
 mod keys;
 mod part_size;
 mod progress;
@@ -282,11 +283,8 @@ async fn take_backup(
     let prepared = prepare(clients, &bucket, spec, reporter).await?;
     let (dumped, facts) = dump(&bucket, spec, &prepared, reporter, counters).await?;
     if spec.dump.mode == DumpMode::Mydumper {
-        let labelled = dumped
-            .objects
-            .iter()
-            .filter_map(|o| Some((o.database.as_deref()?, o.table.as_deref()?)));
-        prepared.catalog.account_for(labelled)?;
+        let paths = dumped.objects.iter().filter_map(|o| o.path.as_deref());
+        prepared.catalog.account_for(paths)?;
     }
     reporter.enter_phase(Phase::Verifying).await;
     verify_objects(&bucket, &dumped.objects).await?;
@@ -311,7 +309,7 @@ struct Prepared {
     encryptor: Encryptor,
     connection: Connection,
     databases: MysqlDatabases,
-    /// MySQL: the tables and views a directory dump must hold a file of.
+    /// mydumper: the files the dump must hold.
     catalog: Catalog,
     /// The dump tool's own version line.
     dump_tool: String,

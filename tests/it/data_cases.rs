@@ -113,20 +113,25 @@ async fn a_table_the_backup_role_cannot_read_is_named_with_the_grant() {
 /// Objects that a dump tool would leave out, silently: mydumper reads
 /// `SELECT *`, which omits invisible columns (every `token` came back as
 /// its default), and skips a view over a dropped table with a warning.
-/// Both are refused before dumping, naming the objects and the way out;
-/// with mysqldump (after the view is repaired) the data comes back whole.
+/// And names it cannot keep: it names its files `database.table…`, so a
+/// database `a.eu` holding `v1.2` was written as `a.eu.v1.2-schema.sql`,
+/// which myloader restored as database `a`. All are refused before
+/// dumping, naming the objects and the way out; with mysqldump (after
+/// the view is repaired) the data comes back whole, names and all.
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
-    let app = unique("dc_inv_");
+    let app = format!("{}.eu", unique("dc_inv_"));
     mariadb(&format!(
-        "CREATE DATABASE {app};
-         CREATE TABLE {app}.acct (id int PRIMARY KEY, name varchar(20), token varchar(20) INVISIBLE DEFAULT 'none');
-         INSERT INTO {app}.acct (id, name, token) VALUES (1, 'a', 't1'), (2, 'b', 't2');
-         CREATE TABLE {app}.gone (id int);
-         CREATE VIEW {app}.v_broken AS SELECT id FROM {app}.gone;
-         DROP TABLE {app}.gone;"
+        "CREATE DATABASE `{app}`;
+         CREATE TABLE `{app}`.acct (id int PRIMARY KEY, name varchar(20), token varchar(20) INVISIBLE DEFAULT 'none');
+         INSERT INTO `{app}`.acct (id, name, token) VALUES (1, 'a', 't1'), (2, 'b', 't2');
+         CREATE TABLE `{app}`.`v1.2` (id int PRIMARY KEY, label varchar(20));
+         INSERT INTO `{app}`.`v1.2` VALUES (1, 'a'), (2, 'b');
+         CREATE TABLE `{app}`.gone (id int);
+         CREATE VIEW `{app}`.v_broken AS SELECT id FROM `{app}`.gone;
+         DROP TABLE `{app}`.gone;"
     ));
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
     let refused = |mode: MysqlMode, expected: &[&str]| {
@@ -140,9 +145,21 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
     };
     let view = format!("{app}.v_broken");
     refused(MysqlMode::Mysqldump, &[&view]);
-    mariadb(&format!("DROP VIEW {app}.v_broken"));
+    mariadb(&format!("DROP VIEW `{app}`.v_broken"));
     let column = format!("{app}.acct.token");
     refused(MysqlMode::Mydumper, &[&column, "mode = \"mysqldump\""]);
+    mariadb(&format!(
+        "ALTER TABLE `{app}`.acct MODIFY token varchar(20) DEFAULT 'none'"
+    ));
+    let database = format!("database {app}");
+    let table = format!("{app}: v1.2");
+    refused(
+        MysqlMode::Mydumper,
+        &[&database, &table, "mode = \"mysqldump\""],
+    );
+    mariadb(&format!(
+        "ALTER TABLE `{app}`.acct MODIFY token varchar(20) INVISIBLE DEFAULT 'none'"
+    ));
 
     fixture.write(&fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &[&app])));
     let (_, address) = back_up(&fixture).await;
@@ -152,7 +169,7 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
         &holder,
         &address,
         &mysql_root_url(),
-        "1 table(s), 2 row(s)",
+        "2 table(s), 4 row(s)",
     );
     drop_mysql_databases(&[&app]);
 }
@@ -217,4 +234,85 @@ async fn a_database_named_in_any_script_backs_up_in_every_mode() {
         );
     }
     drop_mysql_databases(&[&name]);
+}
+
+/// A role that cannot see all of a database: MariaDB hides from it the
+/// triggers and routines it holds no privilege on, and mysqldump and
+/// mydumper both left them out and exited 0 (tried on 10.11). Refused in
+/// both modes before dumping, naming each gap and the GRANT; once
+/// granted, the trigger, routines and event come back with the data.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_that_cannot_see_triggers_or_routines_is_refused_before_they_go_missing() {
+    require_mysql_services();
+    let holder = KeyHolder::generate("holder");
+    let app = unique("dc_priv_");
+    let role = unique("bk_priv_");
+    let password = "priv-pw";
+    mariadb(&format!(
+        "CREATE DATABASE {app};
+         CREATE TABLE {app}.t (id int PRIMARY KEY);
+         INSERT INTO {app}.t VALUES (1), (2);
+         CREATE TRIGGER {app}.trg BEFORE INSERT ON {app}.t FOR EACH ROW SET NEW.id = NEW.id + 100;
+         CREATE PROCEDURE {app}.p() SELECT 1;
+         CREATE FUNCTION {app}.f() RETURNS int DETERMINISTIC RETURN 7;
+         CREATE EVENT {app}.ev ON SCHEDULE EVERY 1 DAY DO SELECT 1;
+         CREATE VIEW {app}.v AS SELECT id FROM {app}.t;
+         CREATE USER '{role}'@'%' IDENTIFIED BY '{password}';
+         GRANT SELECT, SHOW VIEW, EVENT ON {app}.* TO '{role}'@'%';"
+    ));
+    let fixture = Fixture::new(&holder, "unused", password).await;
+    let job = |mode| {
+        let mut config = fixture.config(fixture.mysql_job(mode, &[&app]));
+        config.only_job().user = role.clone();
+        fixture.write(&config);
+    };
+    for mode in [MysqlMode::Mydumper, MysqlMode::Mysqldump] {
+        job(mode);
+        let output = fixture.run_job();
+        assert_eq!(output.status.code(), Some(4), "{}", show(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for text in [
+            &format!("{role}@%"),
+            &format!("{app}: TRIGGER (its triggers)"),
+            "routines: SELECT on mysql.proc",
+            "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON",
+        ] {
+            assert!(stderr.contains(text), "{text:?} in: {stderr}");
+        }
+        assert!(!stderr.contains("SHOW VIEW (its views)"), "{stderr}");
+        assert!(!stderr.contains("PASSWORD"), "no hash: {stderr}");
+        fixture.assert_failed_without_manifest().await;
+    }
+
+    // the narrowest grants that do: mysqldump needs no more; mydumper
+    // also takes the global read lock (RELOAD) and reads the events of
+    // every database it can see, `mysql` included, and fails loudly
+    // without
+    mariadb(&format!(
+        "GRANT TRIGGER ON {app}.* TO '{role}'@'%'; GRANT SELECT ON mysql.proc TO '{role}'@'%';
+         GRANT RELOAD ON *.* TO '{role}'@'%'; GRANT EVENT ON mysql.* TO '{role}'@'%';"
+    ));
+    let objects = format!(
+        "SELECT (SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = '{app}'), \
+         (SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = '{app}'), \
+         (SELECT COUNT(*) FROM information_schema.events WHERE event_schema = '{app}'), \
+         (SELECT COUNT(*) FROM information_schema.views WHERE table_schema = '{app}'), \
+         (SELECT GROUP_CONCAT(id ORDER BY id) FROM {app}.t)"
+    );
+    let before = mariadb(&objects);
+    assert_eq!(before.lines().last(), Some("1\t2\t1\t1\t1,2"), "{before}");
+    for mode in [MysqlMode::Mydumper, MysqlMode::Mysqldump] {
+        job(mode);
+        let (_, address) = back_up(&fixture).await;
+        drop_mysql_databases(&[&app]);
+        let output = restore_side(
+            &fixture,
+            &["restore", &address, "--to", &mysql_root_url()],
+            holder.home.path(),
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+        assert_eq!(mariadb(&objects), before, "{mode:?}");
+    }
+    drop_mysql_databases(&[&app]);
+    mariadb(&format!("DROP USER '{role}'@'%'"));
 }
