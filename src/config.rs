@@ -255,6 +255,7 @@ struct RawJob {
     no_locks: Option<bool>,
     rows_per_chunk: Option<u64>,
     large_objects: Option<bool>,
+    exclude: Option<BTreeMap<String, Vec<String>>>,
     instance_type: Option<String>,
     max_lifetime: Option<String>,
     spot: Option<bool>,
@@ -773,6 +774,7 @@ impl Validator<'_> {
         let mysql_only = [
             ("databases", raw.databases.is_some()),
             ("mode", raw.mode.is_some()),
+            ("exclude", raw.exclude.is_some()),
         ];
         for (field, given) in mysql_only.into_iter().chain(raw.mydumper_tuning()) {
             if given {
@@ -846,6 +848,31 @@ impl Validator<'_> {
                 "a MySQL database name: 1-64 characters of the Basic Multilingual Plane, no control characters, not ending with a space",
             )?;
         }
+        for (database, tables) in raw.exclude.iter().flatten() {
+            let at = format!("{}.{database:?}", key("exclude"));
+            self.check(
+                &at,
+                database,
+                is_mysql_database_name,
+                "a MySQL database name: 1-64 characters of the Basic Multilingual Plane, no control characters, not ending with a space",
+            )?;
+            if !dump.databases.is_empty() && !dump.databases.contains(database) {
+                return Err(self.invalid(
+                    &at,
+                    "names a database the job does not dump",
+                    &format!("one of the job's databases: {}", dump.databases.join(", ")),
+                ));
+            }
+            for (i, table) in tables.iter().enumerate() {
+                self.check(
+                    &format!("{at}[{i}]"),
+                    table,
+                    is_mysql_database_name,
+                    "a MySQL table or view name: 1-64 characters of the Basic Multilingual Plane, no control characters, not ending with a space",
+                )?;
+            }
+        }
+        dump.exclude = raw.exclude.clone().unwrap_or_default();
         if let Some(guard) = raw.long_query_guard.as_deref() {
             dump.long_query_guard_secs = self
                 .duration(
@@ -1214,6 +1241,41 @@ password_parameter = "/backup-cloud/orders/password"
             err.contains("password_parameter"),
             "should list valid keys: {err}"
         );
+    }
+
+    #[test]
+    fn exclude_names_mysql_tables_of_the_jobs_own_databases() {
+        let mysql = GOOD
+            .replace("engine = \"postgres\"", "engine = \"mysql\"")
+            .replace(
+                "database = \"orders\"",
+                "databases = [\"shop.eu\", \"crm\"]",
+            );
+        let config = parse(&format!(
+            "{mysql}\n[jobs.orders.exclude]\n\"shop.eu\" = [\"v_broken\", \"old.log\"]\n"
+        ))
+        .unwrap();
+        let dump = &config.job("orders").unwrap().dump;
+        assert_eq!(
+            dump.exclude,
+            BTreeMap::from([(
+                "shop.eu".to_owned(),
+                vec!["v_broken".to_owned(), "old.log".to_owned()]
+            )])
+        );
+        let err = error_for(&format!("{mysql}\n[jobs.orders.exclude]\nshop = [\"t\"]\n"));
+        assert!(
+            err.contains("jobs.orders.exclude.\"shop\"") && err.contains("shop.eu, crm"),
+            "{err}"
+        );
+        let err = error_for(&format!(
+            "{mysql}\n[jobs.orders.exclude]\ncrm = [\"ends in a space \"]\n"
+        ));
+        assert!(err.contains("jobs.orders.exclude.\"crm\"[0]"), "{err}");
+        let err = error_for(&format!(
+            "{GOOD}\n[jobs.orders.exclude]\norders = [\"t\"]\n"
+        ));
+        assert!(err.contains("exclude"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! one side only would break a running fleet. Every document carries a
 //! `schema_version`; readers refuse versions they do not know.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -119,6 +121,11 @@ pub struct DumpSettings {
     /// for a role that cannot read them and a database whose large
     /// objects are not to be kept).
     pub large_objects: bool,
+    /// MySQL: tables and views left out on purpose, by database (the
+    /// job's `exclude`): neither dumped, checked nor accounted for, and
+    /// listed in the manifest.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub exclude: BTreeMap<String, Vec<String>>,
 }
 
 /// Default zstd level: fast, and most of the ratio of higher levels on SQL text.
@@ -139,6 +146,7 @@ impl Default for DumpSettings {
             no_locks: false,
             rows_per_chunk: DEFAULT_ROWS_PER_CHUNK,
             large_objects: true,
+            exclude: BTreeMap::new(),
         }
     }
 }
@@ -380,6 +388,10 @@ pub struct Manifest {
     /// for restore drills; absent in backups from older agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub facts: Option<DumpFacts>,
+    /// MySQL tables and views the job left out on purpose (its
+    /// `exclude`), by database: not in the backup, nor in its facts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub excluded: BTreeMap<String, Vec<String>>,
 }
 
 /// Facts about the dumped data that a drill compares a restore against.

@@ -7,7 +7,7 @@
 //! (`pg_dump -Fd`, `mydumper`). The rest of the agent only sees a
 //! [`DumpCommand`] and the [`DumpProcess`] it starts.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -81,7 +81,7 @@ pub enum DumpError {
     DottedNames(Vec<String>),
     #[error(
         "these views cannot be dumped, so the backup would be missing them: {}; \
-         repair or drop them",
+         repair or drop them, or leave them out of the job with `exclude = {{ <database> = [\"<view>\"] }}`",
         .0.join("; ")
     )]
     BrokenViews(Vec<String>),
@@ -319,9 +319,11 @@ impl Connection {
                     "--hex-blob",
                     "--no-tablespaces",
                     "--default-character-set=utf8mb4",
-                    "--databases",
-                    "--",
                 ]);
+                for (database, table) in excluded_tables(&settings.exclude) {
+                    command.arg(format!("--ignore-table={database}.{table}"));
+                }
+                command.args(["--databases", "--"]);
                 command.args(&databases.0);
                 ("mysqldump", command)
             }
@@ -359,7 +361,10 @@ impl Connection {
                 settings.long_query_guard_secs
             ))
             .args(["--triggers", "--events", "--routines", "--verbose=1"])
-            .arg(format!("--regex={}", mydumper_regex(&databases.0)));
+            .arg(format!(
+                "--regex={}",
+                mydumper_regex(&databases.0, &settings.exclude)
+            ));
         if settings.kill_long_queries {
             command.arg("--kill-long-queries");
         }
@@ -460,11 +465,16 @@ impl Connection {
     /// with a dot (its file names `db.table.sql` then say another
     /// database, and myloader restores into it). A backup must never exit
     /// 0 with less than was there.
+    ///
+    /// What `settings.exclude` names is left out of every check and of
+    /// the catalog.
     pub async fn check_mysql_dumpable(
         &self,
         databases: &MysqlDatabases,
-        mode: DumpMode,
+        settings: &DumpSettings,
     ) -> Result<Catalog, DumpError> {
+        let mode = settings.mode;
+        let tables_kept = excluded_sql(&settings.exclude, "table_schema", "table_name");
         let grants = self
             .mysql_query("SELECT CURRENT_USER(); SHOW GRANTS")
             .await?;
@@ -484,12 +494,15 @@ impl Connection {
         }
         let schemas = databases.sql_list();
         // A view the server cannot read is listed with the error in place
-        // of its comment ('VIEW').
+        // of its comment ('VIEW'), once the view is opened: asking for
+        // table_rows (always NULL for a view) makes MariaDB open it, and
+        // without it 10.11 answers 'VIEW' for every view, broken or not.
         let broken = self
             .mysql_query(&format!(
                 "SELECT CONCAT(table_schema, '.', table_name, ': ', table_comment) \
                  FROM information_schema.tables WHERE table_type = 'VIEW' \
-                 AND table_comment <> 'VIEW' AND table_schema IN ({schemas}) ORDER BY 1"
+                 AND table_comment <> 'VIEW' AND table_rows IS NULL \
+                 AND table_schema IN ({schemas}){tables_kept} ORDER BY 1"
             ))
             .await?;
         let broken: Vec<String> = broken.lines().map(str::to_owned).collect();
@@ -500,7 +513,7 @@ impl Connection {
             &self
                 .mysql_query(&format!(
                     "SELECT table_schema, table_name, table_type FROM information_schema.tables \
-                     WHERE table_type IN ('BASE TABLE', 'VIEW') AND table_schema IN ({schemas}) \
+                     WHERE table_type IN ('BASE TABLE', 'VIEW') AND table_schema IN ({schemas}){tables_kept} \
                      ORDER BY 1, 2"
                 ))
                 .await?,
@@ -512,7 +525,7 @@ impl Connection {
             .mysql_query(&format!(
                 "SELECT CONCAT(table_schema, '.', table_name, '.', column_name) \
                  FROM information_schema.columns WHERE extra LIKE '%INVISIBLE%' \
-                 AND table_schema IN ({schemas}) ORDER BY 1"
+                 AND table_schema IN ({schemas}){tables_kept} ORDER BY 1"
             ))
             .await?;
         let invisible: Vec<String> = invisible.lines().map(str::to_owned).collect();
@@ -538,7 +551,12 @@ impl Connection {
             &self
                 .mysql_query(&format!(
                     "SELECT DISTINCT event_object_schema, event_object_table \
-                     FROM information_schema.triggers WHERE event_object_schema IN ({schemas})"
+                     FROM information_schema.triggers WHERE event_object_schema IN ({schemas}){}",
+                    excluded_sql(
+                        &settings.exclude,
+                        "event_object_schema",
+                        "event_object_table"
+                    )
                 ))
                 .await?,
         );
@@ -690,26 +708,57 @@ fn sql_string(text: &str) -> String {
 }
 
 /// mydumper's `--regex` (matched against `database.table`) selecting
-/// exactly `databases`; every character but ASCII letters and digits is
-/// escaped, so a name is never read as a pattern, and the argument is
-/// ASCII (non-ASCII bytes as `\xHH`).
-fn mydumper_regex(databases: &[String]) -> String {
-    let alternatives: Vec<String> = databases
-        .iter()
-        .map(|name| {
-            name.bytes()
-                .map(|b| match b {
-                    b if b.is_ascii_alphanumeric() => char::from(b).to_string(),
-                    b if b.is_ascii() => format!("\\{}", char::from(b)),
-                    // mydumper 0.10 parses its options in the C locale and
-                    // refuses non-ASCII bytes in them; PCRE matches a byte
-                    // written as an escape just as well
-                    b => format!("\\x{b:02x}"),
-                })
-                .collect()
-        })
+/// exactly `databases` but the tables `exclude` names; every character but
+/// ASCII letters and digits is escaped, so a name is never read as a
+/// pattern, and the argument is ASCII (non-ASCII bytes as `\xHH`).
+fn mydumper_regex(databases: &[String], exclude: &BTreeMap<String, Vec<String>>) -> String {
+    let databases: Vec<String> = databases.iter().map(|name| regex_literal(name)).collect();
+    let excluded: Vec<String> = excluded_tables(exclude)
+        .map(|(database, table)| format!("{}\\.{}", regex_literal(database), regex_literal(table)))
         .collect();
-    format!("^({})\\.", alternatives.join("|"))
+    let lookahead = if excluded.is_empty() {
+        String::new()
+    } else {
+        format!("(?!({})$)", excluded.join("|"))
+    };
+    format!("^{lookahead}({})\\.", databases.join("|"))
+}
+
+/// Every `(database, table)` that `exclude` names.
+fn excluded_tables(exclude: &BTreeMap<String, Vec<String>>) -> impl Iterator<Item = (&str, &str)> {
+    exclude.iter().flat_map(|(database, tables)| {
+        tables
+            .iter()
+            .map(move |table| (database.as_str(), table.as_str()))
+    })
+}
+
+/// `name` as a PCRE pattern matching only itself, in ASCII.
+fn regex_literal(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b if b.is_ascii_alphanumeric() => char::from(b).to_string(),
+            b if b.is_ascii() => format!("\\{}", char::from(b)),
+            // mydumper 0.10 parses its options in the C locale and
+            // refuses non-ASCII bytes in them; PCRE matches a byte
+            // written as an escape just as well
+            b => format!("\\x{b:02x}"),
+        })
+        .collect()
+}
+
+/// ` AND (schema, table) NOT IN (…)` leaving out what `exclude` names,
+/// for a query over `schema` and `table` columns; empty when it names
+/// nothing.
+fn excluded_sql(exclude: &BTreeMap<String, Vec<String>>, schema: &str, table: &str) -> String {
+    let pairs: Vec<String> = excluded_tables(exclude)
+        .map(|(database, table)| format!("({},{})", sql_string(database), sql_string(table)))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!(" AND ({schema}, {table}) NOT IN ({})", pairs.join(","))
+    }
 }
 
 /// The rows of a `mysql --batch` answer that have `N` tab-separated
@@ -1077,6 +1126,49 @@ mod tests {
     }
 
     #[test]
+    fn excluded_tables_are_left_out_by_both_tools_and_every_check() {
+        let connection = Connection::new(Engine::Mysql, &target(), Path::new("/tmp/x/my.cnf"));
+        let exclude = BTreeMap::from([(
+            "app.eu".to_owned(),
+            vec!["v_broken".to_owned(), "it's".to_owned()],
+        )]);
+        let databases = MysqlDatabases(vec!["app.eu".into(), "crm".into()]);
+        let args = |mode| {
+            let settings = DumpSettings {
+                mode,
+                exclude: exclude.clone(),
+                ..DumpSettings::default()
+            };
+            args_of(
+                &connection
+                    .dump_command(&settings, 1, &databases, DumpOutput::Stream)
+                    .command,
+            )
+        };
+        let mysqldump = args(DumpMode::Mysqldump);
+        let ignored = mysqldump
+            .iter()
+            .position(|a| a == "--ignore-table=app.eu.v_broken")
+            .expect("ignored");
+        assert!(mysqldump.contains(&"--ignore-table=app.eu.it's".to_owned()));
+        let end_of_options = mysqldump.iter().position(|a| a == "--").unwrap();
+        assert!(ignored < end_of_options, "{mysqldump:?}");
+        let mydumper = args(DumpMode::Mydumper);
+        assert!(
+            mydumper.contains(
+                &"--regex=^(?!(app\\.eu\\.v\\_broken|app\\.eu\\.it\\'s)$)(app\\.eu|crm)\\."
+                    .to_owned()
+            ),
+            "{mydumper:?}"
+        );
+        assert_eq!(
+            excluded_sql(&exclude, "s", "t"),
+            " AND (s, t) NOT IN (('app.eu','v_broken'),('app.eu','it''s'))"
+        );
+        assert_eq!(excluded_sql(&BTreeMap::new(), "s", "t"), "");
+    }
+
+    #[test]
     fn mysql_tools_read_the_password_from_the_option_file_only() {
         let mut target = target();
         target.port = 3306;
@@ -1129,7 +1221,7 @@ mod tests {
         }
         assert!(!args.contains(&"--no-locks".to_owned()));
         assert_eq!(
-            mydumper_regex(&["shop-ünï".into()]),
+            mydumper_regex(&["shop-ünï".into()], &BTreeMap::new()),
             "^(shop\\-\\xc3\\xbcn\\xc3\\xaf)\\.",
             "non-ASCII bytes escaped: mydumper refuses them in its options"
         );

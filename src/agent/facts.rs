@@ -13,6 +13,7 @@
 //! the table as it is): they equal the dump only when nothing wrote to the
 //! database meanwhile, and the drill says so.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -43,18 +44,25 @@ async fn mysql_batch(mut client: std::process::Command, sql: &str) -> Result<Str
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The MySQL facts of `databases`, taken with `client` (a connected
+/// The MySQL facts of `databases` but the tables `exclude` names, taken with `client` (a connected
 /// `mysql`, made twice); `None` for another engine. A backup promises
 /// them (a drill proves it against them), so a failure is the backup's.
 pub async fn mysql_facts(
     client: impl Fn() -> Option<std::process::Command>,
     databases: &[String],
+    exclude: &BTreeMap<String, Vec<String>>,
 ) -> Result<Option<DumpFacts>, FactsError> {
     let (Some(list), Some(facts)) = (client(), client()) else {
         return Ok(None);
     };
     let collected = async {
-        let tables = parse_mysql_tables(&mysql_batch(list, &mysql_tables_query(databases)).await?)?;
+        let mut tables =
+            parse_mysql_tables(&mysql_batch(list, &mysql_tables_query(databases)).await?)?;
+        tables.retain(|(database, table)| {
+            !exclude
+                .get(database)
+                .is_some_and(|excluded| excluded.contains(table))
+        });
         let output = mysql_batch(facts, &mysql_facts_script(&tables)).await?;
         parse_mysql_facts(&tables, &output)
     };

@@ -349,7 +349,7 @@ async fn prepare(
     let catalog = match spec.engine {
         Engine::Mysql => {
             connection
-                .check_mysql_dumpable(&databases, spec.dump.mode)
+                .check_mysql_dumpable(&databases, &spec.dump)
                 .await?
         }
         Engine::Postgres => {
@@ -482,7 +482,14 @@ async fn dump(
     };
     let facts = match facts {
         Some(collecting) => Some(collecting.finish().await?),
-        None => facts::mysql_facts(|| connection.mysql_facts_client(), &databases.0).await?,
+        None => {
+            facts::mysql_facts(
+                || connection.mysql_facts_client(),
+                &databases.0,
+                &spec.dump.exclude,
+            )
+            .await?
+        }
     };
     Ok((dumped, facts))
 }
@@ -518,6 +525,7 @@ fn build_manifest(
         dump_started_at: Some(dumped.dump_started_at),
         dump_finished_at: Some(dumped.dump_finished_at),
         facts,
+        excluded: spec.dump.exclude.clone(),
     }
 }
 

@@ -3,7 +3,9 @@
 //! backup succeeds for the right reason, and `restore`/`drill` bring the
 //! data back identical — or the backup fails naming the true cause.
 
-use crate::common::config::MysqlMode;
+use std::collections::BTreeMap;
+
+use crate::common::config::{Job, MysqlMode};
 use crate::common::*;
 
 /// A drill that cried wolf: pg_dump recreates an inheritance child with
@@ -116,8 +118,9 @@ async fn a_table_the_backup_role_cannot_read_is_named_with_the_grant() {
 /// And names it cannot keep: it names its files `database.table…`, so a
 /// database `a.eu` holding `v1.2` was written as `a.eu.v1.2-schema.sql`,
 /// which myloader restored as database `a`. All are refused before
-/// dumping, naming the objects and the way out; with mysqldump (after
-/// the view is repaired) the data comes back whole, names and all.
+/// dumping, naming the objects and the way out: the broken view can be
+/// left out by the job's `exclude`, and mysqldump keeps the rest whole,
+/// names and all.
 #[tokio::test(flavor = "multi_thread")]
 async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
     require_mysql_services();
@@ -134,8 +137,12 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
          DROP TABLE `{app}`.gone;"
     ));
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
-    let refused = |mode: MysqlMode, expected: &[&str]| {
-        fixture.write(&fixture.config(fixture.mysql_job(mode, &[&app])));
+    let job = |mode: MysqlMode, exclude: bool| Job {
+        exclude: exclude.then(|| BTreeMap::from([(app.clone(), vec!["v_broken".to_owned()])])),
+        ..fixture.mysql_job(mode, &[&app])
+    };
+    let refused = |job: Job, expected: &[&str]| {
+        fixture.write(&fixture.config(job));
         let output = fixture.run_job();
         assert_eq!(output.status.code(), Some(4), "{}", show(&output));
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -144,25 +151,31 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
         }
     };
     let view = format!("{app}.v_broken");
-    refused(MysqlMode::Mysqldump, &[&view]);
-    mariadb(&format!("DROP VIEW `{app}`.v_broken"));
+    refused(job(MysqlMode::Mysqldump, false), &[&view, "exclude = {"]);
     let column = format!("{app}.acct.token");
-    refused(MysqlMode::Mydumper, &[&column, "mode = \"mysqldump\""]);
+    refused(
+        job(MysqlMode::Mydumper, true),
+        &[&column, "mode = \"mysqldump\""],
+    );
     mariadb(&format!(
         "ALTER TABLE `{app}`.acct MODIFY token varchar(20) DEFAULT 'none'"
     ));
     let database = format!("database {app}");
     let table = format!("{app}: v1.2");
     refused(
-        MysqlMode::Mydumper,
+        job(MysqlMode::Mydumper, true),
         &[&database, &table, "mode = \"mysqldump\""],
     );
     mariadb(&format!(
         "ALTER TABLE `{app}`.acct MODIFY token varchar(20) INVISIBLE DEFAULT 'none'"
     ));
 
-    fixture.write(&fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &[&app])));
-    let (_, address) = back_up(&fixture).await;
+    fixture.write(&fixture.config(job(MysqlMode::Mysqldump, true)));
+    let (manifest, address) = back_up(&fixture).await;
+    assert_eq!(
+        manifest["excluded"],
+        serde_json::json!({ app.as_str(): ["v_broken"] })
+    );
     let _drills = DRILLS.lock().await;
     drill_passes(
         &fixture,

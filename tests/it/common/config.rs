@@ -110,6 +110,9 @@ pub struct Job {
     pub spot: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub large_objects: Option<bool>,
+    /// MySQL: tables and views left out, by database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// `engine` of a job.

@@ -566,6 +566,7 @@ impl Fixture {
             compression_level: None,
             spot: None,
             large_objects: None,
+            exclude: None,
         }
     }
 
