@@ -7,8 +7,9 @@
 //! The stage is blocking and runs on a blocking thread. It talks to the
 //! async upload side only through a bounded channel of parts: when the
 //! upload falls behind, `blocking_send` waits, gpg stops being read, and the
-//! dump tool blocks on its pipe. Memory stays at a few parts whatever the
-//! size of the database. When the upload gives up, the channel closes, the
+//! dump tool blocks on its pipe — or, for a dump that must not be held
+//! back (mysqldump), the parts wait on disk in a [`Spool`]. Memory stays at a few
+//! parts whatever the size of the database. When the upload gives up, the channel closes, the
 //! next write fails and gpg is stopped. SHA-256 of the ciphertext runs on a
 //! thread of its own, part by part, and part buffers are reused rather
 //! than allocated per part.
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::part_size::PartSizer;
+use super::spool::Spool;
 
 /// A reader that adds every byte it passes on to a shared counter.
 pub struct CountingReader<R> {
@@ -148,14 +150,33 @@ pub struct PartWriter {
     part_size: usize,
     current: Vec<u8>,
     pool: Arc<BufferPool>,
-    parts: mpsc::Sender<Bytes>,
+    parts: Outlet,
     hasher: PartHasher,
     bytes: u64,
+}
+
+/// Where finished parts go.
+enum Outlet {
+    /// Straight to the upload's bounded channel: the writer waits while
+    /// the upload is behind.
+    Channel(mpsc::Sender<Bytes>),
+    /// Through a [`Spool`]: the writer never waits for the upload.
+    Spool(Spool),
 }
 
 impl PartWriter {
     /// Parts sized by `sizer`, sent on `parts`.
     pub fn new(sizer: PartSizer, parts: mpsc::Sender<Bytes>) -> Self {
+        Self::with_outlet(sizer, Outlet::Channel(parts))
+    }
+
+    /// Parts sized by `sizer`, handed to `spool` (a stream dump, which
+    /// must not be held back by a slow upload).
+    pub fn spooled(sizer: PartSizer, spool: Spool) -> Self {
+        Self::with_outlet(sizer, Outlet::Spool(spool))
+    }
+
+    fn with_outlet(sizer: PartSizer, parts: Outlet) -> Self {
         PartWriter {
             sizer,
             part_number: 1,
@@ -175,6 +196,12 @@ impl PartWriter {
         if !self.current.is_empty() {
             self.send_current()?;
         }
+        if let Outlet::Spool(spool) = self.parts {
+            let spilled = spool.finish()?;
+            if spilled > 0 {
+                tracing::info!("{spilled} part(s) waited on disk for the upload");
+            }
+        }
         Ok(CiphertextSummary {
             bytes: self.bytes,
             sha256: self.hasher.finish()?,
@@ -189,12 +216,15 @@ impl PartWriter {
         self.part_number = self.part_number.saturating_add(1);
         self.part_size = 0;
         self.hasher.hash(part.clone())?;
-        self.parts.blocking_send(part).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the upload stopped accepting parts",
-            )
-        })
+        match &self.parts {
+            Outlet::Channel(parts) => parts.blocking_send(part).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the upload stopped accepting parts",
+                )
+            }),
+            Outlet::Spool(spool) => spool.push(part),
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! `backup-cloud agent` reads the job spec the controller left in S3,
 //! claims the job's status document, and streams
-//! `dump tool → GPGME → S3 multipart upload` without touching the disk.
+//! `dump tool → GPGME → S3 multipart upload` with no plaintext on disk
+//! (a mysqldump's parts that the upload cannot take yet wait on disk as
+//! ciphertext, so a slow upload never holds it back: see [`spool`]).
 //! The manifest is written last, after the object has been checked, so a
 //! backup either has a manifest and is complete or has none and is not.
 //!
@@ -27,6 +29,7 @@ mod keys;
 mod part_size;
 mod progress;
 mod scratch;
+mod spool;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -64,6 +67,7 @@ use directory::{FileLayout, ObjectSink};
 use dump::{Catalog, Connection, DumpCommand, DumpOutput, MysqlDatabases};
 use encrypt::{CiphertextSummary, CountingReader, PartWriter};
 use progress::{StatusReporter, TransferCounters};
+use spool::Spool;
 
 /// Why a backup on this machine failed.
 #[derive(Debug, thiserror::Error)]
@@ -457,6 +461,13 @@ async fn dump(
             off_runtime("scratch clean-up", move || drop(scratch)).await?;
             Ok::<_, AgentError>(dumped)
         } else {
+            // MySQL cuts off a reader that stalls (net_write_timeout), so
+            // a mysqldump's parts wait on disk when the upload is behind;
+            // PostgreSQL waits for its reader as long as it takes
+            let scratch = match spec.engine {
+                Engine::Mysql => Some(off_runtime("scratch space", || scratch::prepare(0)).await??),
+                Engine::Postgres => None,
+            };
             let dump =
                 snapshot(connection.dump_command(settings, jobs, databases, DumpOutput::Stream));
             reporter.enter_phase(Phase::Dumping).await;
@@ -465,8 +476,13 @@ async fn dump(
                 compression_level: settings.compression_level,
                 // planned for the database's size: the dump is rarely larger
                 parts: PartSizer::new(spec.upload.part_size_bytes, Some(server.database_bytes)),
+                spool_dir: scratch.as_ref().map(scratch::Scratch::dump_dir),
             };
-            dump_stream(bucket, spec, dump, encoding, counters, reporter).await
+            let dumped = dump_stream(bucket, spec, dump, encoding, counters, reporter).await;
+            if let Some(scratch) = scratch {
+                off_runtime("scratch clean-up", move || drop(scratch)).await?;
+            }
+            dumped
         }
     }
     .await;
@@ -616,6 +632,9 @@ struct StreamEncoding {
     /// zstd level; 0: not compressed.
     compression_level: i32,
     parts: PartSizer,
+    /// Where parts wait when the upload is behind (see [`spool`]);
+    /// `None`: the dump waits for the upload instead.
+    spool_dir: Option<PathBuf>,
 }
 
 /// What a successful stream produced.
@@ -648,11 +667,15 @@ async fn stream_dump(
     })?;
     tracing::info!("{program} started");
     // one part queued between the writer and the uploads: memory stays at
-    // about part_size × (concurrency + 2)
+    // about part_size × (concurrency + 2); with a spool, one more waits in
+    // memory and the rest on disk, so the upload never holds the dump back
     let (part_sender, part_receiver) = mpsc::channel(1);
     let plaintext_bytes = counters.plaintext_bytes.clone();
     let encryption = tokio::task::spawn_blocking(move || {
-        let mut writer = PartWriter::new(encoding.parts, part_sender);
+        let mut writer = match &encoding.spool_dir {
+            Some(dir) => PartWriter::spooled(encoding.parts, Spool::start(dir, part_sender)),
+            None => PartWriter::new(encoding.parts, part_sender),
+        };
         encoding.encryptor.encrypt_maybe_compressed(
             CountingReader::new(stdout, plaintext_bytes),
             encoding.compression_level,

@@ -36,6 +36,12 @@ pub enum ScratchError {
         available: u64,
         needed: u64,
     },
+    #[error(
+        "no scratch directory on a disk: {} (each missing or a tmpfs, which would hold the \
+         scratch files in memory); set TMPDIR to a directory on a disk",
+        .0.iter().map(|dir| dir.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoDisk(Vec<PathBuf>),
     #[error("cannot measure the free space in {dir}: {source}")]
     Measure { dir: PathBuf, source: io::Error },
     #[error("cannot create the scratch directory in {dir}: {source}")]
@@ -73,10 +79,10 @@ pub fn prepare(needed_bytes: u64) -> Result<Scratch, ScratchError> {
                     "instance store {} unusable ({reason}); using the root volume",
                     device.display()
                 );
-                std::env::temp_dir()
+                on_disk_temp_dir()?
             }
         },
-        None => std::env::temp_dir(),
+        None => on_disk_temp_dir()?,
     };
     let available = available_bytes(&base).map_err(|source| ScratchError::Measure {
         dir: base.clone(),
@@ -105,6 +111,43 @@ pub fn prepare(needed_bytes: u64) -> Result<Scratch, ScratchError> {
         .map_err(create_error)?;
     std::fs::create_dir(dir.path().join("dump")).map_err(create_error)?;
     Ok(Scratch { dir })
+}
+
+/// The temporary directory on a disk: `$TMPDIR` when set, else
+/// `/var/tmp`, which the FHS keeps on persistent storage, skipping a
+/// tmpfs. `/tmp` is never the fallback: Amazon Linux 2023 mounts it as a
+/// tmpfs of half the memory, where scratch files would take the memory
+/// the dump tools need, and a large dump would not fit anyway.
+fn on_disk_temp_dir() -> Result<PathBuf, ScratchError> {
+    first_on_disk(
+        std::env::var_os("TMPDIR")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from("/var/tmp")])
+            .collect(),
+    )
+}
+
+/// The first of `candidates` that exists on a disk.
+fn first_on_disk(candidates: Vec<PathBuf>) -> Result<PathBuf, ScratchError> {
+    for dir in &candidates {
+        match is_memory_backed(dir) {
+            Ok(false) => return Ok(dir.clone()),
+            Ok(true) => tracing::info!("{} is a tmpfs, not used for scratch", dir.display()),
+            Err(err) => tracing::info!("{} not used for scratch: {err}", dir.display()),
+        }
+    }
+    Err(ScratchError::NoDisk(candidates))
+}
+
+/// Whether `dir` lives on a tmpfs (the memory).
+fn is_memory_backed(dir: &Path) -> io::Result<bool> {
+    let stats = rustix::fs::statfs(dir)?;
+    // f_type's and the constant's types differ between architectures
+    #[allow(clippy::unnecessary_cast)]
+    let tmpfs = stats.f_type as u64 == libc::TMPFS_MAGIC as u64;
+    Ok(tmpfs)
 }
 
 fn read(path: &str) -> String {
@@ -273,6 +316,24 @@ mod tests {
             &read("/proc/swaps"),
         );
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn scratch_never_falls_back_to_a_tmpfs() {
+        let on_disk = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let tmpfs = PathBuf::from("/dev/shm");
+        assert!(is_memory_backed(&tmpfs).unwrap(), "/dev/shm is a tmpfs");
+        assert!(!is_memory_backed(&on_disk).unwrap());
+        let missing = PathBuf::from("/nonexistent/scratch");
+        assert_eq!(
+            first_on_disk(vec![tmpfs.clone(), missing.clone(), on_disk.clone()]).unwrap(),
+            on_disk
+        );
+        let err = first_on_disk(vec![tmpfs, missing]).unwrap_err().to_string();
+        assert!(
+            err.contains("/dev/shm, /nonexistent/scratch") && err.contains("TMPDIR"),
+            "{err}"
+        );
     }
 
     #[test]

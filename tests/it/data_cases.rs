@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::common::config::{Job, MysqlMode};
+use crate::common::faultproxy::FaultProxy;
 use crate::common::*;
 
 /// A drill that cried wolf: pg_dump recreates an inheritance child with
@@ -57,14 +58,7 @@ async fn a_row_larger_than_the_clients_default_packet_backs_up_and_drills() {
     let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
     fixture.write(&fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &[&database])));
     let (_, address) = back_up(&fixture).await;
-    let _drills = DRILLS.lock().await;
-    drill_passes(
-        &fixture,
-        &holder,
-        &address,
-        &mysql_root_url(),
-        "1 table(s), 2 row(s)",
-    );
+    drills_clean_on_mariadb(&fixture, &holder, &address, "1 table(s), 2 row(s)").await;
     drop_mysql_databases(&[&database]);
 }
 
@@ -176,14 +170,7 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
         manifest["excluded"],
         serde_json::json!({ app.as_str(): ["v_broken"] })
     );
-    let _drills = DRILLS.lock().await;
-    drill_passes(
-        &fixture,
-        &holder,
-        &address,
-        &mysql_root_url(),
-        "2 table(s), 4 row(s)",
-    );
+    drills_clean_on_mariadb(&fixture, &holder, &address, "2 table(s), 4 row(s)").await;
     drop_mysql_databases(&[&app]);
 }
 
@@ -328,4 +315,81 @@ async fn a_role_that_cannot_see_triggers_or_routines_is_refused_before_they_go_m
     }
     drop_mysql_databases(&[&app]);
     mariadb(&format!("DROP USER '{role}'@'%'"));
+}
+
+/// The server's own clock on a slow reader: MySQL waits
+/// `net_write_timeout` (60 s by default; 2 s here) for a client to take
+/// its next packet, and mysqldump read only as fast as the upload
+/// drained. With each part held 4 s by S3 (here the fault proxy), the
+/// server cut mysqldump off ("Lost connection to server during query
+/// when dumping table"). Parts that must wait now wait on disk, as
+/// ciphertext; the backup completes and drills whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_held_up_by_slow_uploads_outlasts_the_servers_write_timeout() {
+    require_mysql_services();
+    let holder = KeyHolder::generate("holder");
+    let app = unique("dc_slow_");
+    // 48 MiB of random bytes, 96 MB as mysqldump's hex: far more than the
+    // pipeline's and the sockets' buffers hold, so the reader must stall
+    mariadb(&format!(
+        "CREATE DATABASE {app};
+         CREATE TABLE {app}.noise (id int PRIMARY KEY, a varbinary(1024), b varbinary(1024));
+         INSERT INTO {app}.noise
+           SELECT seq, RANDOM_BYTES(1024), RANDOM_BYTES(1024) FROM {app}.seq_1_to_24576;"
+    ));
+    let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
+    let proxy = FaultProxy::start(&endpoint());
+    let mut config = fixture.config(fixture.mysql_job(MysqlMode::Mysqldump, &[&app]));
+    config.upload.concurrency = 1;
+    config.aws.endpoint_url = proxy.url();
+    config
+        .instance
+        .tags
+        .insert("backup-cloud-sim:endpoint".to_owned(), proxy.url());
+    fixture.write(&config);
+    proxy.add_rule(serde_json::json!({
+        "method": "PUT", "query_contains": "partNumber=", "action": "delay",
+        "seconds": 4, "count": -1
+    }));
+    let (manifest, address) = {
+        let _short = ServerSetting::set("net_write_timeout", "2");
+        back_up(&fixture).await
+    };
+    let parts = manifest["objects"][0]["size"].as_u64().unwrap() / (5 << 20);
+    assert!(parts >= 4, "several parts, each held 4 s: {manifest}");
+    drills_clean_on_mariadb(&fixture, &holder, &address, "1 table(s), 24576 row(s)").await;
+    drop_mysql_databases(&[&app]);
+}
+
+/// A MariaDB global variable set for as long as this lives, then put back.
+struct ServerSetting {
+    name: &'static str,
+    before: String,
+}
+
+impl ServerSetting {
+    fn set(name: &'static str, value: &str) -> ServerSetting {
+        let before = mariadb(&format!("SELECT @@GLOBAL.{name}"));
+        let before = before.lines().last().unwrap().to_owned();
+        mariadb(&format!("SET GLOBAL {name} = {value}"));
+        ServerSetting { name, before }
+    }
+}
+
+impl Drop for ServerSetting {
+    fn drop(&mut self) {
+        mariadb(&format!("SET GLOBAL {} = {}", self.name, self.before));
+    }
+}
+
+/// `drill` of a MySQL backup into the test MariaDB passes with `counts`
+/// ("N table(s), M row(s)"), one drill at a time.
+async fn drills_clean_on_mariadb(
+    fixture: &Fixture,
+    holder: &KeyHolder,
+    address: &str,
+    counts: &str,
+) {
+    let _drills = DRILLS.lock().await;
+    drill_passes(fixture, holder, address, &mysql_root_url(), counts);
 }
