@@ -72,6 +72,19 @@ pub enum RunError {
     Interrupted { job_id: String, instance_id: String },
     #[error("job {job} was not launched: interrupted")]
     NotLaunched { job: String },
+    #[error(
+        "job {job} would not finish: the estimate is {estimate} for {size} ({basis}), longer than \
+         its max_lifetime of {max_lifetime}, after which the instance is terminated; raise \
+         jobs.{job}.max_lifetime (or instance.max_lifetime), or make it faster: a larger \
+         jobs.{job}.instance_type, format = \"directory\" with jobs (PostgreSQL), mode = \"mydumper\" (MySQL)"
+    )]
+    WouldNotFinish {
+        job: String,
+        estimate: String,
+        size: String,
+        basis: String,
+        max_lifetime: String,
+    },
     #[error("job {job_id} ended ({outcome}) but its instance could not be confirmed terminated: {source}")]
     Cleanup {
         job_id: String,
@@ -84,7 +97,9 @@ impl RunError {
     /// How this error is reported.
     pub fn outcome(&self) -> Outcome {
         match self {
-            RunError::Config(_) | RunError::NoRegion => Outcome::ConfigError,
+            RunError::Config(_) | RunError::NoRegion | RunError::WouldNotFinish { .. } => {
+                Outcome::ConfigError
+            }
             RunError::Launch(_) | RunError::UserData(_) | RunError::Status(_) => {
                 Outcome::LaunchFailed
             }
@@ -375,17 +390,50 @@ impl Controller {
             ),
         );
         let script = user_data.render_script()?;
-        let size = match database_bytes {
-            Some(bytes) => Some((bytes, "given on the command line".to_owned())),
-            None => self.last_backup_size(job).await,
+        let last = self.last_backup(job).await;
+        let size = match (database_bytes, &last) {
+            (Some(bytes), _) => Some((bytes, "given on the command line".to_owned())),
+            (None, Some(last)) => Some((last.bytes, last.source.clone())),
+            (None, None) => None,
         };
+        let measured = last.as_ref().and_then(|last| last.measured.as_ref());
+        let sized = size.map(|(bytes, source)| {
+            let e = estimate::estimate(
+                bytes,
+                &plan.spec.instance_type,
+                self.config.instance.hourly_price_usd,
+                measured,
+            );
+            (bytes, source, e)
+        });
         let credentials = plan::credentials_warning(
             self.aws.credentials_expiry().await,
             std::time::SystemTime::now(),
             self.config.status.boot_timeout,
         );
-        print_plan(&plan, &self.config, job, &script, size, credentials);
-        Ok(())
+        print_plan(
+            &plan,
+            &self.config,
+            job,
+            &script,
+            sized.as_ref(),
+            credentials,
+        );
+        match &sized {
+            Some((bytes, _, e)) => check_fits(job, *bytes, e),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses `job` when its last backup says it would not finish
+    /// within its `max_lifetime` (see [`estimate`]); a job without a
+    /// complete backup yet is let through.
+    async fn check_last_backup_fits(&self, job: &JobConfig) -> Result<(), RunError> {
+        let Some(last) = self.last_backup(job).await else {
+            return Ok(());
+        };
+        let e = estimate::estimate(last.bytes, &job.instance_type, None, last.measured.as_ref());
+        check_fits(job, last.bytes, &e)
     }
 
     /// Launches `job_name` unless it is already running, or attaches;
@@ -399,6 +447,9 @@ impl Controller {
         }
         let job = self.config.job(job_name)?;
         let region = self.region()?;
+        if !options.attach {
+            self.check_last_backup_fits(job).await?;
+        }
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
         let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
         if let Err(held) = self.acquire_lease(job, &plan).await {
@@ -1133,8 +1184,9 @@ impl Controller {
         Ok(manifest)
     }
 
-    /// The plaintext size of the job's latest complete backup, if any.
-    async fn last_backup_size(&self, job: &JobConfig) -> Option<(u64, String)> {
+    /// The job's latest complete backup, if any (or if it cannot be
+    /// listed: an estimate is advice, and the run goes on without it).
+    async fn last_backup(&self, job: &JobConfig) -> Option<LastBackup> {
         let bucket = &self.config.storage.bucket;
         let prefix = layout::backups(&self.config.storage.prefix, &job.name);
         let mut stamps = self.bucket().folders(&prefix).await.ok()?;
@@ -1143,13 +1195,49 @@ impl Controller {
             let key = layout::manifest(stamp);
             if let Ok(Some(object)) = launch::get_json(&self.bucket(), &key).await {
                 if let Ok(manifest) = parse_document::<Manifest>(&object.body) {
-                    let bytes = manifest.objects.iter().map(|o| o.plaintext_bytes).sum();
-                    return Some((bytes, format!("the last backup, s3://{bucket}/{key}")));
+                    return Some(LastBackup {
+                        bytes: manifest.objects.iter().map(|o| o.plaintext_bytes).sum(),
+                        source: format!("the last backup, s3://{bucket}/{key}"),
+                        measured: estimate::Measured::from_manifest(&manifest),
+                    });
                 }
             }
         }
         None
     }
+}
+
+/// The job's latest complete backup, as far as an estimate needs it.
+struct LastBackup {
+    /// Plaintext bytes.
+    bytes: u64,
+    /// Where it is, for the reader.
+    source: String,
+    measured: Option<estimate::Measured>,
+}
+
+/// Refuses `job` when `e`, for `bytes`, outlives its `max_lifetime`.
+fn check_fits(job: &JobConfig, bytes: u64, e: &estimate::Estimate) -> Result<(), RunError> {
+    if e.fits(job.max_lifetime) {
+        return Ok(());
+    }
+    Err(RunError::WouldNotFinish {
+        job: job.name.clone(),
+        estimate: whole_seconds(e.duration),
+        size: gib(bytes),
+        basis: e.basis.clone(),
+        max_lifetime: whole_seconds(job.max_lifetime),
+    })
+}
+
+/// `1h 2m 3s`: a duration as people read it, to the second.
+fn whole_seconds(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(duration.as_secs())).to_string()
+}
+
+/// `12.3 GiB`
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1024.0 * 1024.0 * 1024.0))
 }
 
 /// Runs `run(name)` for each job name, each in its own task, at most
@@ -1302,7 +1390,7 @@ fn print_plan(
     config: &Config,
     job: &JobConfig,
     script: &str,
-    size: Option<(u64, String)>,
+    sized: Option<&(u64, String, estimate::Estimate)>,
     credentials_warning: Option<String>,
 ) {
     println!("# plan: nothing was launched or written");
@@ -1348,19 +1436,13 @@ fn print_plan(
     if let Some(warning) = credentials_warning {
         println!("credentials:      {warning}");
     }
-    match size {
-        Some((bytes, source)) => {
-            let e = estimate::estimate(
-                bytes,
-                &plan.spec.instance_type,
-                config.instance.hourly_price_usd,
-            );
+    match sized {
+        Some((bytes, source, e)) => {
             println!(
-                "estimate:         {} for {:.1} GiB (size from {source}; {} boot + {} MiB/s assumed)",
-                humantime::format_duration(Duration::from_secs(e.duration.as_secs())),
-                bytes as f64 / (1024.0 * 1024.0 * 1024.0),
-                humantime::format_duration(estimate::BOOT_OVERHEAD),
-                estimate::ASSUMED_THROUGHPUT_MIB_S
+                "estimate:         {} for {} (size from {source}; {})",
+                whole_seconds(e.duration),
+                gib(*bytes),
+                e.basis
             );
             match (e.cost_usd, e.hourly_price_usd) {
                 (Some(cost), Some(price)) => println!("cost:             ≈ ${cost:.4} at ${price}/h (set instance.hourly_price_usd for your price)"),

@@ -470,12 +470,12 @@ async fn every_documented_exit_code_comes_from_a_real_scenario() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_shows_the_launch_and_an_estimate_without_launching() {
     let (_holder, _database, fixture) = sample_fixture("ops_plan_").await;
-    let plan = fixture.backup_cloud(&["plan", "--job", &fixture.job, "--database-size", "100GiB"]);
+    let plan = fixture.backup_cloud(&["plan", "--job", &fixture.job, "--database-size", "50GiB"]);
     assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(text.contains("#!/bin/bash"), "shows the user-data: {text}");
     assert!(
-        text.contains("estimate:") && text.contains("100.0 GiB"),
+        text.contains("estimate:") && text.contains("50.0 GiB") && text.contains("assumed"),
         "{text}"
     );
     assert!(text.contains("cost:"), "{text}");
@@ -486,6 +486,73 @@ async fn plan_shows_the_launch_and_an_estimate_without_launching() {
     let check = fixture.backup_cloud(&["config", "check"]);
     assert_eq!(check.status.code(), Some(0), "{}", show(&check));
     assert!(String::from_utf8_lossy(&check.stdout).contains(&fixture.job));
+}
+
+/// A plan that cannot finish: 2 TiB at the assumed rate takes hours, and
+/// the job's instance terminates itself after 20 minutes. `plan` showed
+/// the estimate and exited 0, and `run` would have launched it and lost
+/// the night. Both now refuse (exit 2), naming both figures and the keys;
+/// `run` judges from the last backup's size and measured rate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_would_outlive_its_max_lifetime_is_refused_before_launch() {
+    let (_holder, _database, fixture) = sample_fixture("ops_fits_").await;
+    let plan = fixture.backup_cloud(&["plan", "--job", &fixture.job, "--database-size", "2TiB"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", show(&plan));
+    let stderr = String::from_utf8_lossy(&plan.stderr);
+    for text in [
+        "would not finish",
+        "5h 52m",
+        "max_lifetime of 20m",
+        &format!("jobs.{}.max_lifetime", fixture.job),
+    ] {
+        assert!(stderr.contains(text), "{text:?} in: {stderr}");
+    }
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("#!/bin/bash"));
+
+    // the last backup measured: its boot took 3 hours (edited in)
+    let (mut manifest, address) = back_up(&fixture).await;
+    let dump_started = manifest["dump_started_at"].as_str().unwrap().to_owned();
+    let started = time::OffsetDateTime::parse(
+        &dump_started,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+        - time::Duration::hours(3);
+    manifest["started_at"] = started
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+        .into();
+    let key = address
+        .strip_prefix(&format!("s3://{}/", fixture.bucket))
+        .unwrap();
+    let (stamp_folder, _) = key
+        .trim_end_matches("/manifest.json")
+        .rsplit_once('/')
+        .unwrap();
+    let later = format!("{stamp_folder}/99991231T000000Z-ffffffff/manifest.json");
+    fixture
+        .aws
+        .s3
+        .put_object()
+        .bucket(&fixture.bucket)
+        .key(&later)
+        .body(serde_json::to_vec(&manifest).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    let launched_before = fixture.instance_states().await.len();
+    let run = fixture.run_job();
+    assert_eq!(run.status.code(), Some(2), "{}", show(&run));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("measured by the last backup") && stderr.contains("3h"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fixture.instance_states().await.len(),
+        launched_before,
+        "nothing launched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
