@@ -40,32 +40,78 @@ enum Level {
     Other,
 }
 
+/// One line of `SHOW GRANTS`: a grant, or (MySQL 8 with
+/// `partial_revokes`) a revocation carved out of a global grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    /// The user or role it is `TO`/`FROM`, as printed.
+    grantee: String,
+    privileges: Vec<String>,
+    level: Level,
+    revoke: bool,
+}
+
+impl Line {
+    fn has(&self, privilege: &str) -> bool {
+        self.privileges
+            .iter()
+            .any(|p| p == privilege || p == "ALL PRIVILEGES" || p == "ALL")
+    }
+}
+
 /// The privileges one role holds, as `SHOW GRANTS` (the user's own and
 /// those of its enabled roles) listed them.
 #[derive(Debug, Default)]
-pub struct Grants(Vec<(Vec<String>, Level)>);
+pub struct Grants(Vec<Line>);
 
 impl Grants {
-    /// Reads `SHOW GRANTS`' lines; lines that are not `GRANT … ON … TO`
-    /// (role memberships, `SET DEFAULT ROLE`) grant nothing here.
-    pub fn parse(show_grants: &str) -> Grants {
-        Grants(show_grants.lines().filter_map(parse_line).collect())
+    /// Reads `SHOW GRANTS`' lines; lines that are neither `GRANT … ON …
+    /// TO` nor `REVOKE … ON … FROM` (role memberships, `SET DEFAULT
+    /// ROLE`) grant nothing here.
+    pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> Grants {
+        Grants(lines.into_iter().filter_map(parse_line).collect())
+    }
+
+    fn grants(&self) -> impl Iterator<Item = &Line> {
+        self.0.iter().filter(|line| !line.revoke)
     }
 
     fn holds(&self, privilege: &str, applies: impl Fn(&Level) -> bool) -> bool {
-        self.0.iter().any(|(privileges, level)| {
-            applies(level)
-                && privileges
-                    .iter()
-                    .any(|p| p == privilege || p == "ALL PRIVILEGES" || p == "ALL")
-        })
+        self.grants()
+            .any(|line| applies(&line.level) && line.has(privilege))
     }
 
+    /// Whether one of the grantees holds `privilege` on `database`. As
+    /// the server decides: a global grant unless revoked for exactly that
+    /// database; else the most specific database-level row that matches,
+    /// alone (rows of one grantee are not added together).
     fn holds_on_database(&self, privilege: &str, database: &str) -> bool {
-        self.holds(privilege, |level| match level {
-            Level::Global => true,
-            Level::Database(pattern) => like(pattern, database),
-            _ => false,
+        let grantees: std::collections::BTreeSet<&str> =
+            self.0.iter().map(|line| line.grantee.as_str()).collect();
+        grantees.into_iter().any(|grantee| {
+            let of_grantee = || self.0.iter().filter(move |line| line.grantee == grantee);
+            // a partial revoke names one database, wildcards or not
+            let revoked = of_grantee().any(|line| {
+                line.revoke
+                    && line.has(privilege)
+                    && matches!(&line.level, Level::Database(name)
+                        if *name == database || *name == escape_like(database))
+            });
+            let global = of_grantee()
+                .any(|line| !line.revoke && line.level == Level::Global && line.has(privilege));
+            if global && !revoked {
+                return true;
+            }
+            of_grantee()
+                .filter(|line| !line.revoke)
+                .filter_map(|line| match &line.level {
+                    Level::Database(pattern) if like(pattern, database) => {
+                        Some((specificity(pattern), line))
+                    }
+                    _ => None,
+                })
+                .max_by_key(|(specificity, _)| *specificity)
+                .is_some_and(|(_, line)| line.has(privilege))
         })
     }
 
@@ -102,18 +148,86 @@ impl Grants {
     }
 }
 
-/// `GRANT <privileges> ON <level> TO …` → its privileges and level.
-fn parse_line(line: &str) -> Option<(Vec<String>, Level)> {
-    let rest = line.trim().strip_prefix("GRANT ")?;
+/// `GRANT <privileges> ON <level> TO <grantee> …` or `REVOKE <privileges>
+/// ON <level> FROM <grantee>` → one [`Line`].
+fn parse_line(line: &str) -> Option<Line> {
+    let line = line.trim();
+    let (rest, revoke, to) = match (line.strip_prefix("GRANT "), line.strip_prefix("REVOKE ")) {
+        (Some(rest), _) => (rest, false, " TO "),
+        (None, Some(rest)) => (rest, true, " FROM "),
+        (None, None) => return None,
+    };
     let on = find_outside_quotes(rest, " ON ")?;
-    let privileges = rest[..on]
-        .split(", ")
+    let privileges = split_outside_parentheses(&rest[..on])
+        .into_iter()
+        // a column list grants on some columns only
         .filter(|p| !p.contains('('))
         .map(|p| p.trim().to_ascii_uppercase())
         .collect();
     let target = &rest[on + " ON ".len()..];
-    let to = find_outside_quotes(target, " TO ")?;
-    Some((privileges, parse_level(&target[..to])))
+    let at = find_outside_quotes(target, to)?;
+    let grantee = &target[at + to.len()..];
+    let grantee = match find_outside_quotes(grantee, " ") {
+        Some(end) => &grantee[..end],
+        None => grantee,
+    };
+    Some(Line {
+        grantee: grantee.to_owned(),
+        privileges,
+        level: parse_level(&target[..at]),
+        revoke,
+    })
+}
+
+/// `a, b (x, y),c` → `a`, `b (x, y)`, `c`: MySQL 8 joins dynamic
+/// privileges with a bare comma, and column lists hold commas.
+fn split_outside_parentheses(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start, mut in_quotes) = (0u32, 0, false);
+    for (at, c) in text.char_indices() {
+        match c {
+            '`' => in_quotes = !in_quotes,
+            '(' if !in_quotes => depth += 1,
+            ')' if !in_quotes => depth = depth.saturating_sub(1),
+            ',' if !in_quotes && depth == 0 => {
+                parts.push(&text[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// How specific a database pattern is, as the server orders them: an
+/// exact name first, then the longer literal start before a wildcard.
+fn specificity(pattern: &str) -> (bool, usize) {
+    let mut literal = 0;
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '%' | '_' => return (false, literal),
+            '\\' => {
+                chars.next();
+                literal += 1;
+            }
+            _ => literal += 1,
+        }
+    }
+    (true, literal)
+}
+
+/// `name` as a database-level grant pattern matching only itself.
+fn escape_like(name: &str) -> String {
+    let mut pattern = String::new();
+    for c in name.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 fn parse_level(target: &str) -> Level {
@@ -166,23 +280,41 @@ fn find_outside_quotes(text: &str, needle: &str) -> Option<usize> {
 }
 
 /// Whether `name` matches a database-level grant's `pattern`: `%` any
-/// run, `_` any one character, `\` escapes the next.
+/// run, `_` any one character, `\` escapes the next. Table-driven, so
+/// no pattern can make it backtrack for long.
 fn like(pattern: &str, name: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let name: Vec<char> = name.chars().collect();
-    like_from(&pattern, &name)
-}
-
-fn like_from(pattern: &[char], name: &[char]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some(('%', rest)) => (0..=name.len()).any(|skip| like_from(rest, &name[skip..])),
-        Some(('_', rest)) => !name.is_empty() && like_from(rest, &name[1..]),
-        Some(('\\', [escaped, rest @ ..])) => {
-            name.first() == Some(escaped) && like_from(rest, &name[1..])
-        }
-        Some((c, rest)) => name.first() == Some(c) && like_from(rest, &name[1..]),
+    #[derive(Clone, Copy, PartialEq)]
+    enum Token {
+        Any,
+        One,
+        Char(char),
     }
+    let mut tokens = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        tokens.push(match c {
+            '%' => Token::Any,
+            '_' => Token::One,
+            '\\' => Token::Char(chars.next().unwrap_or('\\')),
+            c => Token::Char(c),
+        });
+    }
+    let name: Vec<char> = name.chars().collect();
+    // matched[j]: the tokens so far match the first j characters
+    let mut matched = vec![false; name.len() + 1];
+    matched[0] = true;
+    for token in tokens {
+        let mut next = vec![false; name.len() + 1];
+        for j in 0..=name.len() {
+            next[j] = match token {
+                Token::Any => matched[j] || (j > 0 && next[j - 1]),
+                Token::One => j > 0 && matched[j - 1],
+                Token::Char(c) => j > 0 && matched[j - 1] && name[j - 1] == c,
+            };
+        }
+        matched = next;
+    }
+    matched[name.len()]
 }
 
 #[cfg(test)]
@@ -191,7 +323,7 @@ mod tests {
 
     fn lacking(grants: &str, databases: &[&str]) -> Vec<(Option<String>, Vec<String>)> {
         let databases: Vec<String> = databases.iter().map(|d| d.to_string()).collect();
-        Grants::parse(grants).lacking(&databases)
+        Grants::parse(grants.lines()).lacking(&databases)
     }
 
     #[test]
@@ -278,6 +410,55 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_revoke_takes_a_privilege_back_from_one_database() {
+        // MySQL 8 with partial_revokes
+        let grants = "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON *.* TO `u`@`%`\n\
+                      REVOKE TRIGGER ON `app`.* FROM `u`@`%`";
+        assert_eq!(
+            lacking(grants, &["app", "crm"]),
+            vec![(
+                Some("app".to_owned()),
+                vec!["TRIGGER (its triggers)".to_owned()]
+            )]
+        );
+    }
+
+    #[test]
+    fn only_the_most_specific_database_row_counts() {
+        // the server applies the exact row alone, not both rows
+        let grants = "GRANT SELECT ON *.* TO `u`@`%`\n\
+                      GRANT SELECT, SHOW VIEW ON `shop\\_eu`.* TO `u`@`%`\n\
+                      GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON `shop\\_%`.* TO `u`@`%`";
+        assert_eq!(lacking(grants, &["shop_us"]), vec![]);
+        assert_eq!(
+            lacking(grants, &["shop_eu"]),
+            vec![(
+                Some("shop_eu".to_owned()),
+                vec![
+                    "TRIGGER (its triggers)".to_owned(),
+                    "EVENT (its events)".to_owned()
+                ]
+            )]
+        );
+        // but a role's row is added to the user's own
+        let with_role = format!("{grants}\nGRANT TRIGGER, EVENT ON `shop\\_eu`.* TO `r`");
+        assert_eq!(lacking(&with_role, &["shop_eu"]), vec![]);
+    }
+
+    #[test]
+    fn dynamic_privileges_joined_by_a_bare_comma_are_read() {
+        // MySQL 8's SHOW GRANTS
+        let grants = "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON *.* TO `u`@`%`\n\
+                      GRANT BACKUP_ADMIN,SHOW_ROUTINE ON *.* TO `u`@`%`";
+        let parsed = Grants::parse(grants.lines());
+        assert!(parsed.holds("SHOW_ROUTINE", |level| *level == Level::Global));
+        assert_eq!(
+            split_outside_parentheses("SELECT (`a,b`, c),INSERT"),
+            vec!["SELECT (`a,b`, c)", "INSERT"]
+        );
+    }
+
+    #[test]
     fn database_patterns_match_as_the_server_does() {
         let grants = "GRANT SELECT, SHOW VIEW, EVENT, TRIGGER ON `shop\\_%`.* TO `u`@`%`\n\
                       GRANT SELECT, SHOW VIEW, EVENT, TRIGGER ON `a``b c. TO x`.* TO `u`@`%`\n\
@@ -287,5 +468,9 @@ mod tests {
         assert_eq!(lacking(grants, &["shopXeu"]).len(), 1);
         assert!(like("a_c", "abc") && !like("a_c", "ac") && like("%", ""));
         assert!(like("x%y", "xaaay") && !like("x%y", "xaaa"));
+        // no exponential backtracking: 64 wildcards against 64 characters
+        let pattern = "%a".repeat(32) + "b";
+        assert!(!like(&pattern, &"a".repeat(64)));
+        assert!(like("a\\%b", "a%b") && !like("a\\%b", "axb"));
     }
 }

@@ -465,7 +465,15 @@ async fn dump(
             // a mysqldump's parts wait on disk when the upload is behind;
             // PostgreSQL waits for its reader as long as it takes
             let scratch = match spec.engine {
-                Engine::Mysql => Some(off_runtime("scratch space", || scratch::prepare(0)).await??),
+                Engine::Mysql => {
+                    match off_runtime("scratch space", || scratch::prepare(0)).await? {
+                        Ok(scratch) => Some(scratch),
+                        Err(err) => {
+                            tracing::warn!("{err}; the dump will wait for the upload instead");
+                            None
+                        }
+                    }
+                }
                 Engine::Postgres => None,
             };
             let dump =
@@ -682,13 +690,13 @@ async fn stream_dump(
             compression_workers(),
             &mut writer,
         )?;
-        writer.finish().map_err(AgentError::CiphertextSink)
+        Ok::<_, AgentError>(writer)
     });
 
     let dump_half = async move {
         let encrypted = encryption.await;
-        let ciphertext = match encrypted {
-            Ok(Ok(ciphertext)) => ciphertext,
+        let writer = match encrypted {
+            Ok(Ok(writer)) => writer,
             Ok(Err(err)) => {
                 process.kill();
                 return Err(err);
@@ -699,11 +707,15 @@ async fn stream_dump(
             }
         };
         // A dump that failed still leaves a well-formed, truncated
-        // ciphertext: only the exit status tells.
+        // ciphertext: only the exit status tells, and it is the reason
+        // at once, not after the parts still waiting are uploaded.
         process.wait_success().await?;
         tracing::info!("{program} finished");
         let _ = dump_finished.send(());
-        Ok::<_, AgentError>(ciphertext)
+        off_runtime("the last parts", move || {
+            writer.finish().map_err(AgentError::CiphertextSink)
+        })
+        .await?
     };
     let upload_half = async {
         upload

@@ -48,11 +48,16 @@ pub struct Measured {
 impl Measured {
     /// `None` for a manifest without the dump's start time, or whose
     /// times do not make a positive rate.
+    /// Older manifests without the dump's start give the whole run as
+    /// the streaming time and no boot.
     pub fn from_manifest(manifest: &Manifest) -> Option<Measured> {
-        let dump_started = manifest.dump_started_at?;
+        let dump_started = manifest.dump_started_at.unwrap_or(manifest.started_at);
         let boot = Duration::try_from(dump_started - manifest.started_at).ok()?;
         let streaming = Duration::try_from(manifest.finished_at - dump_started).ok()?;
-        let bytes: u64 = manifest.objects.iter().map(|o| o.plaintext_bytes).sum();
+        let bytes = manifest
+            .objects
+            .iter()
+            .fold(0u64, |sum, o| sum.saturating_add(o.plaintext_bytes));
         let bytes_per_second = bytes as f64 / streaming.as_secs_f64().max(1.0);
         (bytes_per_second > 0.0).then_some(Measured {
             boot,
@@ -106,7 +111,10 @@ pub fn estimate(
             ),
         ),
     };
-    let duration = boot + Duration::from_secs_f64(bytes as f64 / rate);
+    // saturating: a tiny last backup and a huge --database-size, or a
+    // manifest's odd times, must not panic
+    let streaming = Duration::try_from_secs_f64(bytes as f64 / rate).unwrap_or(Duration::MAX);
+    let duration = boot.saturating_add(streaming);
     let hourly_price_usd = price_override.or_else(|| {
         PRICES
             .iter()
@@ -177,5 +185,20 @@ mod tests {
         let measured = Measured::from_manifest(&manifest).unwrap();
         assert_eq!(measured.boot, Duration::from_secs(90));
         assert!((measured.bytes_per_second - MIB).abs() < 1e-6);
+        // without the dump's start: the whole run, no boot
+        let mut older = manifest.clone();
+        older.dump_started_at = None;
+        let measured = Measured::from_manifest(&older).unwrap();
+        assert_eq!(measured.boot, Duration::ZERO);
+        assert!((measured.bytes_per_second - 600.0 * MIB / 690.0).abs() < 1e-3);
+        // a byte a second against an exabyte: saturates, no panic
+        let slow = Measured {
+            boot: Duration::MAX,
+            bytes_per_second: 1e-300,
+        };
+        assert_eq!(
+            estimate(u64::MAX, "t3.micro", None, Some(&slow)).duration,
+            Duration::MAX
+        );
     }
 }

@@ -1195,10 +1195,19 @@ impl Controller {
             let key = layout::manifest(stamp);
             if let Ok(Some(object)) = launch::get_json(&self.bucket(), &key).await {
                 if let Ok(manifest) = parse_document::<Manifest>(&object.body) {
+                    // its rate says something of this job only on the
+                    // same instance type with the same dump format
+                    let comparable = manifest.instance_type == job.instance_type
+                        && manifest.format == job.dump.mode.name();
                     return Some(LastBackup {
-                        bytes: manifest.objects.iter().map(|o| o.plaintext_bytes).sum(),
+                        bytes: manifest
+                            .objects
+                            .iter()
+                            .fold(0u64, |sum, o| sum.saturating_add(o.plaintext_bytes)),
                         source: format!("the last backup, s3://{bucket}/{key}"),
-                        measured: estimate::Measured::from_manifest(&manifest),
+                        measured: comparable
+                            .then(|| estimate::Measured::from_manifest(&manifest))
+                            .flatten(),
                     });
                 }
             }
