@@ -250,8 +250,103 @@ mod tests {
         assert!(script.contains("readonly DUMP_MODE='mydumper'"));
         // the package lists are chosen by the mode inside the script
         let choose = script.find("case \"$DUMP_MODE\" in").unwrap();
-        let install = script.find("apt-get install -y -q $apt_packages").unwrap();
+        let install = script.find("apt_get install -y -q $apt_packages").unwrap();
         assert!(choose < install);
+    }
+
+    /// Runs the rendered set-up (from choosing the packages to fetching
+    /// the agent) of a `mode` job on a machine where only `manager`
+    /// (`apt-get` or `dnf`) is there: stand-ins record each call of it
+    /// and of `systemctl`, and `apt-get update` fails its first
+    /// `update_failures` times, as a mirror or a held lock does. Returns
+    /// the record and the exit code.
+    fn run_setup(mode: &str, manager: &str, update_failures: u32) -> (String, Option<i32>) {
+        let script = UserData {
+            dump_mode: mode.into(),
+            ..sample()
+        }
+        .render_script()
+        .unwrap();
+        let start = script.find("# Only the client tools").unwrap();
+        let end = script.find("stage=\"fetching the agent\"").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let record = dir.path().join("record");
+        let count = dir.path().join("count");
+        let stub = |name: &str, body: &str| {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        let log = format!("echo \"${{0##*/}} $*\" >> '{}'", record.display());
+        stub("systemctl", &log);
+        stub("sleep", "");
+        stub("ldconfig", "");
+        stub("grep", "exit 1");
+        stub(
+            manager,
+            &format!(
+                "{log}\ncase \" $* \" in *\" update \"*)\n\
+                 n=0; read -r n < '{count}' || true; echo $((n + 1)) > '{count}'\n\
+                 [ \"$n\" -ge {update_failures} ] || exit 100 ;;\nesac",
+                count = count.display()
+            ),
+        );
+        let setup = format!(
+            "set -euo pipefail\nreadonly DUMP_MODE='{mode}'\nlog() {{ :; }}\n{}",
+            &script[start..end]
+        );
+        let out = Command::new("/bin/bash")
+            .arg("-c")
+            .arg(&setup)
+            .env_clear()
+            .env("PATH", &bin)
+            .output()
+            .unwrap();
+        (
+            std::fs::read_to_string(&record).unwrap_or_default(),
+            out.status.code(),
+        )
+    }
+
+    #[test]
+    fn set_up_waits_for_a_first_boot_s_package_lock_and_retries_mirrors() {
+        let (record, code) = run_setup("mydumper", "apt-get", 2);
+        assert_eq!(code, Some(0), "{record}");
+        let calls: Vec<&str> = record.lines().collect();
+        assert!(
+            calls[0].starts_with("systemctl stop apt-daily.timer apt-daily-upgrade.timer"),
+            "the first-boot jobs are stopped before apt runs: {record}"
+        );
+        let updates = calls.iter().filter(|c| c.ends_with("update -q")).count();
+        assert_eq!(updates, 3, "two failures, then success: {record}");
+        for call in &calls[1..] {
+            assert!(
+                call.contains("-o DPkg::Lock::Timeout=600"),
+                "every apt-get call waits for the lock: {call}"
+            );
+        }
+        assert!(record.contains("install -y -q mydumper default-mysql-client gnupg"));
+        let (record, code) = run_setup("pg_dump-custom", "apt-get", 9);
+        assert_eq!(code, Some(1), "a mirror that never answers fails set-up");
+        assert_eq!(record.matches("update -q").count(), 5, "{record}");
+    }
+
+    #[test]
+    fn amazon_linux_gets_only_packages_it_has_and_no_conflict() {
+        let (record, code) = run_setup("mysqldump", "dnf", 0);
+        assert_eq!(code, Some(0), "{record}");
+        assert_eq!(
+            record.trim(),
+            "dnf install -y -q --setopt=retries=5 mariadb105 gpgme ca-certificates"
+        );
+        // mydumper is not in AL2023's repositories: set-up stops, naming it,
+        // rather than failing the whole transaction
+        let (record, code) = run_setup("mydumper", "dnf", 0);
+        assert_eq!(code, Some(1));
+        assert_eq!(record, "", "no dnf transaction was tried");
     }
 
     #[test]

@@ -53,7 +53,7 @@ shutdown -h "+$MAX_LIFETIME_MINUTES" "backup-cloud: maximum lifetime reached"
 
 # Only the client tools the job's dump mode needs.
 case "$DUMP_MODE" in
-  mydumper) tools="mydumper mysql"; apt_packages="mydumper default-mysql-client"; dnf_packages="mydumper mariadb105" ;;
+  mydumper) tools="mydumper mysql"; apt_packages="mydumper default-mysql-client"; dnf_packages="mariadb105" ;;
   mysqldump) tools="mysqldump mysql"; apt_packages="default-mysql-client"; dnf_packages="mariadb105" ;;
   *) tools="pg_dump psql pg_restore"; apt_packages="postgresql-client"; dnf_packages="postgresql16" ;;
 esac
@@ -67,13 +67,30 @@ has_gpgme || missing=1
 if [ "$missing" -eq 1 ]; then
   if command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
+    # A fresh Ubuntu runs apt-daily and unattended-upgrades at first boot,
+    # holding dpkg's lock for minutes; this throwaway machine needs neither.
+    systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
+      apt-daily-upgrade.service unattended-upgrades.service >/dev/null 2>&1 || true
+    # wait for a lock still held (apt >= 1.9.11); retry mirrors that fail
+    apt_get() { apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 "$@"; }
+    for attempt in 1 2 3 4 5; do
+      apt_get update -q && break
+      [ "$attempt" -eq 5 ] && exit 1
+      log "apt-get update failed (attempt $attempt); retrying"
+      sleep 10
+    done
     # shellcheck disable=SC2086 # word splitting intended: a package list
-    apt-get install -y -q $apt_packages gnupg curl ca-certificates
-    apt-get install -y -q libgpgme11t64 || apt-get install -y -q libgpgme11
+    apt_get install -y -q $apt_packages gnupg curl ca-certificates
+    apt_get install -y -q libgpgme11t64 || apt_get install -y -q libgpgme11
   elif command -v dnf >/dev/null; then
+    if [ "$DUMP_MODE" = mydumper ] && ! command -v mydumper >/dev/null; then
+      stage="installing mydumper, which Amazon Linux 2023 does not package (use an AMI with it installed, an Ubuntu AMI, or mode mysqldump)"
+      exit 1
+    fi
+    # gpg comes with AL2023's gnupg2-minimal; asking for gnupg2 conflicts
+    # with it and fails the whole transaction
     # shellcheck disable=SC2086 # word splitting intended: a package list
-    dnf install -y -q $dnf_packages gnupg2 gpgme curl-minimal ca-certificates
+    dnf install -y -q --setopt=retries=5 $dnf_packages gpgme ca-certificates
   else
     echo "no supported package manager (apt-get or dnf)" >&2
     exit 1
