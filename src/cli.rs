@@ -187,6 +187,8 @@ async fn dispatch(cli: Cli) -> Dispatched {
             spec_key,
         } => match crate::agent::run(&spec_bucket, &spec_key).await {
             Ok(()) => (Exit::Success, None),
+            // not in the job's status: user-data reports what it can
+            Err(err @ crate::agent::AgentError::Unreported(_)) => fail(Exit::Internal, err),
             Err(err) => fail(Exit::BackupFailed, err),
         },
         Command::BenchEncrypt {

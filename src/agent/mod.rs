@@ -155,17 +155,35 @@ pub enum AgentError {
     },
     #[error("the backup ended but its final status could not be published: {0}")]
     FinalStatus(StatusError),
+    /// A failure the job's status does not carry and should: the spec or
+    /// the status could not be read, or publishing the failure failed.
+    /// The agent exits with another code than a reported failure's, so
+    /// that user-data reports it. (A status that is another job's, or
+    /// already final, is left alone: that refusal exits as reported.)
+    #[error("{0} (not in the job's status)")]
+    Unreported(Box<AgentError>),
+}
+
+fn unreported(err: AgentError) -> AgentError {
+    AgentError::Unreported(Box::new(err))
 }
 
 /// Reads the job spec at `s3://spec_bucket/spec_key` and runs the backup.
 /// Region, endpoint and credentials come from the environment.
 pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
     let clients = AwsClients::load_on_instance(AwsTimeouts::default()).await;
-    let spec = fetch_spec(&Bucket::new(clients.s3.clone(), spec_bucket), spec_key).await?;
+    let spec = fetch_spec(&Bucket::new(clients.s3.clone(), spec_bucket), spec_key)
+        .await
+        .map_err(unreported)?;
     let clients = AwsClients::load_on_instance(spec.aws_timeouts).await;
     tracing::info!(job = %spec.job_id, "job spec s3://{spec_bucket}/{spec_key} loaded");
     let store = SsmStatusStore::new(clients.ssm.clone());
-    let initial = claim_status(&store, &spec).await?;
+    // a status that is missing can be reported; one that is another
+    // job's or already final must be left alone (exit as reported)
+    let initial = claim_status(&store, &spec).await.map_err(|err| match err {
+        AgentError::StatusMissing { .. } => unreported(err),
+        other => other,
+    })?;
     let counters = TransferCounters::default();
     let reporter = StatusReporter::new(
         store,
@@ -200,6 +218,7 @@ pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
                 .await
             {
                 tracing::error!("the failure could not be published: {status_err}");
+                return Err(unreported(err));
             }
             Err(err)
         }

@@ -769,3 +769,35 @@ fn every_error_with_a_cause_names_it_in_its_message() {
     }
     assert!(offenders.is_empty(), "{offenders:#?}");
 }
+
+/// An agent that cannot read its job spec has no status to report in;
+/// it exited 4, the code of a failure it had reported, so user-data
+/// reported nothing and the job showed only as "the instance went away".
+/// It now exits 1, which user-data reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_cannot_read_its_spec_exits_as_unreported() {
+    require_services();
+    let aws = aws().await;
+    let bucket = unique("bi-agent-");
+    aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let output = output_within(
+        Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+            .args([
+                "agent",
+                "--spec-bucket",
+                &bucket,
+                "--spec-key",
+                "jobs/none/spec.json",
+            ])
+            .env("AWS_ENDPOINT_URL", endpoint())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+        COMMAND_LIMIT,
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("jobs/none/spec.json") && stderr.contains("not in the job's status"),
+        "{stderr}"
+    );
+}
