@@ -112,15 +112,12 @@ pub fn mysql_tables_query(databases: &[String]) -> String {
 
 /// Parses the `mysql --batch` output of [`mysql_tables_query`].
 pub fn parse_mysql_tables(output: &str) -> Result<Vec<(String, String)>, FactsError> {
-    output
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|line| {
-            line.split_once('\t')
-                .map(|(d, t)| (d.to_owned(), t.to_owned()))
-                .ok_or_else(|| FactsError::Unexpected(line.to_owned()))
-        })
-        .collect()
+    let rows = crate::mysql_batch::rows::<2>(output)
+        .ok_or_else(|| FactsError::Unexpected(output.to_owned()))?;
+    Ok(rows
+        .into_iter()
+        .map(|[database, table]| (database, table))
+        .collect())
 }
 
 /// The script printing, per table in order, its row count and then its

@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod exit;
 pub mod facts;
 pub mod layout;
+pub mod mysql_batch;
 pub mod openpgp;
 pub mod output;
 pub mod process;

@@ -128,6 +128,24 @@ pub struct DumpSettings {
     pub exclude: BTreeMap<String, Vec<String>>,
 }
 
+impl DumpSettings {
+    /// Every `(database, table)` that `exclude` names.
+    pub fn excluded_tables(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.exclude.iter().flat_map(|(database, tables)| {
+            tables
+                .iter()
+                .map(move |table| (database.as_str(), table.as_str()))
+        })
+    }
+
+    /// Whether `exclude` names `database`.`table`, exactly.
+    pub fn excludes(&self, database: &str, table: &str) -> bool {
+        self.exclude
+            .get(database)
+            .is_some_and(|tables| tables.iter().any(|t| t == table))
+    }
+}
+
 /// Default zstd level: fast, and most of the ratio of higher levels on SQL text.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
 /// mydumper's own default long-query guard.

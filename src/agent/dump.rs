@@ -7,7 +7,7 @@
 //! (`pg_dump -Fd`, `mydumper`). The rest of the agent only sees a
 //! [`DumpCommand`] and the [`DumpProcess`] it starts.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,6 +18,7 @@ use std::time::Duration;
 use super::grants::Grants;
 use crate::client_limits::MYSQL_MAX_PACKET;
 use crate::credentials;
+use crate::mysql_batch::rows;
 use crate::schema::{DatabaseTarget, DumpMode, DumpSettings, Engine};
 use crate::secret::Secret;
 
@@ -322,7 +323,7 @@ impl Connection {
                     "--no-tablespaces",
                     "--default-character-set=utf8mb4",
                 ]);
-                for (database, table) in excluded_tables(&settings.exclude) {
+                for (database, table) in settings.excluded_tables() {
                     command.arg(format!("--ignore-table={database}.{table}"));
                 }
                 command.args(["--databases", "--"]);
@@ -365,7 +366,7 @@ impl Connection {
             .args(["--triggers", "--events", "--routines", "--verbose=1"])
             .arg(format!(
                 "--regex={}",
-                mydumper_regex(&databases.0, &settings.exclude)
+                mydumper_regex(&databases.0, settings)
             ));
         if settings.kill_long_queries {
             command.arg("--kill-long-queries");
@@ -506,13 +507,8 @@ impl Connection {
                  WHERE table_type <> 'SEQUENCE' AND table_schema IN ({schemas}) ORDER BY 1, 2"
             ))
             .await?;
-        check_exclude(&settings.exclude, &listed)?;
-        let kept = |database: &str, name: &str| {
-            !settings
-                .exclude
-                .get(database)
-                .is_some_and(|tables| tables.iter().any(|t| t == name))
-        };
+        check_exclude(settings, &listed)?;
+        let kept = |database: &str, name: &str| !settings.excludes(database, name);
         let tables: Vec<[String; 3]> = listed
             .into_iter()
             .filter(|[database, name, _]| kept(database, name))
@@ -735,12 +731,13 @@ fn sql_string(text: &str) -> String {
 }
 
 /// mydumper's `--regex` (matched against `database.table`) selecting
-/// exactly `databases` but the tables `exclude` names; every character but
+/// exactly `databases` but the tables `settings` exclude; every character but
 /// ASCII letters and digits is escaped, so a name is never read as a
 /// pattern, and the argument is ASCII (non-ASCII bytes as `\xHH`).
-fn mydumper_regex(databases: &[String], exclude: &BTreeMap<String, Vec<String>>) -> String {
+fn mydumper_regex(databases: &[String], settings: &DumpSettings) -> String {
     let databases: Vec<String> = databases.iter().map(|name| regex_literal(name)).collect();
-    let excluded: Vec<String> = excluded_tables(exclude)
+    let excluded: Vec<String> = settings
+        .excluded_tables()
         .map(|(database, table)| format!("{}\\.{}", regex_literal(database), regex_literal(table)))
         .collect();
     let lookahead = if excluded.is_empty() {
@@ -749,15 +746,6 @@ fn mydumper_regex(databases: &[String], exclude: &BTreeMap<String, Vec<String>>)
         format!("(?!({})$)", excluded.join("|"))
     };
     format!("^{lookahead}({})\\.", databases.join("|"))
-}
-
-/// Every `(database, table)` that `exclude` names.
-fn excluded_tables(exclude: &BTreeMap<String, Vec<String>>) -> impl Iterator<Item = (&str, &str)> {
-    exclude.iter().flat_map(|(database, tables)| {
-        tables
-            .iter()
-            .map(move |table| (database.as_str(), table.as_str()))
-    })
 }
 
 /// `name` as a PCRE pattern matching only itself, in ASCII.
@@ -774,16 +762,13 @@ fn regex_literal(name: &str) -> String {
         .collect()
 }
 
-/// Checks that each `(database, table)` that `exclude` names is one
+/// Checks that each `(database, table)` that `settings` exclude is one
 /// object the server `listed`, told apart from every other as mysqldump
 /// tells them (it matches `--ignore-table=db.table` without regard to
 /// case, and `a.b` + `c` reads as `a` + `b.c`).
-fn check_exclude(
-    exclude: &BTreeMap<String, Vec<String>>,
-    listed: &[[String; 3]],
-) -> Result<(), DumpError> {
+fn check_exclude(settings: &DumpSettings, listed: &[[String; 3]]) -> Result<(), DumpError> {
     let mut problems = Vec::new();
-    for (database, table) in excluded_tables(exclude) {
+    for (database, table) in settings.excluded_tables() {
         if !listed.iter().any(|[d, t, _]| d == database && t == table) {
             problems.push(format!("{database}.{table} names no table or view"));
             continue;
@@ -802,39 +787,6 @@ fn check_exclude(
     } else {
         Err(DumpError::BadExclude(problems))
     }
-}
-
-/// The rows of a `mysql --batch` answer, each of `N` tab-separated
-/// fields with the batch format's escapes undone; `None` if a row has
-/// another number of fields.
-fn rows<const N: usize>(output: &str) -> Option<Vec<[String; N]>> {
-    output
-        .lines()
-        .map(|line| {
-            let fields: Vec<String> = line.split('\t').map(unescape_batch).collect();
-            <[String; N]>::try_from(fields).ok()
-        })
-        .collect()
-}
-
-/// Undoes `mysql --batch`'s escapes: `\\`, `\t`, `\n`, `\0`.
-fn unescape_batch(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut chars = field.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('t') => out.push('\t'),
-            Some('n') => out.push('\n'),
-            Some('0') => out.push('\0'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
-        }
-    }
-    out
 }
 
 /// `dbname='…'` with libpq's conninfo quoting.
@@ -1064,6 +1016,7 @@ impl Drop for DumpProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn every_object_in_the_catalog_needs_its_file_in_the_dump() {
@@ -1098,20 +1051,6 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains(named), "{err}");
         }
-    }
-
-    #[test]
-    fn batch_rows_are_unescaped_and_must_be_whole() {
-        let parsed: Vec<[String; 2]> = rows("a\tb\\tc\nline\\nbreak\tback\\\\slash\n\t\n").unwrap();
-        assert_eq!(
-            parsed,
-            vec![
-                ["a".to_owned(), "b\tc".to_owned()],
-                ["line\nbreak".to_owned(), "back\\slash".to_owned()],
-                [String::new(), String::new()]
-            ]
-        );
-        assert_eq!(rows::<2>("a\tb\nbroken\n"), None);
     }
 
     fn target() -> DatabaseTarget {
@@ -1234,9 +1173,13 @@ mod tests {
                 .collect()
         };
         let both = [("app.eu", "v_broken"), ("app.eu", "it's"), ("crm", "x")];
-        assert!(check_exclude(&exclude, &listed(&both)).is_ok());
+        let excluding = DumpSettings {
+            exclude,
+            ..DumpSettings::default()
+        };
+        assert!(check_exclude(&excluding, &listed(&both)).is_ok());
         let err = check_exclude(
-            &exclude,
+            &excluding,
             &listed(&both[..2])
                 .into_iter()
                 .chain(listed(&[("app.eu", "V_Broken"), ("app", "eu.it's")]))
@@ -1252,7 +1195,7 @@ mod tests {
             err.contains("app.eu.it's cannot be told apart from app.eu.it's"),
             "{err}"
         );
-        let err = check_exclude(&exclude, &listed(&both[1..]))
+        let err = check_exclude(&excluding, &listed(&both[1..]))
             .unwrap_err()
             .to_string();
         assert!(
@@ -1314,7 +1257,7 @@ mod tests {
         }
         assert!(!args.contains(&"--no-locks".to_owned()));
         assert_eq!(
-            mydumper_regex(&["shop-ünï".into()], &BTreeMap::new()),
+            mydumper_regex(&["shop-ünï".into()], &DumpSettings::default()),
             "^(shop\\-\\xc3\\xbcn\\xc3\\xaf)\\.",
             "non-ASCII bytes escaped: mydumper refuses them in its options"
         );

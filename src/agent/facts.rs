@@ -13,7 +13,6 @@
 //! the table as it is): they equal the dump only when nothing wrote to the
 //! database meanwhile, and the drill says so.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -23,7 +22,7 @@ use crate::facts::{
     mysql_facts_script, mysql_tables_query, parse_fact, parse_mysql_facts, parse_mysql_tables,
     FactsError, END_MARKER, MYSQL_METHOD, POSTGRES_FACTS_SCRIPT, POSTGRES_METHOD,
 };
-use crate::schema::{DumpFacts, TableFacts};
+use crate::schema::{DumpFacts, DumpSettings, TableFacts};
 
 /// Runs the connected `mysql` client `client` with `sql` on stdin.
 async fn mysql_batch(mut client: std::process::Command, sql: &str) -> Result<String, FactsError> {
@@ -44,13 +43,14 @@ async fn mysql_batch(mut client: std::process::Command, sql: &str) -> Result<Str
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The MySQL facts of `databases` but the tables `exclude` names, taken with `client` (a connected
-/// `mysql`, made twice); `None` for another engine. A backup promises
-/// them (a drill proves it against them), so a failure is the backup's.
+/// The MySQL facts of `databases` but the tables `settings` exclude,
+/// taken with `client` (a connected `mysql`, made twice); `None` for
+/// another engine. A backup promises them (a drill proves it against
+/// them), so a failure is the backup's.
 pub async fn mysql_facts(
     client: impl Fn() -> Option<std::process::Command>,
     databases: &[String],
-    exclude: &BTreeMap<String, Vec<String>>,
+    settings: &DumpSettings,
 ) -> Result<Option<DumpFacts>, FactsError> {
     let (Some(list), Some(facts)) = (client(), client()) else {
         return Ok(None);
@@ -58,11 +58,7 @@ pub async fn mysql_facts(
     let collected = async {
         let mut tables =
             parse_mysql_tables(&mysql_batch(list, &mysql_tables_query(databases)).await?)?;
-        tables.retain(|(database, table)| {
-            !exclude
-                .get(database)
-                .is_some_and(|excluded| excluded.contains(table))
-        });
+        tables.retain(|(database, table)| !settings.excludes(database, table));
         let output = mysql_batch(facts, &mysql_facts_script(&tables)).await?;
         parse_mysql_facts(&tables, &output)
     };

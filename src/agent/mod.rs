@@ -526,12 +526,7 @@ async fn dump(
     let facts = match facts {
         Some(collecting) => Some(collecting.finish().await?),
         None => {
-            facts::mysql_facts(
-                || connection.mysql_facts_client(),
-                &databases.0,
-                &spec.dump.exclude,
-            )
-            .await?
+            facts::mysql_facts(|| connection.mysql_facts_client(), &databases.0, &spec.dump).await?
         }
     };
     Ok((dumped, facts))

@@ -390,22 +390,7 @@ impl Controller {
             ),
         );
         let script = user_data.render_script()?;
-        let last = self.last_backup(job).await;
-        let size = match (database_bytes, &last) {
-            (Some(bytes), _) => Some((bytes, "given on the command line".to_owned())),
-            (None, Some(last)) => Some((last.bytes, last.source.clone())),
-            (None, None) => None,
-        };
-        let measured = last.as_ref().and_then(|last| last.measured.as_ref());
-        let sized = size.map(|(bytes, source)| {
-            let e = estimate::estimate(
-                bytes,
-                &plan.spec.instance_type,
-                self.config.instance.hourly_price_usd,
-                measured,
-            );
-            (bytes, source, e)
-        });
+        let sized = self.estimate_job(job, database_bytes).await;
         let credentials = plan::credentials_warning(
             self.aws.credentials_expiry().await,
             std::time::SystemTime::now(),
@@ -425,15 +410,38 @@ impl Controller {
         }
     }
 
+    /// The estimate of `job` for `database_bytes`, or for its last
+    /// backup's size, at its last backup's measured rate where there is
+    /// one: `(bytes, where the size came from, estimate)`; `None` with
+    /// neither a size nor a backup.
+    async fn estimate_job(
+        &self,
+        job: &JobConfig,
+        database_bytes: Option<u64>,
+    ) -> Option<(u64, String, estimate::Estimate)> {
+        let last = self.last_backup(job).await;
+        let (bytes, source) = match (database_bytes, &last) {
+            (Some(bytes), _) => (bytes, "given on the command line".to_owned()),
+            (None, Some(last)) => (last.bytes, last.source.clone()),
+            (None, None) => return None,
+        };
+        let e = estimate::estimate(
+            bytes,
+            &job.instance_type,
+            self.config.instance.hourly_price_usd,
+            last.as_ref().and_then(|last| last.measured.as_ref()),
+        );
+        Some((bytes, source, e))
+    }
+
     /// Refuses `job` when its last backup says it would not finish
     /// within its `max_lifetime` (see [`estimate`]); a job without a
     /// complete backup yet is let through.
     async fn check_last_backup_fits(&self, job: &JobConfig) -> Result<(), RunError> {
-        let Some(last) = self.last_backup(job).await else {
-            return Ok(());
-        };
-        let e = estimate::estimate(last.bytes, &job.instance_type, None, last.measured.as_ref());
-        check_fits(job, last.bytes, &e)
+        match self.estimate_job(job, None).await {
+            Some((bytes, _, e)) => check_fits(job, bytes, &e),
+            None => Ok(()),
+        }
     }
 
     /// Launches `job_name` unless it is already running, or attaches;

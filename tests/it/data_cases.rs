@@ -90,15 +90,13 @@ async fn a_table_the_backup_role_cannot_read_is_named_with_the_grant() {
     let mut config = fixture.config(fixture.postgres_job(&database));
     config.only_job().user = role.clone();
     fixture.write(&config);
-    let output = fixture.run_job();
-    assert_eq!(output.status.code(), Some(4), "{}", show(&output));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    for text in [
-        "public.b",
-        "GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO",
-    ] {
-        assert!(stderr.contains(text), "{text:?} in: {stderr}");
-    }
+    let stderr = refused(
+        &fixture,
+        &[
+            "public.b",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO",
+        ],
+    );
     assert!(!stderr.contains("public.a"), "a is readable: {stderr}");
     assert!(!stderr.contains("invalid snapshot"), "{stderr}");
     fixture.assert_failed_without_manifest().await;
@@ -135,19 +133,14 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
         exclude: exclude.then(|| BTreeMap::from([(app.clone(), vec!["v_broken".to_owned()])])),
         ..fixture.mysql_job(mode, &[&app])
     };
-    let refused = |job: Job, expected: &[&str]| {
+    let refused_as = |job: Job, expected: &[&str]| {
         fixture.write(&fixture.config(job));
-        let output = fixture.run_job();
-        assert_eq!(output.status.code(), Some(4), "{}", show(&output));
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        for text in expected {
-            assert!(stderr.contains(text), "{text:?} in: {stderr}");
-        }
+        refused(&fixture, expected);
     };
     let view = format!("{app}.v_broken");
-    refused(job(MysqlMode::Mysqldump, false), &[&view, "exclude = {"]);
+    refused_as(job(MysqlMode::Mysqldump, false), &[&view, "exclude = {"]);
     let column = format!("{app}.acct.token");
-    refused(
+    refused_as(
         job(MysqlMode::Mydumper, true),
         &[&column, "mode = \"mysqldump\""],
     );
@@ -156,7 +149,7 @@ async fn objects_a_dump_tool_would_leave_out_are_refused_by_name() {
     ));
     let database = format!("database {app}");
     let table = format!("{app}: v1.2");
-    refused(
+    refused_as(
         job(MysqlMode::Mydumper, true),
         &[&database, &table, "mode = \"mysqldump\""],
     );
@@ -186,16 +179,14 @@ async fn a_large_object_the_role_cannot_read_names_the_ways_out() {
     create_sample_database(&database, 100);
     psql(&database, "SELECT lo_from_bytea(0, 'x')");
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    let output = fixture.run_job();
-    assert_eq!(output.status.code(), Some(4), "{}", show(&output));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    for text in [
-        "cannot read what it must dump: large object ",
-        "GRANT SELECT ON LARGE OBJECT",
-        "large_objects = false",
-    ] {
-        assert!(stderr.contains(text), "{text:?} in: {stderr}");
-    }
+    refused(
+        &fixture,
+        &[
+            "cannot read what it must dump: large object ",
+            "GRANT SELECT ON LARGE OBJECT",
+            "large_objects = false",
+        ],
+    );
     fixture.assert_failed_without_manifest().await;
 
     let mut config = fixture.config(fixture.postgres_job(&database));
@@ -268,17 +259,15 @@ async fn a_role_that_cannot_see_triggers_or_routines_is_refused_before_they_go_m
     };
     for mode in [MysqlMode::Mydumper, MysqlMode::Mysqldump] {
         job(mode);
-        let output = fixture.run_job();
-        assert_eq!(output.status.code(), Some(4), "{}", show(&output));
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        for text in [
-            &format!("{role}@%"),
-            &format!("{app}: TRIGGER (its triggers)"),
-            "routines: SELECT on mysql.proc",
-            "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON",
-        ] {
-            assert!(stderr.contains(text), "{text:?} in: {stderr}");
-        }
+        let stderr = refused(
+            &fixture,
+            &[
+                &format!("{role}@%"),
+                &format!("{app}: TRIGGER (its triggers)"),
+                "routines: SELECT on mysql.proc",
+                "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT ON",
+            ],
+        );
         assert!(!stderr.contains("SHOW VIEW (its views)"), "{stderr}");
         assert!(!stderr.contains("PASSWORD"), "no hash: {stderr}");
         fixture.assert_failed_without_manifest().await;
@@ -392,4 +381,16 @@ async fn drills_clean_on_mariadb(
 ) {
     let _drills = DRILLS.lock().await;
     drill_passes(fixture, holder, address, &mysql_root_url(), counts);
+}
+
+/// Runs the fixture's job, which must fail as a backup (exit 4) with
+/// every one of `expected` on stderr; returns its stderr.
+fn refused(fixture: &Fixture, expected: &[&str]) -> String {
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(4), "{}", show(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    for text in expected {
+        assert!(stderr.contains(text), "{text:?} in: {stderr}");
+    }
+    stderr
 }
