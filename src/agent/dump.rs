@@ -96,8 +96,8 @@ pub enum DumpError {
     MissingFromDump(Vec<String>),
     #[error(
         "the backup role {role} cannot read what it must dump: {}; grant it with \
-         GRANT USAGE ON SCHEMA <schema> TO {role} and GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO {role} \
-         (or, on PostgreSQL 14 and later, GRANT pg_read_all_data TO {role}); large objects need \
+         GRANT USAGE ON SCHEMA <schema> TO {role}, GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO {role} \
+         and GRANT SELECT ON ALL SEQUENCES IN SCHEMA <schema> TO {role} (or, on PostgreSQL 14 and later, GRANT pg_read_all_data TO {role}); large objects need \
          GRANT SELECT ON LARGE OBJECT <oid> TO {role}, membership of their owner, or large_objects = false",
         .unreadable.join(", ")
     )]

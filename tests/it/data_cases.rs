@@ -49,7 +49,8 @@ async fn a_row_larger_than_the_clients_default_packet_backs_up_and_drills() {
     require_mysql_services();
     let holder = KeyHolder::generate("holder");
     let database = unique("dc_packet_");
-    mariadb("SET GLOBAL max_allowed_packet = 67108864");
+    // put back afterwards: later tests meet the server's default again
+    let _packet = ServerSetting::set("max_allowed_packet", "67108864");
     mariadb(&format!(
         "CREATE DATABASE {database};
          CREATE TABLE {database}.big (id int PRIMARY KEY, body LONGTEXT);
