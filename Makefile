@@ -2,8 +2,10 @@
 #   make deps           system packages (scripts/install-deps)
 #   make services       LocalStack behind the AWS gate + instance simulator + PostgreSQL + MariaDB (idempotent)
 #   make services-down  stop them all
-#   make test           services, the test world's own tests (localstack/tests: the AWS
-#                       gate, its evaluator, IMDS), then cargo test with the env below
+#   make test           services, the root filesystem the boot tests boot (tests/harness/
+#                       rootfs-up, cached in .state/rootfs), the test world's own tests
+#                       (localstack/tests: the AWS gate, its evaluator, IMDS), then
+#                       cargo test with the env below
 #   make lint           cargo fmt --check, clippy -D warnings
 #   make demo           services, cargo build, scripts/demo
 #   make bench          services, release build, bench/run.py: prints a table and
@@ -49,6 +51,7 @@ services-down:
 	-tests/harness/mariadb-down
 
 test: services
+	tests/harness/rootfs-up
 	.state/venv/bin/python -m unittest discover -s localstack/tests
 	cargo test --all-targets --no-fail-fast
 

@@ -28,6 +28,16 @@ Likewise ``backup-cloud-sim:minute-seconds=N`` sets that instance's
 BACKUP_CLOUD_SIM_MINUTE_SECONDS, for a fast dead-man without affecting other
 tests' instances.
 
+AMIs that are root filesystems: an image tagged ``backup-cloud-sim:rootfs=NAME``
+boots its instances' user-data in a chroot on a private overlay of
+``<state>/rootfs/NAME`` (built by tests/harness/rootfs-up), with that root
+filesystem's real package manager; only shutdown/systemctl/mkfs/mount... are
+shims there. The image's ``backup-cloud-sim:first-boot-apt-seconds=N`` has apt's
+and dpkg's locks held for the first N seconds, as a fresh Ubuntu's apt-daily
+and unattended-upgrades do; ``backup-cloud-sim:apt-sources=none`` boots it with
+no package sources, as in a private subnet with no mirror. An instance whose
+AMI names a root filesystem that is not built fails to boot: it is terminated.
+
 Credentials as on EC2: the script gets no AWS keys. Each instance has its
 own IMDSv2 endpoint (localstack/imds.py) on a loopback port, named by
 ``AWS_EC2_METADATA_SERVICE_ENDPOINT``; it serves the credentials of the role
@@ -84,6 +94,12 @@ GONE_STATES = {"shutting-down", "terminated", "stopping", "stopped"}
 ENDPOINT_TAG = "backup-cloud-sim:endpoint"
 MINUTE_TAG = "backup-cloud-sim:minute-seconds"
 LOOPBACK_URL = re.compile(r"^http://127\.0\.0\.1:[0-9]{1,5}$")
+ROOTFS_TAG = "backup-cloud-sim:rootfs"
+FIRST_BOOT_APT_TAG = "backup-cloud-sim:first-boot-apt-seconds"
+APT_SOURCES_TAG = "backup-cloud-sim:apt-sources"
+ROOTFS_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
+ROOTFS_DIR = os.path.join(STATE_DIR, "rootfs")
+ROOTFS_STAMP = ".backup-cloud-rootfs"
 
 stop_requested = threading.Event()
 
@@ -236,6 +252,8 @@ class Simulator:
         self.instances = {}
         self.sim_tags = {}  # instance id -> {backup-cloud-sim:* tag: value}
         self.profiles = {}  # instance id -> instance profile ARN
+        self.images = {}  # instance id -> AMI id
+        self.image_env = {}  # AMI id -> extra environment for sim-sandbox, or an error
         self.use_ns = namespace_works()
         self.base_path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin")
         # never hand our own venv to the scripts
@@ -276,6 +294,7 @@ class Simulator:
                 for i in res.get("Instances", []):
                     states[i["InstanceId"]] = i.get("State", {}).get("Name", "unknown")
                     self.profiles[i["InstanceId"]] = (i.get("IamInstanceProfile") or {}).get("Arn")
+                    self.images[i["InstanceId"]] = i.get("ImageId")
                     self.sim_tags[i["InstanceId"]] = {
                         t.get("Key"): t.get("Value", "") for t in i.get("Tags", [])
                         if t.get("Key") in (ENDPOINT_TAG, MINUTE_TAG)
@@ -301,6 +320,33 @@ class Simulator:
             return None
         roles = profile["InstanceProfile"].get("Roles", [])
         return roles[0]["RoleName"] if roles else None
+
+    def boot_environment(self, ami):
+        """What an AMI means to sim-sandbox: {} for this machine, the rootfs
+        variables for an image tagged backup-cloud-sim:rootfs, or a string
+        saying why it cannot boot."""
+        if ami in self.image_env:
+            return self.image_env[ami]
+        images = self.ec2.describe_images(ImageIds=[ami]).get("Images", []) if ami else []
+        tags = {t.get("Key"): t.get("Value", "") for im in images for t in im.get("Tags", [])}
+        name = tags.get(ROOTFS_TAG)
+        if name is None:
+            env = {}
+        elif not ROOTFS_NAME.match(name):
+            env = f"AMI {ami}: tag {ROOTFS_TAG}={name!r} is not a root filesystem name"
+        elif not os.path.exists(os.path.join(ROOTFS_DIR, name, ROOTFS_STAMP)):
+            env = f"AMI {ami}: root filesystem {name} is not built (tests/harness/rootfs-up {name})"
+        elif not self.use_ns:
+            env = f"AMI {ami}: a root filesystem needs a private mount namespace (unshare)"
+        else:
+            env = {"BACKUP_CLOUD_SIM_ROOTFS": os.path.join(ROOTFS_DIR, name)}
+            seconds = tags.get(FIRST_BOOT_APT_TAG, "0")
+            if re.fullmatch(r"[0-9]{1,4}", seconds):
+                env["BACKUP_CLOUD_SIM_FIRST_BOOT_APT_SECONDS"] = seconds
+            if tags.get(APT_SOURCES_TAG) == "none":
+                env["BACKUP_CLOUD_SIM_APT_SOURCES"] = "none"
+        self.image_env[ami] = env
+        return env
 
     def start_imds(self, inst):
         inst.imds = imds.start(imds.Metadata(
@@ -350,6 +396,19 @@ class Simulator:
                 log(f"{iid}: AWS endpoint overridden by tag {ENDPOINT_TAG}: {endpoint}")
             else:
                 log(f"{iid}: ignoring tag {ENDPOINT_TAG}={override!r}: only http://127.0.0.1:PORT is allowed")
+        try:
+            boot = self.boot_environment(self.images.get(iid))
+        except Exception as e:  # noqa: BLE001
+            del self.instances[iid]
+            log(f"{iid}: could not describe its AMI ({e}); will retry")
+            return
+        if isinstance(boot, str):
+            log(f"{iid}: does not boot: {boot}")
+            with open(os.path.join(inst.dir, "console.log"), "a") as console:
+                console.write(f"simulator: the instance does not boot: {boot}\n")
+            inst.set_status("not booted")
+            inst.phase = "terminating"
+            return
         imds_url = self.start_imds(inst)
         env = {
             "PATH": f"{SHIM_DIR}:{self.base_path}",
@@ -372,8 +431,10 @@ class Simulator:
         }
         if os.environ.get("PYENV_ROOT"):
             env["PYENV_ROOT"] = os.environ["PYENV_ROOT"]  # keeps pyenv shims (aws CLI) working with HOME changed
+        env.update(boot)
         if self.use_ns:
-            env["BACKUP_CLOUD_SIM_BIND_SHIMS"] = "1"
+            if not boot:
+                env["BACKUP_CLOUD_SIM_BIND_SHIMS"] = "1"
             cmd = ["unshare", "--mount", "--propagation", "private", "--", "bash", SANDBOX, ud_path]
         else:
             cmd = ["bash", SANDBOX, ud_path]
@@ -394,7 +455,8 @@ class Simulator:
         inst.pgid = inst.proc.pid
         inst.set_status("running")
         log(f"{iid}: started user-data ({len(data)} bytes) pid/pgid {inst.pgid}, "
-            f"minute={mins}s, namespace={'yes' if self.use_ns else 'no'}, dir {inst.dir}, IMDS {imds_url}")
+            f"minute={mins}s, namespace={'yes' if self.use_ns else 'no'}, "
+            f"root {boot.get('BACKUP_CLOUD_SIM_ROOTFS', 'this machine')}, dir {inst.dir}, IMDS {imds_url}")
 
     # --- main loop ----------------------------------------------------------
     def terminate_in_localstack(self, inst):
@@ -466,6 +528,7 @@ class Simulator:
                 # the instance's disk goes with it (the agent binary alone is
                 # tens of MB per instance; a full test run launches hundreds)
                 shutil.rmtree(os.path.join(inst.dir, "tmp"), ignore_errors=True)
+                shutil.rmtree(os.path.join(inst.dir, "root"), ignore_errors=True)
 
     def run(self):
         log(f"simulator started: endpoint {ENDPOINT}, state {SIM_DIR}, shims {SHIM_DIR}, "

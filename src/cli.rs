@@ -105,6 +105,15 @@ pub enum Command {
         /// Key of the job spec.
         #[arg(long)]
         spec_key: String,
+        /// Instead of running the backup, put into the job's status that
+        /// the instance failed while WHAT (user-data's set-up, or an
+        /// agent that died before reporting); exits 4 once it is there.
+        #[arg(long, value_name = "WHAT")]
+        report_failure: Option<String>,
+        /// With --report-failure: the set-up's output, whose last lines
+        /// the status quotes.
+        #[arg(long, value_name = "FILE", requires = "report_failure")]
+        set_up_log: Option<PathBuf>,
     },
     /// Benchmark hook for `make bench`: runs the agent's encryption stage
     /// on stdin to the key(s) in a public key file, drops the parts, and
@@ -180,17 +189,35 @@ fn fail(exit: Exit, error: impl Into<anyhow::Error>) -> Dispatched {
     (exit, Some(error.into()))
 }
 
+/// An agent's failure: 4 when the job's status carries it, 1 when it does
+/// not (user-data then says what it can).
+fn agent_failed(err: crate::agent::AgentError) -> Dispatched {
+    match err {
+        crate::agent::AgentError::Unreported(_) => fail(Exit::Internal, err),
+        err => fail(Exit::BackupFailed, err),
+    }
+}
+
 async fn dispatch(cli: Cli) -> Dispatched {
     match cli.command {
         Command::Agent {
             spec_bucket,
             spec_key,
+            report_failure: None,
+            ..
         } => match crate::agent::run(&spec_bucket, &spec_key).await {
             Ok(()) => (Exit::Success, None),
-            // not in the job's status: user-data reports what it can
-            Err(err @ crate::agent::AgentError::Unreported(_)) => fail(Exit::Internal, err),
-            Err(err) => fail(Exit::BackupFailed, err),
+            Err(err) => agent_failed(err),
         },
+        Command::Agent {
+            spec_bucket,
+            spec_key,
+            report_failure: Some(what),
+            set_up_log,
+        } => agent_failed(
+            crate::agent::report_failure(&spec_bucket, &spec_key, &what, set_up_log.as_deref())
+                .await,
+        ),
         Command::BenchEncrypt {
             public_key,
             part_size_mib,
@@ -434,6 +461,47 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The agent's two command lines as user-data writes them.
+    #[test]
+    fn the_user_data_s_agent_commands_parse() {
+        let script = include_str!("../userdata-templates/user-data.sh");
+        for flag in ["--report-failure \"$what\"", "--set-up-log \"$set_up_log\""] {
+            assert!(script.contains(flag), "{flag}");
+        }
+        let agent = |extra: &[&str]| {
+            let base = [
+                "backup-cloud",
+                "agent",
+                "--spec-bucket",
+                "b",
+                "--spec-key",
+                "k",
+            ];
+            Cli::try_parse_from(base.iter().chain(extra))
+        };
+        let cli = agent(&[
+            "--report-failure",
+            "installing (exit 100)",
+            "--set-up-log",
+            "/tmp/set-up.log",
+        ])
+        .unwrap();
+        let Command::Agent {
+            report_failure,
+            set_up_log,
+            ..
+        } = cli.command
+        else {
+            panic!("not the agent");
+        };
+        assert_eq!(report_failure.as_deref(), Some("installing (exit 100)"));
+        assert_eq!(set_up_log, Some(PathBuf::from("/tmp/set-up.log")));
+        assert!(
+            agent(&["--set-up-log", "/f"]).is_err(),
+            "a set-up log without a failure to report is refused"
+        );
     }
 
     #[test]

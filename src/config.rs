@@ -437,8 +437,16 @@ impl Validator<'_> {
         self.check(
             "instance.ami_parameter",
             &ami_parameter,
-            is_ssm_name,
-            "an SSM parameter name of letters, digits and `_.-/`",
+            |name| {
+                is_ssm_name(name)
+                    && AMI_PARAMETER_PREFIXES
+                        .iter()
+                        .any(|prefix| name.starts_with(prefix))
+            },
+            "an SSM parameter name of letters, digits and `_.-/` under /aws/service/ \
+             (the public AMI parameters of AWS and the distributions) or /backup-cloud/amis/ \
+             (your own AMI's, e.g. one with the tools baked in): the controller's policy reads \
+             no others",
         )?;
         let instance_type = raw
             .instance_type
@@ -1104,6 +1112,11 @@ fn is_key_prefix(value: &str) -> bool {
             }))
 }
 
+/// Where `instance.ami_parameter` may be: the public parameters, and the
+/// account's own under `/backup-cloud/amis/` (policies/controller.json,
+/// statement `ResolveAmi`).
+const AMI_PARAMETER_PREFIXES: [&str; 2] = ["/aws/service/", "/backup-cloud/amis/"];
+
 fn is_ssm_name(value: &str) -> bool {
     (1..=1011).contains(&value.len())
         && all_chars(value, |c| c.is_ascii_alphanumeric() || "_.-/".contains(c))
@@ -1218,6 +1231,23 @@ password_parameter = "/backup-cloud/orders/password"
         assert_eq!(
             config.status_parameter("orders"),
             "/backup-cloud/jobs/orders"
+        );
+    }
+
+    #[test]
+    fn an_ami_parameter_the_controller_cannot_read_is_refused() {
+        let with = |name: &str| {
+            GOOD.replace(
+                "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
+                name,
+            )
+        };
+        assert!(parse(&with("/backup-cloud/amis/pg16-tools")).is_ok());
+        let err = error_for(&with("/my-team/ami"));
+        assert!(err.contains("instance.ami_parameter"), "{err}");
+        assert!(
+            err.contains("/aws/service/") && err.contains("/backup-cloud/amis/"),
+            "{err}"
         );
     }
 

@@ -1,6 +1,6 @@
 //! Renders the instance's user-data: the bash script that arms the
-//! dead-man shutdown, installs the tools, fetches and checks the agent and
-//! runs it.
+//! dead-man shutdown, fetches and checks the agent, installs the tools and
+//! runs the agent, which also reports a set-up that failed.
 //!
 //! Quoting is done once, by [`ShellQuote`], which `askama.toml` registers as
 //! the escaper for `.sh` templates: every `{{ value }}` is single-quoted
@@ -29,7 +29,6 @@ pub enum UserDataError {
 #[template(path = "user-data.sh")]
 pub struct UserData {
     pub job_id: String,
-    pub status_parameter: String,
     pub spec_bucket: String,
     pub spec_key: String,
     pub agent_url: String,
@@ -46,9 +45,8 @@ impl UserData {
     /// Renders the script, refusing values a shell cannot hold and results
     /// EC2 would refuse.
     pub fn render_script(&self) -> Result<String, UserDataError> {
-        let fields: [(&'static str, &str); 8] = [
+        let fields: [(&'static str, &str); 7] = [
             ("job_id", &self.job_id),
-            ("status_parameter", &self.status_parameter),
             ("spec_bucket", &self.spec_bucket),
             ("spec_key", &self.spec_key),
             ("agent_url", &self.agent_url),
@@ -104,12 +102,12 @@ impl askama::filters::Escaper for ShellQuote {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use std::process::Command;
 
     fn sample() -> UserData {
         UserData {
             job_id: "orders-20261127T210000Z-ab12".into(),
-            status_parameter: "/backup-cloud/jobs/orders".into(),
             spec_bucket: "backups".into(),
             spec_key: "prod/jobs/orders/orders-20261127T210000Z-ab12/spec.json".into(),
             agent_url: "http://127.0.0.1:4566/backups/agent?X-Amz-Signature=abc&b=c".into(),
@@ -186,9 +184,12 @@ mod tests {
         let dead_man = script
             .find("shutdown -h \"+$MAX_LIFETIME_MINUTES\"")
             .unwrap();
-        let first_install = script.find("apt-get update").unwrap();
         let fetch = script.find("curl -fsS").unwrap();
-        assert!(dead_man < first_install && dead_man < fetch);
+        let first_install = script.find("apt_get update").unwrap();
+        assert!(
+            dead_man < fetch && fetch < first_install,
+            "the dead-man, then the agent (which reports what fails later), then packages"
+        );
     }
 
     #[test]
@@ -201,7 +202,7 @@ mod tests {
             let mut data = sample();
             data.job_id = value.clone();
             data.spec_key = value.clone();
-            data.status_parameter = value.clone();
+            data.spec_bucket = value.clone();
             data.agent_url = value.clone();
             data.region = value.clone();
             data.dump_mode = value.clone();
@@ -212,7 +213,7 @@ mod tests {
                 .find("\n# The agent reports")
                 .expect("the assignment block ends before this comment")];
             let probe = format!(
-                "{assignments}\nprintf '%s\\0%s\\0%s\\0%s\\0%s' \"$JOB_ID\" \"$SPEC_KEY\" \"$STATUS_PARAMETER\" \"$AGENT_URL\" \"$AWS_REGION\""
+                "{assignments}\nprintf '%s\\0%s\\0%s\\0%s\\0%s' \"$JOB_ID\" \"$SPEC_KEY\" \"$SPEC_BUCKET\" \"$AGENT_URL\" \"$AWS_REGION\""
             );
             let out = Command::new("bash").arg("-c").arg(&probe).output().unwrap();
             assert!(out.status.success(), "{probe}");
@@ -254,26 +255,37 @@ mod tests {
         assert!(choose < install);
     }
 
-    /// Runs the rendered set-up (from choosing the packages to fetching
+    /// Runs the rendered set-up (from the set-up log's helper to starting
     /// the agent) of a `mode` job on a machine where only `manager`
-    /// (`apt-get` or `dnf`) is there: stand-ins record each call of it
-    /// and of `systemctl`, and `apt-get update` fails its first
-    /// `update_failures` times, as a mirror or a held lock does. Returns
-    /// the record and the exit code.
-    fn run_setup(mode: &str, manager: &str, update_failures: u32) -> (String, Option<i32>) {
+    /// (`apt-get` or `dnf`) is there: stand-ins record each call of it and
+    /// of `systemctl`; `apt-get update` fails as told by `updates`, one
+    /// letter per call until it runs out: `l` with apt's message for a
+    /// held lock, `m` as a failing mirror does. Returns the record, the
+    /// set-up log and the exit code.
+    fn run_setup(mode: &str, manager: &str, updates: &str) -> (String, String, Option<i32>) {
         let script = UserData {
             dump_mode: mode.into(),
             ..sample()
         }
         .render_script()
         .unwrap();
-        let start = script.find("# Only the client tools").unwrap();
-        let end = script.find("stage=\"fetching the agent\"").unwrap();
+        let start = script.find("# Runs one set-up command").unwrap();
+        let end = script.find("stage=\"running the agent\"").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
+        for tool in ["tee", "tail", "grep"] {
+            let real = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(tool))
+                .find(|p| p.exists())
+                .unwrap();
+            std::os::unix::fs::symlink(real, bin.join(tool)).unwrap();
+        }
         let record = dir.path().join("record");
-        let count = dir.path().join("count");
+        let set_up_log = dir.path().join("set-up.log");
+        let plan = dir.path().join("updates");
+        std::fs::write(&plan, updates).unwrap();
         let stub = |name: &str, body: &str| {
             let path = bin.join(name);
             std::fs::write(&path, format!("#!/bin/bash\n{body}\n")).unwrap();
@@ -283,19 +295,21 @@ mod tests {
         let log = format!("echo \"${{0##*/}} $*\" >> '{}'", record.display());
         stub("systemctl", &log);
         stub("sleep", "");
-        stub("ldconfig", "");
-        stub("grep", "exit 1");
         stub(
             manager,
             &format!(
                 "{log}\ncase \" $* \" in *\" update \"*)\n\
-                 n=0; read -r n < '{count}' || true; echo $((n + 1)) > '{count}'\n\
-                 [ \"$n\" -ge {update_failures} ] || exit 100 ;;\nesac",
-                count = count.display()
+                 p=$(< '{plan}'); printf '%s' \"${{p:1}}\" > '{plan}'\n\
+                 case \"${{p:0:1}}\" in\n\
+                 l) echo 'E: Could not get lock /var/lib/apt/lists/lock. It is held by process 1 (apt-get)'; exit 100 ;;\n\
+                 m) echo 'E: Failed to fetch http://mirror/dists/noble/InRelease'; exit 100 ;;\n\
+                 esac ;;\nesac",
+                plan = plan.display()
             ),
         );
         let setup = format!(
-            "set -euo pipefail\nreadonly DUMP_MODE='{mode}'\nlog() {{ :; }}\n{}",
+            "set -euo pipefail\nreadonly DUMP_MODE='{mode}'\nset_up_log='{}'\nlog() {{ :; }}\n{}",
+            set_up_log.display(),
             &script[start..end]
         );
         let out = Command::new("/bin/bash")
@@ -307,13 +321,14 @@ mod tests {
             .unwrap();
         (
             std::fs::read_to_string(&record).unwrap_or_default(),
+            std::fs::read_to_string(&set_up_log).unwrap_or_default(),
             out.status.code(),
         )
     }
 
     #[test]
-    fn set_up_waits_for_a_first_boot_s_package_lock_and_retries_mirrors() {
-        let (record, code) = run_setup("mydumper", "apt-get", 2);
+    fn set_up_waits_for_a_first_boot_s_package_locks_and_retries_mirrors() {
+        let (record, set_up_log, code) = run_setup("mydumper", "apt-get", "llm");
         assert_eq!(code, Some(0), "{record}");
         let calls: Vec<&str> = record.lines().collect();
         assert!(
@@ -321,7 +336,10 @@ mod tests {
             "the first-boot jobs are stopped before apt runs: {record}"
         );
         let updates = calls.iter().filter(|c| c.ends_with("update -q")).count();
-        assert_eq!(updates, 3, "two failures, then success: {record}");
+        assert_eq!(
+            updates, 4,
+            "two held locks, one mirror failure, then success: {record}"
+        );
         for call in &calls[1..] {
             assert!(
                 call.contains("-o DPkg::Lock::Timeout=600"),
@@ -329,22 +347,34 @@ mod tests {
             );
         }
         assert!(record.contains("install -y -q mydumper default-mysql-client gnupg"));
-        let (record, code) = run_setup("pg_dump-custom", "apt-get", 9);
+        assert!(
+            set_up_log.contains("+ apt-get -o DPkg::Lock::Timeout=600")
+                && set_up_log.contains("E: Could not get lock"),
+            "each command and its output are in the set-up log: {set_up_log}"
+        );
+        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"m".repeat(9));
         assert_eq!(code, Some(1), "a mirror that never answers fails set-up");
         assert_eq!(record.matches("update -q").count(), 5, "{record}");
+        // a lock is waited for (60 tries, 10 s apart) without using up the
+        // mirror's tries
+        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"l".repeat(60));
+        assert_eq!(code, Some(0), "{record}");
+        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"l".repeat(70));
+        assert_eq!(code, Some(1), "a lock held for good fails set-up");
+        assert_eq!(record.matches("update -q").count(), 61, "{record}");
     }
 
     #[test]
     fn amazon_linux_gets_only_packages_it_has_and_no_conflict() {
-        let (record, code) = run_setup("mysqldump", "dnf", 0);
+        let (record, _, code) = run_setup("mysqldump", "dnf", "");
         assert_eq!(code, Some(0), "{record}");
         assert_eq!(
             record.trim(),
-            "dnf install -y -q --setopt=retries=5 mariadb105 gpgme ca-certificates"
+            "dnf install -y -q --setopt=retries=5 mariadb105"
         );
         // mydumper is not in AL2023's repositories: set-up stops, naming it,
         // rather than failing the whole transaction
-        let (record, code) = run_setup("mydumper", "dnf", 0);
+        let (record, _, code) = run_setup("mydumper", "dnf", "");
         assert_eq!(code, Some(1));
         assert_eq!(record, "", "no dnf transaction was tried");
     }

@@ -6,7 +6,6 @@ set -euo pipefail
 umask 077
 
 readonly JOB_ID={{ job_id }}
-readonly STATUS_PARAMETER={{ status_parameter }}
 readonly SPEC_BUCKET={{ spec_bucket }}
 readonly SPEC_KEY={{ spec_key }}
 readonly AGENT_URL={{ agent_url }}
@@ -18,30 +17,33 @@ readonly DUMP_MODE={{ dump_mode }}
 export AWS_DEFAULT_REGION="$AWS_REGION"
 
 # The agent reports its own failures and exits with this code; any other
-# non-zero exit means it died before it could.
+# non-zero exit means it could not.
 readonly AGENT_REPORTED_FAILURE=4
 
 stage="arming the dead-man shutdown"
+agent=""
 agent_started=0
+set_up_log=/dev/null
 
 log() { printf '%s backup-cloud: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*"; }
 
-# Writes a failed status so the controller learns at once, when the aws CLI
-# is there to do it; without it the shutdown below tells the controller.
+# Puts a failure that happened before the backup started into the job's
+# status. The agent does it (it needs nothing of the machine but glibc), so
+# it can only once it is fetched; before that, the controller learns of the
+# failure from the instance going away.
 report_failure() {
-  local reason=$1 now
-  now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  log "failed: $reason"
-  command -v aws >/dev/null 2>&1 || return 0
-  aws ssm put-parameter --overwrite --type String --name "$STATUS_PARAMETER" \
-    --value "$(printf '{"schema_version":1,"job_id":"%s","phase":"failed","started_at":"%s","updated_at":"%s","message":"%s"}' \
-      "$JOB_ID" "$now" "$now" "$reason")" >/dev/null || log "could not write the failed status"
+  local what=$1 rc=0
+  log "failed while $what"
+  [ -n "$agent" ] || return 0
+  "$agent" agent --spec-bucket "$SPEC_BUCKET" --spec-key "$SPEC_KEY" \
+    --report-failure "$what" --set-up-log "$set_up_log" || rc=$?
+  [ "$rc" -eq "$AGENT_REPORTED_FAILURE" ] || log "the agent could not report it (exit $rc)"
 }
 
 on_exit() {
   local rc=$1
   if [ "$rc" -ne 0 ] && [ "$agent_started" -eq 0 ]; then
-    report_failure "instance set-up failed while $stage (exit $rc)"
+    report_failure "$stage (exit $rc)"
   fi
   log "job finished (exit $rc); shutting down"
   shutdown -h now "backup-cloud: job $JOB_ID finished" || true
@@ -51,37 +53,61 @@ trap 'on_exit $?' EXIT
 # Dead-man first: whatever happens next, this machine goes away.
 shutdown -h "+$MAX_LIFETIME_MINUTES" "backup-cloud: maximum lifetime reached"
 
+# The agent next (only curl is needed, which both supported AMIs have), so
+# that every later failure is reported by it.
+stage="fetching the agent"
+workdir=$(mktemp -d -t backup-cloud.XXXXXXXX)
+curl -fsS --retry 5 --retry-delay 2 --connect-timeout 10 --max-time "$AGENT_DOWNLOAD_SECS" \
+  -o "$workdir/backup-cloud" "$AGENT_URL"
+stage="checking the agent's SHA-256"
+printf '%s  %s\n' "$AGENT_SHA256" "$workdir/backup-cloud" | sha256sum --check --status
+chmod 0700 "$workdir/backup-cloud"
+agent="$workdir/backup-cloud"
+set_up_log="$workdir/set-up.log"
+
+# Runs one set-up command, its output to the console and to the set-up
+# log, whose last lines the agent quotes if set-up fails.
+logged() { { printf '+ %s\n' "$*"; "$@"; } 2>&1 | tee -a "$set_up_log"; }
+
 # Only the client tools the job's dump mode needs.
 case "$DUMP_MODE" in
   mydumper) tools="mydumper mysql"; apt_packages="mydumper default-mysql-client"; dnf_packages="mariadb105" ;;
   mysqldump) tools="mysqldump mysql"; apt_packages="default-mysql-client"; dnf_packages="mariadb105" ;;
   *) tools="pg_dump psql pg_restore"; apt_packages="postgresql-client"; dnf_packages="postgresql16" ;;
 esac
-stage="installing the database client tools ($tools), gpg and GPGME"
-has_gpgme() { ldconfig -p 2>/dev/null | grep -q 'libgpgme\.so\.11'; }
+stage="installing the database client tools ($tools) and gpg"
 missing=0
-for tool in $tools gpg curl; do
+for tool in $tools gpg; do
   command -v "$tool" >/dev/null || missing=1
 done
-has_gpgme || missing=1
 if [ "$missing" -eq 1 ]; then
   if command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     # A fresh Ubuntu runs apt-daily and unattended-upgrades at first boot,
-    # holding dpkg's lock for minutes; this throwaway machine needs neither.
+    # holding apt's and dpkg's locks for minutes; this throwaway machine
+    # needs neither.
     systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
       apt-daily-upgrade.service unattended-upgrades.service >/dev/null 2>&1 || true
-    # wait for a lock still held (apt >= 1.9.11); retry mirrors that fail
-    apt_get() { apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 "$@"; }
-    for attempt in 1 2 3 4 5; do
-      apt_get update -q && break
-      [ "$attempt" -eq 5 ] && exit 1
-      log "apt-get update failed (attempt $attempt); retrying"
+    # DPkg::Lock::Timeout waits for dpkg's lock (apt >= 1.9.11); mirrors
+    # that fail are retried
+    apt_get() { logged apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 "$@"; }
+    # The lock of the package lists is not covered by that timeout: while
+    # it is held, `update` fails at once, so wait for it as long (600 s),
+    # apart from the five tries a failing mirror gets.
+    failures=0 lock_waits=0
+    until apt_get update -q; do
+      if tail -n 3 "$set_up_log" | grep -q 'Could not get lock'; then
+        [ "$lock_waits" -lt 60 ] || exit 1
+        lock_waits=$((lock_waits + 1))
+      else
+        failures=$((failures + 1))
+        [ "$failures" -lt 5 ] || exit 1
+        log "apt-get update failed (attempt $failures); retrying"
+      fi
       sleep 10
     done
     # shellcheck disable=SC2086 # word splitting intended: a package list
-    apt_get install -y -q $apt_packages gnupg curl ca-certificates
-    apt_get install -y -q libgpgme11t64 || apt_get install -y -q libgpgme11
+    apt_get install -y -q $apt_packages gnupg
   elif command -v dnf >/dev/null; then
     if [ "$DUMP_MODE" = mydumper ] && ! command -v mydumper >/dev/null; then
       stage="installing mydumper, which Amazon Linux 2023 does not package (use an AMI with it installed, an Ubuntu AMI, or mode mysqldump)"
@@ -90,21 +116,12 @@ if [ "$missing" -eq 1 ]; then
     # gpg comes with AL2023's gnupg2-minimal; asking for gnupg2 conflicts
     # with it and fails the whole transaction
     # shellcheck disable=SC2086 # word splitting intended: a package list
-    dnf install -y -q --setopt=retries=5 $dnf_packages gpgme ca-certificates
+    logged dnf install -y -q --setopt=retries=5 $dnf_packages
   else
     echo "no supported package manager (apt-get or dnf)" >&2
     exit 1
   fi
 fi
-
-stage="fetching the agent"
-workdir=$(mktemp -d -t backup-cloud.XXXXXXXX)
-agent="$workdir/backup-cloud"
-curl -fsS --retry 5 --retry-delay 2 --connect-timeout 10 --max-time "$AGENT_DOWNLOAD_SECS" \
-  -o "$agent" "$AGENT_URL"
-stage="checking the agent's SHA-256"
-printf '%s  %s\n' "$AGENT_SHA256" "$agent" | sha256sum --check --status
-chmod 0700 "$agent"
 
 stage="running the agent"
 agent_started=1
@@ -114,6 +131,7 @@ set +e
 agent_rc=$?
 set -e
 if [ "$agent_rc" -ne 0 ] && [ "$agent_rc" -ne "$AGENT_REPORTED_FAILURE" ]; then
-  report_failure "the agent exited with code $agent_rc before reporting"
+  set_up_log=/dev/null
+  report_failure "running the agent, which exited with code $agent_rc before reporting"
 fi
 exit "$agent_rc"

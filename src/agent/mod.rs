@@ -155,6 +155,11 @@ pub enum AgentError {
     },
     #[error("the backup ended but its final status could not be published: {0}")]
     FinalStatus(StatusError),
+    /// What user-data hands [`report_failure`]: the instance failed before
+    /// the backup started (its set-up), or the agent died without
+    /// reporting. `output` holds the last lines of the set-up's output.
+    #[error("the instance failed while {what}{}", if output.is_empty() { String::new() } else { format!("; its last output: {output}") })]
+    InstanceFailed { what: String, output: String },
     /// A failure the job's status does not carry and should: the spec or
     /// the status could not be read, or publishing the failure failed.
     /// The agent exits with another code than a reported failure's, so
@@ -171,19 +176,12 @@ fn unreported(err: AgentError) -> AgentError {
 /// Reads the job spec at `s3://spec_bucket/spec_key` and runs the backup.
 /// Region, endpoint and credentials come from the environment.
 pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
-    let clients = AwsClients::load_on_instance(AwsTimeouts::default()).await;
-    let spec = fetch_spec(&Bucket::new(clients.s3.clone(), spec_bucket), spec_key)
-        .await
-        .map_err(unreported)?;
-    let clients = AwsClients::load_on_instance(spec.aws_timeouts).await;
-    tracing::info!(job = %spec.job_id, "job spec s3://{spec_bucket}/{spec_key} loaded");
-    let store = SsmStatusStore::new(clients.ssm.clone());
-    // a status that is missing can be reported; one that is another
-    // job's or already final must be left alone (exit as reported)
-    let initial = claim_status(&store, &spec).await.map_err(|err| match err {
-        AgentError::StatusMissing { .. } => unreported(err),
-        other => other,
-    })?;
+    let Job {
+        clients,
+        spec,
+        store,
+        initial,
+    } = open_job(spec_bucket, spec_key).await?;
     let counters = TransferCounters::default();
     let reporter = StatusReporter::new(
         store,
@@ -223,6 +221,112 @@ pub async fn run(spec_bucket: &str, spec_key: &str) -> Result<(), AgentError> {
             Err(err)
         }
     }
+}
+
+/// A job as the agent finds it: its spec, and its status claimed.
+struct Job {
+    clients: AwsClients,
+    spec: JobSpec,
+    store: SsmStatusStore,
+    initial: Status,
+}
+
+/// Reads the job spec and claims the job's status. Its errors are not in
+/// the status ([`AgentError::Unreported`]), except for a status that is
+/// another job's or already final, which must be left alone.
+async fn open_job(spec_bucket: &str, spec_key: &str) -> Result<Job, AgentError> {
+    let clients = AwsClients::load_on_instance(AwsTimeouts::default()).await;
+    let spec = fetch_spec(&Bucket::new(clients.s3.clone(), spec_bucket), spec_key)
+        .await
+        .map_err(unreported)?;
+    let clients = AwsClients::load_on_instance(spec.aws_timeouts).await;
+    tracing::info!(job = %spec.job_id, "job spec s3://{spec_bucket}/{spec_key} loaded");
+    let store = SsmStatusStore::new(clients.ssm.clone());
+    let initial = claim_status(&store, &spec).await.map_err(|err| match err {
+        AgentError::StatusMissing { .. } => unreported(err),
+        other => other,
+    })?;
+    Ok(Job {
+        clients,
+        spec,
+        store,
+        initial,
+    })
+}
+
+/// How many of the set-up output's last lines a failure report quotes,
+/// and how many bytes of each: enough for apt's or dnf's error and the
+/// command before it, within the status message's
+/// [`STATUS_MESSAGE_MAX`].
+const OUTPUT_LINES: usize = 8;
+const OUTPUT_LINE_BYTES: usize = 100;
+
+/// Puts into the job's status that the instance failed while `what`,
+/// quoting the last lines of `output` (the set-up's log), for user-data,
+/// which cannot write the status itself. Returns the error to exit with:
+/// [`AgentError::InstanceFailed`] once the status carries it, otherwise
+/// [`AgentError::Unreported`] (or the claim's own refusal).
+pub async fn report_failure(
+    spec_bucket: &str,
+    spec_key: &str,
+    what: &str,
+    output: Option<&std::path::Path>,
+) -> AgentError {
+    let failure = AgentError::InstanceFailed {
+        what: what.to_owned(),
+        output: output.map(last_lines).unwrap_or_default(),
+    };
+    let job = match open_job(spec_bucket, spec_key).await {
+        Ok(job) => job,
+        Err(err) => {
+            tracing::error!("{failure}");
+            return err;
+        }
+    };
+    let reporter = StatusReporter::new(
+        job.store,
+        &job.spec.status_parameter,
+        job.initial,
+        Duration::from_secs(job.spec.heartbeat_interval_secs),
+        TransferCounters::default(),
+    );
+    let message = status_message(&failure.to_string());
+    match reporter
+        .finish(Phase::Failed, |status| status.set_message(&message))
+        .await
+    {
+        Ok(_) => failure,
+        Err(status_err) => {
+            tracing::error!("the failure could not be published: {status_err}");
+            unreported(failure)
+        }
+    }
+}
+
+/// The last [`OUTPUT_LINES`] non-blank lines of the file at `path`, each
+/// cut to [`OUTPUT_LINE_BYTES`], joined by ` | `; empty when it cannot be
+/// read (the report goes on without it).
+fn last_lines(path: &std::path::Path) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text
+        .lines()
+        // a progress line redrawn with CR shows as its last drawing
+        .filter_map(|line| line.rsplit('\r').map(str::trim).find(|l| !l.is_empty()))
+        .rev()
+        .take(OUTPUT_LINES)
+        .map(|line| {
+            let mut end = line.len().min(OUTPUT_LINE_BYTES);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            &line[..end]
+        })
+        .collect();
+    lines.reverse();
+    lines.join(" | ")
 }
 
 /// Downloads and checks the job spec.
@@ -917,6 +1021,36 @@ mod tests {
     use crate::schema::{DatabaseTarget, Engine};
     use crate::status_store::memory::MemoryStatusStore;
     use std::path::Path;
+
+    #[test]
+    fn a_failure_report_quotes_the_set_up_s_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("set-up.log");
+        let mut text = String::new();
+        for i in 0..20 {
+            text.push_str(&format!("Get:{i} http://mirror noble InRelease\n"));
+        }
+        text.push_str("Progress: 10%\rProgress: 90%\r\n\n");
+        text.push_str("+ apt-get install -y -q postgresql-client gnupg\n");
+        text.push_str(&format!("E: Unable to locate package {}\n", "é".repeat(80)));
+        std::fs::write(&log, text).unwrap();
+        let quoted = last_lines(&log);
+        let lines: Vec<&str> = quoted.split(" | ").collect();
+        assert_eq!(lines.len(), OUTPUT_LINES, "{quoted}");
+        assert_eq!(
+            lines[5], "Progress: 90%",
+            "a redrawn line shows as last drawn"
+        );
+        assert_eq!(lines[6], "+ apt-get install -y -q postgresql-client gnupg");
+        assert!(lines[7].starts_with("E: Unable to locate package é"));
+        assert!(lines[7].len() <= OUTPUT_LINE_BYTES);
+        let failure = AgentError::InstanceFailed {
+            what: "installing the database client tools (exit 100)".into(),
+            output: quoted,
+        };
+        assert!(status_message(&failure.to_string()).len() <= STATUS_MESSAGE_MAX);
+        assert_eq!(last_lines(&dir.path().join("missing")), "");
+    }
 
     /// Bug: scratch preparation (`blkid`, `mkfs.ext4`, `mount`) ran inline
     /// in the task beside the heartbeats; on a one-thread runtime nothing

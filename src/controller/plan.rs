@@ -129,7 +129,6 @@ impl JobPlan {
     pub fn user_data(&self, region: String, agent_sha256: &str, agent_url: String) -> UserData {
         UserData {
             job_id: self.spec.job_id.clone(),
-            status_parameter: self.spec.status_parameter.clone(),
             spec_bucket: self.spec.bucket.clone(),
             spec_key: self.spec_key.clone(),
             agent_url,

@@ -33,7 +33,7 @@ bucket = "{bucket}"
 prefix = "{prefix}"
 
 [instance]
-ami_parameter = "/{ami}"
+ami_parameter = "/backup-cloud/amis/{ami}"
 instance_type = "{family}.{size}"
 instance_profile = "arn:aws:iam::123456789012:instance-profile/{profile}"
 subnet_id = "subnet-{hex}"
@@ -65,7 +65,7 @@ max_lifetime = "7d"
 "#,
         endpoint = "e".repeat(1900),
         bucket = "b".repeat(63),
-        ami = "a".repeat(1010),
+        ami = "a".repeat(1011 - "/backup-cloud/amis/".len()),
         family = "f".repeat(24),
         size = "z".repeat(24),
         profile = "i".repeat(128),
@@ -124,7 +124,6 @@ fn user_data_fits_with_every_option_on() {
 fn an_oversized_user_data_is_refused_not_truncated() {
     let user_data = UserData {
         job_id: "j".into(),
-        status_parameter: "/s".into(),
         spec_bucket: "b".into(),
         spec_key: "k".into(),
         agent_url: "u".repeat(USER_DATA_LIMIT),

@@ -14,6 +14,7 @@ mod common;
 
 mod aws_rules;
 mod bad_input;
+mod boot;
 mod budgets;
 mod data_cases;
 mod e2e_mysql;

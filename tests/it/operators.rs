@@ -409,7 +409,7 @@ async fn every_documented_exit_code_comes_from_a_real_scenario() {
     // 3: a launch failure (the AMI parameter does not exist).
     let good_config = fixture.config(fixture.postgres_job(&database));
     let mut no_ami = good_config.clone();
-    no_ami.instance.ami_parameter = "/backup-cloud-test/no-such-ami".to_owned();
+    no_ami.instance.ami_parameter = "/backup-cloud/amis/no-such-ami".to_owned();
     fixture.write(&no_ami);
     let launch = fixture.backup_cloud(&["run", "--job", &fixture.job, "--output", "json"]);
     assert_eq!(launch.status.code(), Some(3), "{}", show(&launch));

@@ -72,18 +72,29 @@ pub async fn aws() -> AwsClients {
 }
 
 /// Writes the database password `value` into the SecureString `name`
-/// (under the customer-managed key `key_id`, or the account's default),
-/// as the test's admin, until SSM stops throttling it, for up to a minute:
-/// the tests share the account's PutParameter rate (3/s under the gate, as
-/// on AWS) with the jobs running beside them, and the SDK's three attempts
-/// are not always enough.
+/// (under the customer-managed key `key_id`, or the account's default).
 async fn put_password(ssm: &aws_sdk_ssm::Client, name: &str, value: &str, key_id: Option<&str>) {
+    put_parameter(ssm, name, value, ParameterType::SecureString, key_id).await
+}
+
+/// Writes `value` into the parameter `name` of type `kind`, as the test's
+/// admin, until SSM stops throttling it, for up to a minute: the tests
+/// share the account's PutParameter rate (3/s under the gate, as on AWS)
+/// with the jobs running beside them, and the SDK's three attempts are
+/// not always enough.
+pub async fn put_parameter(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+    value: &str,
+    kind: ParameterType,
+    key_id: Option<&str>,
+) {
     use aws_sdk_ssm::error::ProvideErrorMetadata;
     let request = ssm
         .put_parameter()
         .name(name)
         .value(value)
-        .r#type(ParameterType::SecureString)
+        .r#type(kind)
         .set_key_id(key_id.map(str::to_owned))
         .overwrite(true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -1,0 +1,182 @@
+//! The boot, for real. The AMI is a Debian root filesystem
+//! (`tests/harness/rootfs-up`: debootstrap's minbase with curl, nothing of
+//! the backup's) that the simulator boots user-data in, on a private
+//! overlay, with the real `apt-get` against Debian's mirror. As on a fresh
+//! Ubuntu, first-boot jobs hold apt's lists lock and then dpkg's locks for
+//! the first 40 seconds. The agent, fetched before any package, takes the
+//! backup, or reports in the job's status why set-up failed.
+
+use crate::common::config::{ConfigFile, Job};
+use crate::common::*;
+use aws_sdk_ssm::types::ParameterType;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The root filesystem `tests/harness/rootfs-up` builds by default.
+fn rootfs_name() -> String {
+    let release = std::fs::read_to_string("/etc/os-release").unwrap();
+    let codename = release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .expect("VERSION_CODENAME in /etc/os-release")
+        .trim_matches('"')
+        .to_owned();
+    format!("debian-{codename}")
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var("BACKUP_CLOUD_TEST_STATE_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.state").to_owned())
+        .into()
+}
+
+/// Registers an AMI that the simulator boots in the root filesystem, with
+/// the simulator's image `tags` besides, and names it in a parameter under
+/// `/backup-cloud/amis/`, as for an AMI of one's own. Returns the
+/// parameter's name.
+async fn rootfs_ami(fixture: &Fixture, tags: &[(&str, &str)]) -> String {
+    let name = rootfs_name();
+    let stamp = state_dir()
+        .join("rootfs")
+        .join(&name)
+        .join(".backup-cloud-rootfs");
+    assert!(
+        stamp.exists(),
+        "the root filesystem {name} is not built: run tests/harness/rootfs-up (make test does)"
+    );
+    let ec2 = &fixture.aws.ec2;
+    let image = ec2
+        .register_image()
+        .name(unique("backup-cloud-sim-"))
+        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
+        .root_device_name("/dev/xvda")
+        .virtualization_type("hvm")
+        .send()
+        .await
+        .unwrap()
+        .image_id
+        .unwrap();
+    let mut request = ec2.create_tags().resources(&image).tags(
+        aws_sdk_ec2::types::Tag::builder()
+            .key("backup-cloud-sim:rootfs")
+            .value(&name)
+            .build(),
+    );
+    for (key, value) in tags {
+        request = request.tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(*key)
+                .value(*value)
+                .build(),
+        );
+    }
+    request.send().await.unwrap();
+    let parameter = format!("/backup-cloud/amis/{}", unique("debian-"));
+    put_parameter(
+        &fixture.aws.ssm,
+        &parameter,
+        &image,
+        ParameterType::String,
+        None,
+    )
+    .await;
+    parameter
+}
+
+/// The fixture's config with the job on `ami_parameter`, and time for a
+/// real set-up before the agent reports.
+fn booting(fixture: &Fixture, job: Job, ami_parameter: String) -> ConfigFile {
+    let mut config = fixture.config(job);
+    config.instance.ami_parameter = ami_parameter;
+    config.status.boot_timeout = Duration::from_secs(600);
+    config
+}
+
+/// The console log of the fixture's one instance.
+async fn console(fixture: &Fixture) -> String {
+    let instances = fixture.instances().await;
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let id = instances[0].instance_id().unwrap();
+    let path = state_dir().join("sim").join(id).join("console.log");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_debian_installs_the_real_tools_under_first_boot_locks_and_backs_up() {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique("boot_");
+    create_sample_database(&database, 5_000);
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
+    let ami = rootfs_ami(
+        &fixture,
+        &[("backup-cloud-sim:first-boot-apt-seconds", "40")],
+    )
+    .await;
+    fixture.write(&booting(&fixture, fixture.postgres_job(&database), ami));
+
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_instances_gone(&fixture).await;
+    let console = console(&fixture).await;
+    // the lists lock made `update` wait, then dpkg's lock made `install`
+    // wait (DPkg::Lock::Timeout), and the real packages were installed
+    for expected in [
+        "Could not get lock /var/lib/apt/lists/lock",
+        "Waiting for cache lock",
+        "Setting up postgresql-client-",
+        "Setting up gnupg ",
+    ] {
+        assert!(console.contains(expected), "{expected:?} in:\n{console}");
+    }
+    assert!(
+        !console.contains("skipping package manager call"),
+        "the package manager was not faked:\n{console}"
+    );
+
+    let status = fixture.status().await;
+    let manifest_key = status["manifest_key"].as_str().unwrap().to_owned();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fixture.get(&manifest_key).await).unwrap();
+    let object = &manifest["objects"][0];
+    let work = tempfile::tempdir().unwrap();
+    let encrypted = work.path().join("dump.gpg");
+    let dump = work.path().join("dump.pgcustom");
+    std::fs::write(
+        &encrypted,
+        fixture.get(object["key"].as_str().unwrap()).await,
+    )
+    .unwrap();
+    holder.decrypt_and_decompress(&encrypted, &dump);
+    let restored = pg_restore_into_new_database("boot_restored_", &dump, &[]);
+    assert_eq!(table_digests(&restored), table_digests(&database));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_up_that_fails_is_reported_by_the_agent_in_apt_s_own_words() {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique("boot_private_");
+    create_sample_database(&database, 100);
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
+    // a private subnet with no mirror: nothing can be installed
+    let ami = rootfs_ami(&fixture, &[("backup-cloud-sim:apt-sources", "none")]).await;
+    fixture.write(&booting(&fixture, fixture.postgres_job(&database), ami));
+
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(4), "{}", show(&output));
+    let (status, _) = fixture.assert_failed_without_manifest().await;
+    let message = status["message"].as_str().unwrap();
+    for expected in [
+        "installing the database client tools (pg_dump psql pg_restore) and gpg (exit 100)",
+        "+ apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 install -y -q postgresql-client gnupg",
+        "E: Unable to locate package postgresql-client",
+    ] {
+        assert!(message.contains(expected), "{expected:?} in {message}");
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("E: Unable to locate package postgresql-client"),
+        "the operator sees apt's words: {stderr}"
+    );
+}
