@@ -327,7 +327,14 @@ class Simulator:
         saying why it cannot boot."""
         if ami in self.image_env:
             return self.image_env[ami]
-        images = self.ec2.describe_images(ImageIds=[ami]).get("Images", []) if ami else []
+        try:
+            images = self.ec2.describe_images(ImageIds=[ami]).get("Images", []) if ami else []
+        except botocore.exceptions.ClientError as e:
+            # LocalStack launches instances of AMIs it does not list (EC2
+            # would refuse them): those boot on this machine, as before
+            if not e.response.get("Error", {}).get("Code", "").startswith("InvalidAMIID"):
+                raise
+            images = []
         tags = {t.get("Key"): t.get("Value", "") for im in images for t in im.get("Tags", [])}
         name = tags.get(ROOTFS_TAG)
         if name is None:
@@ -527,8 +534,12 @@ class Simulator:
                 inst.stop_imds()
                 # the instance's disk goes with it (the agent binary alone is
                 # tens of MB per instance; a full test run launches hundreds)
-                shutil.rmtree(os.path.join(inst.dir, "tmp"), ignore_errors=True)
-                shutil.rmtree(os.path.join(inst.dir, "root"), ignore_errors=True)
+                # (on a thread: a root filesystem's overlay holds thousands of
+                # files, and this loop must keep noticing other instances)
+                for disk in ("tmp", "root"):
+                    threading.Thread(
+                        target=shutil.rmtree, args=(os.path.join(inst.dir, disk),),
+                        kwargs={"ignore_errors": True}, daemon=True).start()
 
     def run(self):
         log(f"simulator started: endpoint {ENDPOINT}, state {SIM_DIR}, shims {SHIM_DIR}, "

@@ -76,6 +76,8 @@ pub enum Command {
         /// Size to estimate for, e.g. `250GiB` (default: the last backup's size).
         #[arg(long, value_parser = parse_size)]
         database_size: Option<u64>,
+        #[command(flatten)]
+        agent: AgentBinaryArg,
     },
     /// Show the status of one job or of every configured job.
     Status { job: Option<String> },
@@ -298,11 +300,22 @@ async fn controller_command(
         Command::Run {
             dry_run: true,
             job: Some(job),
+            agent,
             ..
-        } => shown(controller.plan(&job, None).await, |()| {}),
-        Command::Plan { job, database_size } => {
-            shown(controller.plan(&job, database_size).await, |()| {})
-        }
+        } => shown(
+            controller.plan(&job, None, agent.agent_binary).await,
+            |()| {},
+        ),
+        Command::Plan {
+            job,
+            database_size,
+            agent,
+        } => shown(
+            controller
+                .plan(&job, database_size, agent.agent_binary)
+                .await,
+            |()| {},
+        ),
         Command::Run {
             job,
             all,

@@ -443,10 +443,8 @@ impl Validator<'_> {
                         .iter()
                         .any(|prefix| name.starts_with(prefix))
             },
-            "an SSM parameter name of letters, digits and `_.-/` under /aws/service/ \
-             (the public AMI parameters of AWS and the distributions) or /backup-cloud/amis/ \
-             (your own AMI's, e.g. one with the tools baked in): the controller's policy reads \
-             no others",
+            "an SSM parameter name of letters, digits and `_.-/` under /aws/service/ (public) \
+             or /backup-cloud/amis/ (your own AMI's): the controller's policy reads no others",
         )?;
         let instance_type = raw
             .instance_type

@@ -17,7 +17,7 @@ pub enum Exit {
     Internal = 1,
     /// The configuration or the command line is wrong.
     Config = 2,
-    /// The instance could not be launched.
+    /// The instance could not be launched, or would not run the agent.
     Launch = 3,
     /// The backup ran and failed.
     BackupFailed = 4,

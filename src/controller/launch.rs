@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::aws::{describe_sdk_error, AwsClients};
 use crate::config::InstanceSettings;
 use crate::controller::plan::{JobPlan, TAG_JOB, TAG_JOB_ID, TAG_MANAGED};
+use crate::controller::platform::{inspect_agent, AgentPlatform, PlatformError};
 use crate::controller::watch::{self, BeforeTerminate, InstanceState, Lookup};
 use crate::s3::{self, Bucket, Condition, Object, Put, S3Error};
 
@@ -47,6 +48,8 @@ pub enum LaunchError {
     },
     #[error("cannot describe instance {instance_id}: {reason}")]
     Describe { instance_id: String, reason: String },
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
 }
 
 /// Reads the AMI id from an SSM parameter (public AMI parameters such as
@@ -73,20 +76,31 @@ pub async fn resolve_ami(aws: &AwsClients, parameter: &str) -> Result<String, La
     Ok(value.to_owned())
 }
 
-/// The agent binary to ship: its bytes and hex SHA-256.
+/// The agent binary to ship: its path, bytes, hex SHA-256 and what it
+/// needs of an instance.
 pub struct AgentBinary {
+    pub path: std::path::PathBuf,
     pub bytes: Vec<u8>,
     pub sha256: String,
+    pub platform: AgentPlatform,
 }
 
 impl AgentBinary {
+    /// Reads the executable at `path` and checks that an instance can run
+    /// it ([`inspect_agent`]).
     pub fn read(path: &std::path::Path) -> Result<AgentBinary, LaunchError> {
         let bytes = std::fs::read(path).map_err(|source| LaunchError::AgentBinary {
             path: path.to_owned(),
             source,
         })?;
+        let platform = inspect_agent(&path.display().to_string(), &bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        Ok(AgentBinary { bytes, sha256 })
+        Ok(AgentBinary {
+            path: path.to_owned(),
+            bytes,
+            sha256,
+            platform,
+        })
     }
 }
 
@@ -94,7 +108,7 @@ impl AgentBinary {
 pub async fn publish_agent(
     bucket: &Bucket,
     key: &str,
-    agent: AgentBinary,
+    agent: &AgentBinary,
 ) -> Result<(), LaunchError> {
     let exists = matches!(bucket.size(key).await, Ok(Some(_)));
     if !exists {
@@ -105,7 +119,7 @@ pub async fn publish_agent(
             ..Put::default()
         };
         bucket
-            .put(key, agent.bytes, options)
+            .put(key, agent.bytes.clone(), options)
             .await
             .map_err(|source| LaunchError::Upload {
                 location: bucket.location(key),

@@ -15,6 +15,7 @@ pub mod estimate;
 pub mod launch;
 pub mod lease;
 pub mod plan;
+pub mod platform;
 pub mod reap;
 pub mod report;
 pub mod watch;
@@ -256,6 +257,8 @@ pub struct Controller {
     store: SsmStatusStore,
     reporter: Arc<dyn Report>,
     interrupts: Interrupts,
+    /// The agent executable, read and inspected once.
+    agent_binary: OnceCell<AgentBinary>,
     agent: OnceCell<PublishedAgent>,
     /// The job id each job of this controller is running as, by job name,
     /// from taking its lease (or attaching) to its result: what a job
@@ -282,6 +285,7 @@ impl Controller {
             store,
             reporter,
             interrupts,
+            agent_binary: OnceCell::new(),
             agent: OnceCell::new(),
             claims: Mutex::new(HashMap::new()),
         }
@@ -372,14 +376,25 @@ impl Controller {
         result
     }
 
-    /// Prints the plan of `job_name`: AMI, user-data, launch request and
-    /// an estimate. Writes nothing, launches nothing.
-    pub async fn plan(&self, job_name: &str, database_bytes: Option<u64>) -> Result<(), RunError> {
+    /// Prints the plan of `job_name`: AMI, user-data, launch request,
+    /// the platform check of `agent_binary` (default: this executable)
+    /// and an estimate. Writes nothing, launches nothing.
+    pub async fn plan(
+        &self,
+        job_name: &str,
+        database_bytes: Option<u64>,
+        agent_binary: Option<PathBuf>,
+    ) -> Result<(), RunError> {
         let job = self.config.job(job_name)?;
         let region = self.region()?;
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
         let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
-        let agent = AgentBinary::read(&self.agent_path(&LaunchOptions::default())?)?;
+        let options = LaunchOptions {
+            agent_binary,
+            ..LaunchOptions::default()
+        };
+        let instance = self.check_platform(job, &ami_id, &options).await?;
+        let agent = self.agent_binary(&options).await?;
         let user_data = plan.user_data(
             region,
             &agent.sha256,
@@ -403,6 +418,20 @@ impl Controller {
             &script,
             sized.as_ref(),
             credentials,
+        );
+        println!(
+            "platform: agent {} ({}), AMI {} {}, {} runs {}",
+            agent.platform.arch.ec2_name(),
+            agent
+                .platform
+                .glibc
+                .map_or("no glibc".to_owned(), |(major, minor)| format!(
+                    "needs glibc {major}.{minor}"
+                )),
+            instance.ami_id,
+            instance.image_arch,
+            instance.instance_type,
+            instance.type_archs.join(", "),
         );
         match &sized {
             Some((bytes, _, e)) => check_fits(job, *bytes, e),
@@ -459,6 +488,7 @@ impl Controller {
             self.check_last_backup_fits(job).await?;
         }
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
+        self.check_platform(job, &ami_id, options).await?;
         let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
         if let Err(held) = self.acquire_lease(job, &plan).await {
             return match held {
@@ -1074,6 +1104,35 @@ impl Controller {
         }
     }
 
+    /// The agent executable, read and inspected once per controller.
+    async fn agent_binary(&self, options: &LaunchOptions) -> Result<&AgentBinary, RunError> {
+        self.agent_binary
+            .get_or_try_init(|| async { Ok(AgentBinary::read(&self.agent_path(options)?)?) })
+            .await
+    }
+
+    /// Refuses, before anything is launched, a job whose instance type
+    /// cannot run its AMI or whose AMI cannot run the agent; returns what
+    /// EC2 said of both.
+    async fn check_platform(
+        &self,
+        job: &JobConfig,
+        ami_id: &str,
+        options: &LaunchOptions,
+    ) -> Result<platform::InstancePlatform, RunError> {
+        let agent = self.agent_binary(options).await?;
+        let instance = platform::describe_instance_platform(&self.aws, ami_id, &job.instance_type)
+            .await
+            .map_err(LaunchError::from)?;
+        platform::check_launch(
+            &agent.path.display().to_string(),
+            &agent.platform,
+            &instance,
+        )
+        .map_err(LaunchError::from)?;
+        Ok(instance)
+    }
+
     /// Uploads the agent once per controller.
     async fn publish_agent(
         &self,
@@ -1082,7 +1141,7 @@ impl Controller {
     ) -> Result<&PublishedAgent, RunError> {
         self.agent
             .get_or_try_init(|| async {
-                let agent = AgentBinary::read(&self.agent_path(options)?)?;
+                let agent = self.agent_binary(options).await?;
                 let sha256 = agent.sha256.clone();
                 let key = plan.agent_key(&sha256);
                 launch::publish_agent(&self.bucket(), &key, agent).await?;

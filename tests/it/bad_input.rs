@@ -428,15 +428,14 @@ fn prove_inert(config: &Config, canary: &Path) {
         .find("\n# The agent reports")
         .expect("the assignment block ends before this comment")];
     let probe = format!(
-        "{assignments}\nprintf '%s\\0' \"$JOB_ID\" \"$STATUS_PARAMETER\" \"$SPEC_BUCKET\" \"$SPEC_KEY\" \"$AWS_REGION\""
+        "{assignments}\nprintf '%s\\0' \"$JOB_ID\" \"$SPEC_BUCKET\" \"$SPEC_KEY\" \"$AWS_REGION\""
     );
     let out = Command::new("bash").arg("-c").arg(&probe).output().unwrap();
     assert!(out.status.success(), "{probe}");
     let echoed = String::from_utf8(out.stdout).unwrap();
     let expected = format!(
-        "{}\0{}\0{}\0{}\0{}\0",
+        "{}\0{}\0{}\0{}\0",
         plan.spec.job_id,
-        plan.spec.status_parameter,
         plan.spec.bucket,
         plan.spec_key,
         config.aws.region.clone().unwrap_or_default()

@@ -2,8 +2,9 @@
 //! (`tests/harness/rootfs-up`: debootstrap's minbase with curl, nothing of
 //! the backup's) that the simulator boots user-data in, on a private
 //! overlay, with the real `apt-get` against Debian's mirror. As on a fresh
-//! Ubuntu, first-boot jobs hold apt's lists lock and then dpkg's locks for
-//! the first 40 seconds. The agent, fetched before any package, takes the
+//! Ubuntu, first-boot jobs hold apt's lists lock for the first 30 seconds
+//! and dpkg's locks for the first 90 (long enough that set-up meets both
+//! however slowly the agent downloads beside the other tests). The agent, fetched before any package, takes the
 //! backup, or reports in the job's status why set-up failed.
 
 use crate::common::config::{ConfigFile, Job};
@@ -45,12 +46,25 @@ async fn rootfs_ami(fixture: &Fixture, tags: &[(&str, &str)]) -> String {
         "the root filesystem {name} is not built: run tests/harness/rootfs-up (make test does)"
     );
     let ec2 = &fixture.aws.ec2;
+    // a copy of LocalStack's x86_64 Amazon Linux 2023 image: an image
+    // registered from nothing has no architecture there, as no AMI on EC2
+    let source = fixture
+        .aws
+        .ssm
+        .get_parameter()
+        .name(LOCALSTACK_AMI_PARAMETER)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap()
+        .value
+        .unwrap();
     let image = ec2
-        .register_image()
+        .copy_image()
+        .source_image_id(source)
+        .source_region(REGION)
         .name(unique("backup-cloud-sim-"))
-        .architecture(aws_sdk_ec2::types::ArchitectureValues::X8664)
-        .root_device_name("/dev/xvda")
-        .virtualization_type("hvm")
         .send()
         .await
         .unwrap()
@@ -110,7 +124,7 @@ async fn a_fresh_debian_installs_the_real_tools_under_first_boot_locks_and_backs
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
     let ami = rootfs_ami(
         &fixture,
-        &[("backup-cloud-sim:first-boot-apt-seconds", "40")],
+        &[("backup-cloud-sim:first-boot-apt-seconds", "90")],
     )
     .await;
     fixture.write(&booting(&fixture, fixture.postgres_job(&database), ami));
@@ -179,4 +193,75 @@ async fn a_set_up_that_fails_is_reported_by_the_agent_in_apt_s_own_words() {
         stderr.contains("E: Unable to locate package postgresql-client"),
         "the operator sees apt's words: {stderr}"
     );
+}
+
+/// LocalStack's public parameter of Amazon Linux 2023 for Graviton.
+const ARM64_AMI_PARAMETER: &str =
+    "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64";
+
+/// `run` (and `plan`) with `extra` arguments must exit 3 before any
+/// instance is launched, saying `expected`.
+fn refused(fixture: &Fixture, extra: &[&str], expected: &str) {
+    for command in ["run", "plan"] {
+        let mut args = vec![command, "--job", &fixture.job];
+        args.extend_from_slice(extra);
+        let output = fixture.backup_cloud(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{command}: {}",
+            show(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(expected),
+            "{command}: {expected:?} in {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_cannot_run_the_agent_is_refused_before_launch() {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique("platform_");
+    create_sample_database(&database, 100);
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
+    let mut config = fixture.config(fixture.postgres_job(&database));
+
+    // Graviton with the x86_64 AMI (LocalStack's Amazon Linux 2023)
+    config.instance.instance_type = "m7g.large".to_owned();
+    fixture.write(&config);
+    refused(
+        &fixture,
+        &[],
+        "instance type m7g.large runs arm64, but the AMI ami-",
+    );
+
+    // Graviton with an arm64 AMI: this x86_64 agent cannot run there
+    config.instance.ami_parameter = ARM64_AMI_PARAMETER.to_owned();
+    fixture.write(&config);
+    refused(&fixture, &[], "is built for x86_64, but the AMI ami-");
+
+    // an agent built against a newer glibc than the oldest supported AMI's
+    config = fixture.config(fixture.postgres_job(&database));
+    fixture.write(&config);
+    let agent = std::fs::read(env!("CARGO_BIN_EXE_backup-cloud")).unwrap();
+    let at = agent
+        .windows(11)
+        .position(|w| w == b"GLIBC_2.34\0")
+        .expect("the agent refers to GLIBC_2.34");
+    let mut newer = agent.clone();
+    newer[at..at + 11].copy_from_slice(b"GLIBC_2.39\0");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup-cloud");
+    std::fs::write(&path, newer).unwrap();
+    let path = path.display().to_string();
+    refused(
+        &fixture,
+        &["--agent-binary", &path],
+        "needs GLIBC_2.39, newer than the 2.34 of the oldest supported AMI",
+    );
+
+    assert!(fixture.instances().await.is_empty(), "nothing was launched");
 }

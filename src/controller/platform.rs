@@ -1,0 +1,401 @@
+//! Which agent can run on which instance, found out before anything is
+//! launched.
+//!
+//! The agent is an executable shipped to an AMI and an instance type the
+//! user picks. An `x86_64` agent on Graviton fails with "Exec format
+//! error"; one linked against a newer glibc than the AMI's fails with
+//! "GLIBC_2.3x not found"; one that needs a shared library the AMI lacks
+//! does not start either. Each would cost a launch and show only as a
+//! failed set-up. Here the agent's ELF header and dynamic section say what
+//! it needs, `DescribeImages` and `DescribeInstanceTypes` say what the
+//! instance is, and a mismatch is refused naming both.
+
+use object::elf;
+use object::elf::FileHeader64;
+use object::read::elf::FileHeader;
+use object::Endianness;
+
+use crate::aws::{describe_sdk_error, AwsClients};
+
+/// A processor architecture, as EC2 names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `x86_64` (ELF `EM_X86_64`).
+    X86_64,
+    /// `arm64`: Graviton (ELF `EM_AARCH64`).
+    Arm64,
+}
+
+impl Arch {
+    /// EC2's name (`ArchitectureValues`, `ProcessorInfo.SupportedArchitectures`).
+    pub fn ec2_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    fn from_elf(machine: elf::Machine) -> Option<Arch> {
+        match machine {
+            elf::EM_X86_64 => Some(Arch::X86_64),
+            elf::EM_AARCH64 => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+/// The newest glibc an agent may need: 2.34, Amazon Linux 2023's, the
+/// oldest of the supported AMIs (Ubuntu 24.04 has 2.39). Source: the
+/// Amazon Linux 2023 release notes ("glibc 2.34") and Ubuntu's noble
+/// package of glibc (2.39).
+pub const GLIBC_FLOOR: (u32, u32) = (2, 34);
+
+/// Shared libraries every glibc system has: the C library's own and the
+/// GCC runtime. Anything else (a `libgpgme.so.11` when GPGME is not
+/// linked in) an AMI lacks unless it is installed first.
+const BASE_LIBRARIES: [&str; 10] = [
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libresolv.so.2",
+    "libgcc_s.so.1",
+    "ld-linux-x86-64.so.2",
+    "ld-linux-aarch64.so.1",
+];
+
+/// What an agent executable needs of the instance that runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPlatform {
+    pub arch: Arch,
+    /// The newest `GLIBC_x.y` symbol version it refers to, as `(x, y)`;
+    /// `None` for an executable that needs no glibc.
+    pub glibc: Option<(u32, u32)>,
+}
+
+/// What EC2 says of the AMI and the instance type a job would launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstancePlatform {
+    pub ami_id: String,
+    /// The AMI's `Architecture` (`x86_64`, `arm64`, `i386`, …).
+    pub image_arch: String,
+    pub instance_type: String,
+    /// The instance type's `ProcessorInfo.SupportedArchitectures`.
+    pub type_archs: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error(
+        "the agent {agent} is not a 64-bit Linux executable for x86_64 or arm64 (ELF): {reason}"
+    )]
+    NotAnAgent { agent: String, reason: String },
+    #[error(
+        "the agent {agent} needs GLIBC_{}.{}, newer than the {}.{} of the oldest supported AMI \
+         (Amazon Linux 2023): use the agents `make dist` builds, or build on an older distribution",
+        needed.0, needed.1, GLIBC_FLOOR.0, GLIBC_FLOOR.1
+    )]
+    Glibc { agent: String, needed: (u32, u32) },
+    #[error(
+        "the agent {agent} needs the shared library {library}, which an AMI does not have before \
+         set-up: use the agents `make dist` builds (GPGME linked in)"
+    )]
+    Library { agent: String, library: String },
+    #[error(
+        "the agent {agent} is built for {agent_arch}, but the AMI {ami_id} is {image_arch}: \
+         use an agent for {image_arch} (`make dist`, then `run --agent-binary`) or an {agent_arch} AMI"
+    )]
+    AgentVsImage {
+        agent: String,
+        agent_arch: &'static str,
+        ami_id: String,
+        image_arch: String,
+    },
+    #[error(
+        "instance type {instance_type} runs {}, but the AMI {ami_id} is {image_arch}: pick an \
+         {image_arch} instance type (`instance_type`) or an AMI for {}",
+        type_archs.join(" or "), type_archs.join(" or ")
+    )]
+    TypeVsImage {
+        instance_type: String,
+        type_archs: Vec<String>,
+        ami_id: String,
+        image_arch: String,
+    },
+    #[error("cannot {action}: {reason}")]
+    Describe { action: String, reason: String },
+}
+
+/// Reads what the executable `bytes` (named `agent` in errors) needs:
+/// refuses one that is not a 64-bit ELF for x86_64 or arm64, needs a
+/// newer glibc than [`GLIBC_FLOOR`], or needs a shared library outside
+/// [`BASE_LIBRARIES`].
+pub fn inspect_agent(agent: &str, bytes: &[u8]) -> Result<AgentPlatform, PlatformError> {
+    let not_an_agent = |reason: String| PlatformError::NotAnAgent {
+        agent: agent.to_owned(),
+        reason,
+    };
+    let header =
+        FileHeader64::<Endianness>::parse(bytes).map_err(|e| not_an_agent(e.to_string()))?;
+    let endian = header.endian().map_err(|e| not_an_agent(e.to_string()))?;
+    let machine = header.e_machine(endian);
+    let arch = Arch::from_elf(machine)
+        .ok_or_else(|| not_an_agent(format!("its machine is ELF e_machine {}", machine.0)))?;
+    let sections = header
+        .sections(endian, bytes)
+        .map_err(|e| not_an_agent(e.to_string()))?;
+    let dynamic = sections
+        .dynamic_table(endian, bytes)
+        .map_err(|e| not_an_agent(e.to_string()))?;
+    for entry in &dynamic {
+        if entry.tag != elf::DT_NEEDED {
+            continue;
+        }
+        let library = dynamic
+            .string(entry)
+            .map_err(|e| not_an_agent(e.to_string()))?;
+        let library = String::from_utf8_lossy(library);
+        if !BASE_LIBRARIES.contains(&library.as_ref()) {
+            return Err(PlatformError::Library {
+                agent: agent.to_owned(),
+                library: library.into_owned(),
+            });
+        }
+    }
+    let mut glibc = None;
+    if let Some((mut needs, link)) = sections
+        .gnu_verneed(endian, bytes)
+        .map_err(|e| not_an_agent(e.to_string()))?
+    {
+        let strings = sections
+            .strings(endian, bytes, link)
+            .map_err(|e| not_an_agent(e.to_string()))?;
+        while let Some((_, mut versions)) = needs.next().map_err(|e| not_an_agent(e.to_string()))? {
+            while let Some(version) = versions.next().map_err(|e| not_an_agent(e.to_string()))? {
+                let name = version
+                    .name(endian, strings)
+                    .map_err(|e| not_an_agent(e.to_string()))?;
+                glibc = glibc.max(glibc_version(name));
+            }
+        }
+    }
+    if let Some(needed) = glibc.filter(|needed| *needed > GLIBC_FLOOR) {
+        return Err(PlatformError::Glibc {
+            agent: agent.to_owned(),
+            needed,
+        });
+    }
+    Ok(AgentPlatform { arch, glibc })
+}
+
+/// `(2, 34)` of `GLIBC_2.34`; `None` for other version names.
+fn glibc_version(name: &[u8]) -> Option<(u32, u32)> {
+    let version = std::str::from_utf8(name).ok()?.strip_prefix("GLIBC_")?;
+    let (major, minor) = version.split_once('.')?;
+    let minor = minor.split('.').next()?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Asks EC2 the architecture of `ami_id` and those `instance_type` runs.
+pub async fn describe_instance_platform(
+    aws: &AwsClients,
+    ami_id: &str,
+    instance_type: &str,
+) -> Result<InstancePlatform, PlatformError> {
+    let describe =
+        |action: String| move |reason: String| PlatformError::Describe { action, reason };
+    let images = aws
+        .ec2
+        .describe_images()
+        .image_ids(ami_id)
+        .send()
+        .await
+        .map_err(|e| describe(format!("describe AMI {ami_id}"))(describe_sdk_error(&e)))?;
+    let image_arch = images
+        .images()
+        .first()
+        .and_then(|image| image.architecture())
+        .map(|arch| arch.as_str().to_owned())
+        .ok_or_else(|| {
+            describe(format!("describe AMI {ami_id}"))("EC2 does not list it".to_owned())
+        })?;
+    let types = aws
+        .ec2
+        .describe_instance_types()
+        .instance_types(instance_type.into())
+        .send()
+        .await
+        .map_err(|e| {
+            describe(format!("describe instance type {instance_type}"))(describe_sdk_error(&e))
+        })?;
+    let type_archs = types
+        .instance_types()
+        .first()
+        .and_then(|t| t.processor_info())
+        .map(|p| {
+            p.supported_architectures()
+                .iter()
+                .map(|a| a.as_str().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .filter(|archs| !archs.is_empty())
+        .ok_or_else(|| {
+            describe(format!("describe instance type {instance_type}"))(
+                "EC2 gives no architecture for it".to_owned(),
+            )
+        })?;
+    Ok(InstancePlatform {
+        ami_id: ami_id.to_owned(),
+        image_arch,
+        instance_type: instance_type.to_owned(),
+        type_archs,
+    })
+}
+
+/// Refuses a launch where the instance type cannot run the AMI, or the
+/// agent (named `agent`) cannot run on the AMI.
+pub fn check_launch(
+    agent: &str,
+    platform: &AgentPlatform,
+    instance: &InstancePlatform,
+) -> Result<(), PlatformError> {
+    if !instance.type_archs.contains(&instance.image_arch) {
+        return Err(PlatformError::TypeVsImage {
+            instance_type: instance.instance_type.clone(),
+            type_archs: instance.type_archs.clone(),
+            ami_id: instance.ami_id.clone(),
+            image_arch: instance.image_arch.clone(),
+        });
+    }
+    if platform.arch.ec2_name() != instance.image_arch {
+        return Err(PlatformError::AgentVsImage {
+            agent: agent.to_owned(),
+            agent_arch: platform.arch.ec2_name(),
+            ami_id: instance.ami_id.clone(),
+            image_arch: instance.image_arch.clone(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn this_executable() -> Vec<u8> {
+        std::fs::read(std::env::current_exe().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn this_build_is_an_agent_for_its_own_machine() {
+        let platform = inspect_agent("test", &this_executable()).unwrap();
+        let expected = if cfg!(target_arch = "aarch64") {
+            Arch::Arm64
+        } else {
+            Arch::X86_64
+        };
+        assert_eq!(platform.arch, expected);
+        let glibc = platform.glibc.expect("a glibc build");
+        assert!(glibc <= GLIBC_FLOOR, "{glibc:?}");
+    }
+
+    /// Rewrites one byte string of an executable into another of the same
+    /// length: what the linker of another machine would have written.
+    fn patched(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+        assert_eq!(from.len(), to.len());
+        let at = bytes
+            .windows(from.len())
+            .position(|w| w == from)
+            .unwrap_or_else(|| panic!("{} not found", String::from_utf8_lossy(from)));
+        let mut out = bytes.to_vec();
+        out[at..at + to.len()].copy_from_slice(to);
+        out
+    }
+
+    #[test]
+    fn an_agent_built_on_a_newer_glibc_or_needing_another_library_is_refused() {
+        let bytes = this_executable();
+        let platform = inspect_agent("test", &bytes).unwrap();
+        let (major, minor) = platform.glibc.unwrap();
+        let newest = format!("GLIBC_{major}.{minor}\0");
+        let newer = format!("GLIBC_{major}.{}\0", minor + 5);
+        let err = inspect_agent(
+            "agent",
+            &patched(&bytes, newest.as_bytes(), newer.as_bytes()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("needs GLIBC_{major}.{}", minor + 5)) && err.contains("2.34"),
+            "{err}"
+        );
+        let err = inspect_agent("agent", &patched(&bytes, b"libm.so.6\0", b"libq.so.6\0"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs the shared library libq.so.6"), "{err}");
+    }
+
+    #[test]
+    fn other_machines_and_formats_are_not_agents() {
+        let bytes = this_executable();
+        // e_machine is the 16-bit field at offset 18 of the ELF header
+        let mut riscv = bytes.clone();
+        riscv[18..20].copy_from_slice(&243u16.to_le_bytes());
+        let err = inspect_agent("agent", &riscv).unwrap_err().to_string();
+        assert!(err.contains("e_machine 243"), "{err}");
+        let err = inspect_agent("script.sh", b"#!/bin/sh\necho hi\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("the agent script.sh is not a 64-bit Linux executable"),
+            "{err}"
+        );
+    }
+
+    fn instance(image_arch: &str, type_archs: &[&str]) -> InstancePlatform {
+        InstancePlatform {
+            ami_id: "ami-1".into(),
+            image_arch: image_arch.into(),
+            instance_type: "m7g.large".into(),
+            type_archs: type_archs.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_agent_the_ami_and_the_instance_type_must_agree() {
+        let x86 = AgentPlatform {
+            arch: Arch::X86_64,
+            glibc: Some((2, 34)),
+        };
+        let arm = AgentPlatform {
+            arch: Arch::Arm64,
+            glibc: Some((2, 17)),
+        };
+        assert!(check_launch("a", &x86, &instance("x86_64", &["i386", "x86_64"])).is_ok());
+        assert!(check_launch("a", &arm, &instance("arm64", &["arm64"])).is_ok());
+        let err = check_launch("a", &x86, &instance("x86_64", &["arm64"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m7g.large runs arm64, but the AMI ami-1 is x86_64"),
+            "{err}"
+        );
+        let err = check_launch("a", &x86, &instance("arm64", &["arm64"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("built for x86_64, but the AMI ami-1 is arm64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn glibc_versions_are_read_from_their_names() {
+        assert_eq!(glibc_version(b"GLIBC_2.34"), Some((2, 34)));
+        assert_eq!(glibc_version(b"GLIBC_2.2.5"), Some((2, 2)));
+        assert_eq!(glibc_version(b"GLIBC_PRIVATE"), None);
+        assert_eq!(glibc_version(b"GCC_3.0"), None);
+    }
+}
