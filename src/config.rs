@@ -98,6 +98,10 @@ pub struct InstanceSettings {
     pub subnet_id: Option<String>,
     pub security_group_ids: Vec<String>,
     pub max_lifetime: Duration,
+    /// Size of the root volume in GiB (gp3), instead of the AMI's own
+    /// (8 GiB for Ubuntu's and Amazon Linux's): room for a directory dump
+    /// on an instance type without instance storage.
+    pub root_volume_gib: Option<u32>,
     pub tags: BTreeMap<String, String>,
     /// Ask for spot capacity first, falling back to on-demand.
     pub spot: bool,
@@ -167,6 +171,8 @@ pub struct JobConfig {
     pub dump: DumpSettings,
     pub instance_type: String,
     pub max_lifetime: Duration,
+    /// `instance.root_volume_gib`, or this job's own.
+    pub root_volume_gib: Option<u32>,
     pub spot: bool,
 }
 
@@ -200,6 +206,7 @@ struct RawInstance {
     #[serde(default)]
     security_group_ids: Vec<String>,
     max_lifetime: Option<String>,
+    root_volume_gib: Option<i64>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
     #[serde(default)]
@@ -258,6 +265,7 @@ struct RawJob {
     exclude: Option<BTreeMap<String, Vec<String>>>,
     instance_type: Option<String>,
     max_lifetime: Option<String>,
+    root_volume_gib: Option<i64>,
     spot: Option<bool>,
 }
 
@@ -511,8 +519,13 @@ impl Validator<'_> {
                 ));
             }
         }
+        let root_volume_gib = raw
+            .root_volume_gib
+            .map(|gib| self.root_volume_gib("instance.root_volume_gib", gib))
+            .transpose()?;
         Ok(InstanceSettings {
             spot: raw.spot,
+            root_volume_gib,
             hourly_price_usd: raw.hourly_price_usd,
             ami_parameter,
             instance_type,
@@ -719,8 +732,13 @@ impl Validator<'_> {
             )?,
             None => instance.max_lifetime,
         };
+        let root_volume_gib = match raw.root_volume_gib {
+            Some(gib) => Some(self.root_volume_gib(&key("root_volume_gib"), gib)?),
+            None => instance.root_volume_gib,
+        };
         Ok(JobConfig {
             name: name.to_owned(),
+            root_volume_gib,
             engine: raw.engine,
             host: raw.host,
             port,
@@ -936,6 +954,22 @@ impl Validator<'_> {
             is_instance_type,
             "an EC2 instance type such as `m6id.large`",
         )
+    }
+
+    /// A root volume size: gp3's range, 1 to 16384 GiB ("Amazon EBS
+    /// volume types"); EC2 also refuses one smaller than the AMI's
+    /// snapshot, which the launch checks.
+    fn root_volume_gib(&self, key: &str, gib: i64) -> Result<u32, ConfigError> {
+        u32::try_from(gib)
+            .ok()
+            .filter(|gib| (1..=16_384).contains(gib))
+            .ok_or_else(|| {
+                self.invalid(
+                    key,
+                    format!("is {gib}"),
+                    "a size in GiB from 1 to 16384 (a gp3 volume)",
+                )
+            })
     }
 
     fn check(

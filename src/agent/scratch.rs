@@ -29,7 +29,7 @@ const INSTANCE_STORE_MOUNT: &str = "/mnt/backup-cloud-scratch";
 pub enum ScratchError {
     #[error(
         "not enough scratch space in {dir}: {available} bytes free, the database is {needed} bytes; \
-         use an instance type with instance storage (e.g. m6id) or a larger root volume"
+         use an instance type with instance storage (e.g. m6id) or a larger root volume (`root_volume_gib`)"
     )]
     TooSmall {
         dir: PathBuf,

@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    HttpTokensState, IamInstanceProfileSpecification, InstanceInterruptionBehavior,
-    InstanceMarketOptionsRequest, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceStateName, InstanceType, MarketType, ResourceType, ShutdownBehavior, SpotInstanceType,
-    SpotMarketOptions, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceInterruptionBehavior, InstanceMarketOptionsRequest, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceStateName, InstanceType, MarketType, ResourceType,
+    ShutdownBehavior, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -369,6 +369,20 @@ async fn run_instance(
         .set_subnet_id(instance.subnet_id.clone());
     if !instance.security_group_ids.is_empty() {
         request = request.set_security_group_ids(Some(instance.security_group_ids.clone()));
+    }
+    if let Some(root) = &plan.root_volume {
+        request = request.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name(&root.device_name)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(i32::try_from(root.gib).unwrap_or(i32::MAX))
+                        .volume_type(VolumeType::Gp3)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        );
     }
     if spot {
         request = request.instance_market_options(

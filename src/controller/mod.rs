@@ -388,13 +388,14 @@ impl Controller {
         let job = self.config.job(job_name)?;
         let region = self.region()?;
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
-        let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
+        let mut plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
         let options = LaunchOptions {
             agent_binary,
             ..LaunchOptions::default()
         };
-        let instance = self.check_platform(job, &ami_id, &options).await?;
+        let (instance, root_volume) = self.check_platform(job, &ami_id, &options).await?;
         let agent = self.agent_binary(&options).await?;
+        plan.root_volume = root_volume;
         let user_data = plan.user_data(
             region,
             &agent.sha256,
@@ -488,8 +489,9 @@ impl Controller {
             self.check_last_backup_fits(job).await?;
         }
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
-        self.check_platform(job, &ami_id, options).await?;
-        let plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
+        let (_, root_volume) = self.check_platform(job, &ami_id, options).await?;
+        let mut plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
+        plan.root_volume = root_volume;
         if let Err(held) = self.acquire_lease(job, &plan).await {
             return match held {
                 RunError::AlreadyRunning { job_id, .. } if options.attach => {
@@ -1112,25 +1114,27 @@ impl Controller {
     }
 
     /// Refuses, before anything is launched, a job whose instance type
-    /// cannot run its AMI or whose AMI cannot run the agent; returns what
-    /// EC2 said of both.
+    /// cannot run its AMI, whose AMI cannot run the agent, or whose root
+    /// volume cannot replace the AMI's; returns what EC2 said of the
+    /// instance and the root volume to ask for.
     async fn check_platform(
         &self,
         job: &JobConfig,
         ami_id: &str,
         options: &LaunchOptions,
-    ) -> Result<platform::InstancePlatform, RunError> {
+    ) -> Result<(platform::InstancePlatform, Option<platform::RootVolume>), RunError> {
         let agent = self.agent_binary(options).await?;
         let instance = platform::describe_instance_platform(&self.aws, ami_id, &job.instance_type)
             .await
             .map_err(LaunchError::from)?;
-        platform::check_launch(
+        let root_volume = platform::check_launch(
             &agent.path.display().to_string(),
             &agent.platform,
             &instance,
+            job.root_volume_gib,
         )
         .map_err(LaunchError::from)?;
-        Ok(instance)
+        Ok((instance, root_volume))
     }
 
     /// Uploads the agent once per controller.
@@ -1488,6 +1492,12 @@ fn print_plan(
         "shutdown:         terminate (dead-man after {} min)",
         plan.max_lifetime_minutes
     );
+    if let Some(root) = &plan.root_volume {
+        println!(
+            "root volume:      {} GiB gp3 on {} (instead of the AMI's)",
+            root.gib, root.device_name
+        );
+    }
     if let Some(profile) = &config.instance.instance_profile {
         println!("instance profile: {profile}");
     }

@@ -10,6 +10,7 @@ use rand::Rng;
 use time::OffsetDateTime;
 
 use crate::config::{Config, JobConfig};
+use crate::controller::platform::RootVolume;
 use crate::layout;
 use crate::schema::{DatabaseTarget, JobSpec, UploadSettings, SCHEMA_VERSION};
 use crate::userdata::UserData;
@@ -30,6 +31,9 @@ pub struct JobPlan {
     pub max_lifetime_minutes: u64,
     /// Limit on the instance's download of the agent, per attempt.
     pub agent_download_secs: u64,
+    /// The root volume asked for instead of the AMI's, once the AMI is
+    /// known ([`crate::controller::platform::check_launch`]).
+    pub root_volume: Option<RootVolume>,
 }
 
 /// Formats a time as the compact ISO-8601 stamp used in keys and job ids.
@@ -111,6 +115,7 @@ impl JobPlan {
             tags,
             max_lifetime_minutes: job.max_lifetime.as_secs().div_ceil(60),
             agent_download_secs: config.timeouts.agent_download.as_secs(),
+            root_volume: None,
         }
     }
 

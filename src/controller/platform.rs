@@ -84,6 +84,19 @@ pub struct InstancePlatform {
     pub instance_type: String,
     /// The instance type's `ProcessorInfo.SupportedArchitectures`.
     pub type_archs: Vec<String>,
+    /// The AMI's `RootDeviceName` (`/dev/xvda`, `/dev/sda1`).
+    pub root_device_name: Option<String>,
+    /// Size in GiB of the snapshot behind the AMI's root device: the
+    /// smallest root volume EC2 accepts.
+    pub root_snapshot_gib: Option<u32>,
+}
+
+/// The root volume a launch asks for: the AMI's root device, `gib` GiB
+/// of gp3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootVolume {
+    pub device_name: String,
+    pub gib: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +137,17 @@ pub enum PlatformError {
         ami_id: String,
         image_arch: String,
     },
+    #[error(
+        "a root volume of {gib} GiB is smaller than the {snapshot_gib} GiB of the AMI {ami_id}'s \
+         snapshot, which EC2 refuses: set `root_volume_gib` to at least {snapshot_gib}"
+    )]
+    RootVolumeTooSmall {
+        gib: u32,
+        snapshot_gib: u32,
+        ami_id: String,
+    },
+    #[error("the AMI {ami_id} names no root device, so `root_volume_gib` cannot size it")]
+    NoRootDevice { ami_id: String },
     #[error("cannot {action}: {reason}")]
     Describe { action: String, reason: String },
 }
@@ -213,14 +237,25 @@ pub async fn describe_instance_platform(
         .send()
         .await
         .map_err(|e| describe(format!("describe AMI {ami_id}"))(describe_sdk_error(&e)))?;
-    let image_arch = images
-        .images()
-        .first()
+    let image = images.images().first();
+    let image_arch = image
         .and_then(|image| image.architecture())
         .map(|arch| arch.as_str().to_owned())
         .ok_or_else(|| {
             describe(format!("describe AMI {ami_id}"))("EC2 does not list it".to_owned())
         })?;
+    let root_device_name = image
+        .and_then(|image| image.root_device_name())
+        .map(str::to_owned);
+    let root_snapshot_gib = image.and_then(|image| {
+        image
+            .block_device_mappings()
+            .iter()
+            .find(|m| m.device_name() == root_device_name.as_deref())
+            .and_then(|m| m.ebs())
+            .and_then(|ebs| ebs.volume_size())
+            .and_then(|gib| u32::try_from(gib).ok())
+    });
     let types = aws
         .ec2
         .describe_instance_types()
@@ -251,16 +286,20 @@ pub async fn describe_instance_platform(
         image_arch,
         instance_type: instance_type.to_owned(),
         type_archs,
+        root_device_name,
+        root_snapshot_gib,
     })
 }
 
-/// Refuses a launch where the instance type cannot run the AMI, or the
-/// agent (named `agent`) cannot run on the AMI.
+/// Refuses a launch where the instance type cannot run the AMI, the
+/// agent (named `agent`) cannot run on the AMI, or a root volume of
+/// `root_volume_gib` cannot replace the AMI's; returns that root volume.
 pub fn check_launch(
     agent: &str,
     platform: &AgentPlatform,
     instance: &InstancePlatform,
-) -> Result<(), PlatformError> {
+    root_volume_gib: Option<u32>,
+) -> Result<Option<RootVolume>, PlatformError> {
     if !instance.type_archs.contains(&instance.image_arch) {
         return Err(PlatformError::TypeVsImage {
             instance_type: instance.instance_type.clone(),
@@ -277,7 +316,24 @@ pub fn check_launch(
             image_arch: instance.image_arch.clone(),
         });
     }
-    Ok(())
+    let Some(gib) = root_volume_gib else {
+        return Ok(None);
+    };
+    let device_name =
+        instance
+            .root_device_name
+            .clone()
+            .ok_or_else(|| PlatformError::NoRootDevice {
+                ami_id: instance.ami_id.clone(),
+            })?;
+    if let Some(snapshot_gib) = instance.root_snapshot_gib.filter(|s| *s > gib) {
+        return Err(PlatformError::RootVolumeTooSmall {
+            gib,
+            snapshot_gib,
+            ami_id: instance.ami_id.clone(),
+        });
+    }
+    Ok(Some(RootVolume { device_name, gib }))
 }
 
 #[cfg(test)]
@@ -360,6 +416,8 @@ mod tests {
             image_arch: image_arch.into(),
             instance_type: "m7g.large".into(),
             type_archs: type_archs.iter().map(|a| a.to_string()).collect(),
+            root_device_name: Some("/dev/xvda".into()),
+            root_snapshot_gib: Some(8),
         }
     }
 
@@ -373,22 +431,51 @@ mod tests {
             arch: Arch::Arm64,
             glibc: Some((2, 17)),
         };
-        assert!(check_launch("a", &x86, &instance("x86_64", &["i386", "x86_64"])).is_ok());
-        assert!(check_launch("a", &arm, &instance("arm64", &["arm64"])).is_ok());
-        let err = check_launch("a", &x86, &instance("x86_64", &["arm64"]))
+        assert!(check_launch("a", &x86, &instance("x86_64", &["i386", "x86_64"]), None).is_ok());
+        assert!(check_launch("a", &arm, &instance("arm64", &["arm64"]), None).is_ok());
+        let err = check_launch("a", &x86, &instance("x86_64", &["arm64"]), None)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("m7g.large runs arm64, but the AMI ami-1 is x86_64"),
             "{err}"
         );
-        let err = check_launch("a", &x86, &instance("arm64", &["arm64"]))
+        let err = check_launch("a", &x86, &instance("arm64", &["arm64"]), None)
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("built for x86_64, but the AMI ami-1 is arm64"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_root_volume_replaces_the_ami_s_and_is_at_least_its_snapshot() {
+        let x86 = AgentPlatform {
+            arch: Arch::X86_64,
+            glibc: None,
+        };
+        let on = instance("x86_64", &["x86_64"]);
+        assert_eq!(
+            check_launch("a", &x86, &on, Some(500)).unwrap(),
+            Some(RootVolume {
+                device_name: "/dev/xvda".into(),
+                gib: 500
+            })
+        );
+        let err = check_launch("a", &x86, &on, Some(4))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("4 GiB is smaller than the 8 GiB of the AMI ami-1's snapshot"),
+            "{err}"
+        );
+        let nameless = InstancePlatform {
+            root_device_name: None,
+            ..on
+        };
+        assert!(check_launch("a", &x86, &nameless, None).unwrap().is_none());
+        assert!(check_launch("a", &x86, &nameless, Some(50)).is_err());
     }
 
     #[test]

@@ -127,9 +127,41 @@ async fn a_fresh_debian_installs_the_real_tools_under_first_boot_locks_and_backs
         &[("backup-cloud-sim:first-boot-apt-seconds", "90")],
     )
     .await;
-    fixture.write(&booting(&fixture, fixture.postgres_job(&database), ami));
+    let mut config = booting(&fixture, fixture.postgres_job(&database), ami);
+    config.instance.root_volume_gib = Some(40);
+    fixture.write(&config);
 
-    let output = fixture.run_job();
+    let run = Streaming::spawn(&mut fixture.command(&["run", "--job", &fixture.job]));
+    // while it runs: the root volume asked for replaced the AMI's 15 GiB
+    let volume_id = eventually(
+        "the instance's root volume",
+        Duration::from_secs(120),
+        || async {
+            let instances = fixture.instances().await;
+            let instance = instances.first()?;
+            let mapping = instance
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == instance.root_device_name())?;
+            mapping.ebs()?.volume_id().map(str::to_owned)
+        },
+    )
+    .await;
+    let volumes = fixture
+        .aws
+        .ec2
+        .describe_volumes()
+        .volume_ids(&volume_id)
+        .send()
+        .await
+        .unwrap();
+    let volume = &volumes.volumes()[0];
+    assert_eq!(volume.size(), Some(40), "{volume:?}");
+    assert_eq!(
+        volume.volume_type(),
+        Some(&aws_sdk_ec2::types::VolumeType::Gp3)
+    );
+    let output = run.wait_with_output();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     assert_instances_gone(&fixture).await;
     let console = console(&fixture).await;
@@ -242,6 +274,16 @@ async fn an_instance_that_cannot_run_the_agent_is_refused_before_launch() {
     config.instance.ami_parameter = ARM64_AMI_PARAMETER.to_owned();
     fixture.write(&config);
     refused(&fixture, &[], "is built for x86_64, but the AMI ami-");
+
+    // a root volume smaller than the AMI's snapshot (15 GiB in LocalStack)
+    config = fixture.config(fixture.postgres_job(&database));
+    config.instance.root_volume_gib = Some(10);
+    fixture.write(&config);
+    refused(
+        &fixture,
+        &[],
+        "a root volume of 10 GiB is smaller than the 15 GiB of the AMI ami-",
+    );
 
     // an agent built against a newer glibc than the oldest supported AMI's
     config = fixture.config(fixture.postgres_job(&database));

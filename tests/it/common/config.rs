@@ -53,6 +53,8 @@ pub struct Instance {
     /// The agent's instance profile: the test's own (see
     /// [`super::gate::Actors`]).
     pub instance_profile: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_volume_gib: Option<u32>,
     /// Tags on the instance; the simulator reads its own settings
     /// (`backup-cloud-sim:…`) from here.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

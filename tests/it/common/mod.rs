@@ -542,6 +542,7 @@ impl Fixture {
                 instance_type: "t3.micro".to_owned(),
                 max_lifetime: Duration::from_secs(20 * 60),
                 instance_profile: self.actors.instance_profile.clone(),
+                root_volume_gib: None,
                 tags: BTreeMap::new(),
             },
             status: StatusSettings {
