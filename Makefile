@@ -1,6 +1,7 @@
 # backup-cloud developer / CI entry points.
 #   make deps           system packages (scripts/install-deps)
-#   make services       LocalStack behind the AWS gate + instance simulator + PostgreSQL + MariaDB (idempotent)
+#   make services       LocalStack behind the AWS gate + instance simulator + PostgreSQL (this
+#                       machine's, and a newer one) + MariaDB (idempotent)
 #   make services-down  stop them all
 #   make test           services, the root filesystem the boot tests boot (tests/harness/
 #                       rootfs-up, cached in .state/rootfs), the test world's own tests
@@ -19,6 +20,8 @@ export BACKUP_CLOUD_TEST_STATE_DIR ?= $(CURDIR)/.state
 export BACKUP_CLOUD_TEST_SIM_DIR ?= $(CURDIR)/.state/sim
 export BACKUP_CLOUD_TEST_PG_HOST ?= 127.0.0.1
 export BACKUP_CLOUD_TEST_PG_PORT ?= 55432
+# a PostgreSQL newer than the machine's pg_dump (tests/harness/postgres-up newer)
+export BACKUP_CLOUD_TEST_PG_NEWER_PORT ?= 55433
 export BACKUP_CLOUD_TEST_PG_USER ?= backup
 export BACKUP_CLOUD_TEST_PG_PASSWORD ?= backup-test-pw
 export BACKUP_CLOUD_TEST_PG_SUPERUSER ?= postgres
@@ -43,11 +46,13 @@ deps:
 services: deps
 	localstack/up
 	tests/harness/postgres-up
+	tests/harness/postgres-up newer
 	tests/harness/mariadb-up
 
 services-down:
 	-localstack/down
 	-tests/harness/postgres-down
+	-tests/harness/postgres-down newer
 	-tests/harness/mariadb-down
 
 test: services

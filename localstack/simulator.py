@@ -352,7 +352,8 @@ class Simulator:
                 env["BACKUP_CLOUD_SIM_FIRST_BOOT_APT_SECONDS"] = seconds
             if tags.get(APT_SOURCES_TAG) == "none":
                 env["BACKUP_CLOUD_SIM_APT_SOURCES"] = "none"
-        self.image_env[ami] = env
+        if not isinstance(env, str):  # a root filesystem may be built later
+            self.image_env[ami] = env
         return env
 
     def start_imds(self, inst):

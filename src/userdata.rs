@@ -36,6 +36,10 @@ pub struct UserData {
     pub max_lifetime_minutes: u64,
     /// `curl --max-time` for the agent's download.
     pub agent_download_secs: u64,
+    /// Seconds from the script's start within which set-up (the agent's
+    /// download and the package installs) must end, failure reported,
+    /// before the controller's boot timeout gives up on the instance.
+    pub set_up_secs: u64,
     pub region: String,
     /// The job's dump mode (`DumpMode::name`): which client tools to install.
     pub dump_mode: String,
@@ -114,6 +118,7 @@ mod tests {
             agent_sha256: "0".repeat(64),
             max_lifetime_minutes: 120,
             agent_download_secs: 600,
+            set_up_secs: 780,
             region: "us-east-1".into(),
             dump_mode: "pg_dump-custom".into(),
         }
@@ -255,26 +260,32 @@ mod tests {
         assert!(choose < install);
     }
 
-    /// Runs the rendered set-up (from the set-up log's helper to starting
+    /// Runs the rendered set-up (from the set-up's helpers to starting
     /// the agent) of a `mode` job on a machine where only `manager`
     /// (`apt-get` or `dnf`) is there: stand-ins record each call of it and
     /// of `systemctl`; `apt-get update` fails as told by `updates`, one
     /// letter per call until it runs out: `l` with apt's message for a
-    /// held lock, `m` as a failing mirror does. Returns the record, the
-    /// set-up log and the exit code.
-    fn run_setup(mode: &str, manager: &str, updates: &str) -> (String, String, Option<i32>) {
+    /// held lock, `m` as a failing mirror does. The set-up deadline is
+    /// `deadline_secs` away. Returns the record, the set-up log and the
+    /// exit code.
+    fn run_setup(
+        mode: &str,
+        manager: &str,
+        updates: &str,
+        deadline_secs: i64,
+    ) -> (String, String, Option<i32>) {
         let script = UserData {
             dump_mode: mode.into(),
             ..sample()
         }
         .render_script()
         .unwrap();
-        let start = script.find("# Runs one set-up command").unwrap();
+        let start = script.find("# Seconds left until").unwrap();
         let end = script.find("stage=\"running the agent\"").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
-        for tool in ["tee", "tail", "grep"] {
+        for tool in ["tee", "tail", "grep", "date", "timeout"] {
             let real = ["/usr/bin", "/bin"]
                 .iter()
                 .map(|d| Path::new(d).join(tool))
@@ -308,7 +319,8 @@ mod tests {
             ),
         );
         let setup = format!(
-            "set -euo pipefail\nreadonly DUMP_MODE='{mode}'\nset_up_log='{}'\nlog() {{ :; }}\n{}",
+            "set -euo pipefail\nreadonly DUMP_MODE='{mode}'\nset_up_log='{}'\n\
+             set_up_deadline=$(($(date +%s) + {deadline_secs}))\nlog() {{ :; }}\n{}",
             set_up_log.display(),
             &script[start..end]
         );
@@ -328,7 +340,7 @@ mod tests {
 
     #[test]
     fn set_up_waits_for_a_first_boot_s_package_locks_and_retries_mirrors() {
-        let (record, set_up_log, code) = run_setup("mydumper", "apt-get", "llm");
+        let (record, set_up_log, code) = run_setup("mydumper", "apt-get", "llm", 600);
         assert_eq!(code, Some(0), "{record}");
         let calls: Vec<&str> = record.lines().collect();
         assert!(
@@ -352,21 +364,48 @@ mod tests {
                 && set_up_log.contains("E: Could not get lock"),
             "each command and its output are in the set-up log: {set_up_log}"
         );
-        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"m".repeat(9));
+        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"m".repeat(9), 600);
         assert_eq!(code, Some(1), "a mirror that never answers fails set-up");
         assert_eq!(record.matches("update -q").count(), 5, "{record}");
         // a lock is waited for (60 tries, 10 s apart) without using up the
         // mirror's tries
-        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"l".repeat(60));
+        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"l".repeat(60), 600);
         assert_eq!(code, Some(0), "{record}");
-        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"l".repeat(70));
+        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"l".repeat(70), 600);
         assert_eq!(code, Some(1), "a lock held for good fails set-up");
         assert_eq!(record.matches("update -q").count(), 61, "{record}");
+        // nor past the set-up deadline, which the controller's boot
+        // timeout leaves room for the report after
+        let (record, _, code) = run_setup("pg_dump-custom", "apt-get", &"l".repeat(70), 5);
+        assert_eq!(code, Some(1), "{record}");
+        assert_eq!(record.matches("update -q").count(), 1, "{record}");
+    }
+
+    #[test]
+    fn a_set_up_command_is_stopped_at_the_deadline_saying_why() {
+        let script = sample().render_script().unwrap();
+        let start = script.find("# Seconds left until").unwrap();
+        let end = script.find("# Only the client tools").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("set-up.log");
+        let probe = format!(
+            "set -euo pipefail\nset_up_log='{}'\nset_up_deadline=$(($(date +%s) + 1))\n{}\n\
+             logged sleep 30",
+            log.display(),
+            &script[start..end]
+        );
+        let started = std::time::Instant::now();
+        let out = Command::new("bash").arg("-c").arg(&probe).output().unwrap();
+        assert_eq!(out.status.code(), Some(124));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(log.starts_with("+ sleep 30\n"), "{log}");
+        assert!(log.contains("stopped after 1s"), "{log}");
     }
 
     #[test]
     fn amazon_linux_gets_only_packages_it_has_and_no_conflict() {
-        let (record, _, code) = run_setup("mysqldump", "dnf", "");
+        let (record, _, code) = run_setup("mysqldump", "dnf", "", 600);
         assert_eq!(code, Some(0), "{record}");
         assert_eq!(
             record.trim(),
@@ -374,7 +413,7 @@ mod tests {
         );
         // mydumper is not in AL2023's repositories: set-up stops, naming it,
         // rather than failing the whole transaction
-        let (record, _, code) = run_setup("mydumper", "dnf", "");
+        let (record, _, code) = run_setup("mydumper", "dnf", "", 600);
         assert_eq!(code, Some(1));
         assert_eq!(record, "", "no dnf transaction was tried");
     }

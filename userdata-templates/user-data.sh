@@ -12,6 +12,7 @@ readonly AGENT_URL={{ agent_url }}
 readonly AGENT_SHA256={{ agent_sha256 }}
 readonly MAX_LIFETIME_MINUTES={{ max_lifetime_minutes }}
 readonly AGENT_DOWNLOAD_SECS={{ agent_download_secs }}
+readonly SET_UP_SECS={{ set_up_secs }}
 export AWS_REGION={{ region }}
 readonly DUMP_MODE={{ dump_mode }}
 export AWS_DEFAULT_REGION="$AWS_REGION"
@@ -53,6 +54,10 @@ trap 'on_exit $?' EXIT
 # Dead-man first: whatever happens next, this machine goes away.
 shutdown -h "+$MAX_LIFETIME_MINUTES" "backup-cloud: maximum lifetime reached"
 
+# Set-up ends, reported, before the controller's boot timeout gives up on
+# this machine: no wait below outlasts this deadline.
+set_up_deadline=$(($(date +%s) + SET_UP_SECS))
+
 # The agent next (only curl is needed, which both supported AMIs have), so
 # that every later failure is reported by it.
 stage="fetching the agent"
@@ -65,9 +70,19 @@ chmod 0700 "$workdir/backup-cloud"
 agent="$workdir/backup-cloud"
 set_up_log="$workdir/set-up.log"
 
-# Runs one set-up command, its output to the console and to the set-up
-# log, whose last lines the agent quotes if set-up fails.
-logged() { { printf '+ %s\n' "$*"; "$@"; } 2>&1 | tee -a "$set_up_log"; }
+# Seconds left until the set-up deadline.
+left() { echo $((set_up_deadline - $(date +%s))); }
+# Runs one set-up command, for no longer than the time left, its output
+# to the console and to the set-up log, whose last lines the agent quotes
+# if set-up fails.
+logged() {
+  local secs rc=0
+  secs=$(left)
+  [ "$secs" -gt 0 ] || secs=1
+  (printf '+ %s\n' "$*"; timeout "$secs" "$@" || rc=$?
+    [ "$rc" -ne 124 ] || echo "backup-cloud: stopped after ${secs}s: set-up must end within the boot timeout"
+    exit "$rc") 2>&1 | tee -a "$set_up_log"
+}
 
 # Only the client tools the job's dump mode needs.
 case "$DUMP_MODE" in
@@ -82,7 +97,8 @@ for tool in $tools gpg; do
 done
 if [ "$missing" -eq 1 ]; then
   if command -v apt-get >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
+    # apt's messages in English, for the lock test below and the report
+    export DEBIAN_FRONTEND=noninteractive LC_ALL=C
     # A fresh Ubuntu runs apt-daily and unattended-upgrades at first boot,
     # holding apt's and dpkg's locks for minutes; this throwaway machine
     # needs neither.
@@ -92,12 +108,13 @@ if [ "$missing" -eq 1 ]; then
     # that fail are retried
     apt_get() { logged apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=5 "$@"; }
     # The lock of the package lists is not covered by that timeout: while
-    # it is held, `update` fails at once, so wait for it as long (600 s),
-    # apart from the five tries a failing mirror gets.
+    # it is held, `update` fails at once, so wait for it as long (600 s,
+    # and never past the deadline), apart from the five tries a failing
+    # mirror gets.
     failures=0 lock_waits=0
     until apt_get update -q; do
       if tail -n 3 "$set_up_log" | grep -q 'Could not get lock'; then
-        [ "$lock_waits" -lt 60 ] || exit 1
+        [ "$lock_waits" -lt 60 ] && [ "$(left)" -gt 10 ] || exit 1
         lock_waits=$((lock_waits + 1))
       else
         failures=$((failures + 1))
@@ -118,7 +135,7 @@ if [ "$missing" -eq 1 ]; then
     # shellcheck disable=SC2086 # word splitting intended: a package list
     logged dnf install -y -q --setopt=retries=5 $dnf_packages
   else
-    echo "no supported package manager (apt-get or dnf)" >&2
+    stage="finding a package manager: neither apt-get nor dnf is here"
     exit 1
   fi
 fi

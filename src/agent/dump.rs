@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use super::compat::{self, Client, Family, Hosting, Mismatch, Server, Tool};
 use super::grants::Grants;
 use crate::client_limits::MYSQL_MAX_PACKET;
 use crate::credentials;
@@ -80,6 +81,8 @@ pub enum DumpError {
         .0.join(", ")
     )]
     DottedNames(Vec<String>),
+    #[error(transparent)]
+    Mismatch(#[from] Mismatch),
     #[error("the job's exclude does not name exactly one table or view: {}", .0.join("; "))]
     BadExclude(Vec<String>),
     #[error(
@@ -264,7 +267,8 @@ impl Connection {
     }
 
     /// The command that takes the dump `settings` describe, with `jobs`
-    /// parallel workers, into `output` (which must suit the mode).
+    /// parallel workers, into `output` (which must suit the mode), with
+    /// the `flags` this tool needs for this server ([`DumpTool::flags`]).
     /// `databases` is what [`Connection::mysql_databases`] resolved; it is
     /// ignored for PostgreSQL.
     pub fn dump_command(
@@ -272,6 +276,7 @@ impl Connection {
         settings: &DumpSettings,
         jobs: u32,
         databases: &MysqlDatabases,
+        flags: &[&str],
         output: DumpOutput,
     ) -> DumpCommand {
         let directory = match &output {
@@ -286,6 +291,7 @@ impl Connection {
                 if !settings.large_objects {
                     command.arg("--no-blobs");
                 }
+                command.args(flags);
                 ("pg_dump", command)
             }
             DumpMode::PostgresDirectory => {
@@ -301,6 +307,7 @@ impl Connection {
                 if !settings.large_objects {
                     command.arg("--no-blobs");
                 }
+                command.args(flags);
                 if let Some(dir) = &directory {
                     command.arg("--file").arg(dir);
                 }
@@ -308,7 +315,7 @@ impl Connection {
             }
             DumpMode::Mydumper => (
                 "mydumper",
-                self.mydumper(settings, jobs, databases, directory.as_deref()),
+                self.mydumper(settings, jobs, databases, flags, directory.as_deref()),
             ),
             DumpMode::Mysqldump => {
                 let mut command = self.mysql_client("mysqldump");
@@ -323,6 +330,7 @@ impl Connection {
                     "--no-tablespaces",
                     "--default-character-set=utf8mb4",
                 ]);
+                command.args(flags);
                 for (database, table) in settings.excluded_tables() {
                     command.arg(format!("--ignore-table={database}.{table}"));
                 }
@@ -338,14 +346,15 @@ impl Connection {
         }
     }
 
-    /// mydumper with a consistent snapshot: `--trx-consistency-only` holds
-    /// the global read lock only until every thread has opened its
-    /// transaction (needs RELOAD, not SUPER); `no_locks` takes none at all.
+    /// mydumper, its threads synchronised as `flags` say
+    /// ([`compat::dump_flags`]: the lock options of its version, the lock
+    /// the server's hosting allows, or none with `no_locks`).
     fn mydumper(
         &self,
         settings: &DumpSettings,
         jobs: u32,
         databases: &MysqlDatabases,
+        flags: &[&str],
         directory: Option<&Path>,
     ) -> Command {
         let target = &self.target;
@@ -358,7 +367,7 @@ impl Connection {
             .arg(format!("--user={}", target.user))
             .arg(format!("--threads={jobs}"))
             .arg(format!("--rows={}", settings.rows_per_chunk))
-            .arg("--trx-consistency-only")
+            .args(flags)
             .arg(format!(
                 "--long-query-guard={}",
                 settings.long_query_guard_secs
@@ -370,9 +379,6 @@ impl Connection {
             ));
         if settings.kill_long_queries {
             command.arg("--kill-long-queries");
-        }
-        if settings.no_locks {
-            command.arg("--no-locks");
         }
         if let Some(dir) = directory {
             command.arg("--outputdir").arg(dir);
@@ -425,17 +431,12 @@ impl Connection {
     pub async fn server_facts(&self, databases: &MysqlDatabases) -> Result<ServerFacts, DumpError> {
         match self.engine {
             Engine::Postgres => {
-                let mut command = self.postgres_client("psql");
-                command.args([
-                    "--no-psqlrc",
-                    "--tuples-only",
-                    "--no-align",
-                    "--field-separator=\t",
-                    "--set=ON_ERROR_STOP=1",
-                    "--command=SELECT current_setting('server_version'), \
-                     pg_database_size(current_database())",
-                ]);
-                let output = run_to_completion("psql", command).await?;
+                let output = self
+                    .psql_query(
+                        "SELECT current_setting('server_version'), \
+                         pg_database_size(current_database())",
+                    )
+                    .await?;
                 parse_psql_facts(&output).ok_or(DumpError::UnexpectedOutput {
                     program: "psql",
                     output,
@@ -618,12 +619,7 @@ impl Connection {
             );
         }
         sql.push_str(" ORDER BY 1");
-        let mut command = self.postgres_client("psql");
-        command
-            .args(["--no-psqlrc", "--tuples-only", "--no-align"])
-            .args(["--set=ON_ERROR_STOP=1", "--command"])
-            .arg(sql);
-        let output = run_to_completion("psql", command).await?;
+        let output = self.psql_query(&sql).await?;
         let unreadable: Vec<String> = output
             .lines()
             .filter(|l| !l.is_empty())
@@ -664,6 +660,17 @@ impl Connection {
         })
     }
 
+    /// Runs one PostgreSQL query, returning its rows one per line, the
+    /// fields separated by tabs, unaligned and without headers.
+    async fn psql_query(&self, sql: &str) -> Result<String, DumpError> {
+        let mut command = self.postgres_client("psql");
+        command
+            .args(["--no-psqlrc", "--tuples-only", "--no-align"])
+            .args(["--field-separator=\t", "--set=ON_ERROR_STOP=1", "--command"])
+            .arg(sql);
+        run_to_completion("psql", command).await
+    }
+
     /// A MySQL client program connected to the target over TCP; the
     /// option file carrying the password must come first on its argv.
     fn mysql_client(&self, program: &str) -> Command {
@@ -682,13 +689,66 @@ impl Connection {
         command
     }
 
-    /// The dump tool's own version line, e.g. `pg_dump (PostgreSQL) 15.8`.
-    pub async fn dump_tool_version(&self, mode: DumpMode) -> Result<String, DumpError> {
-        let program = dump_program(mode);
+    /// The dump tool of `settings.mode` as it is here, and the flags it
+    /// needs for this server; fails, before anything is dumped, when it
+    /// cannot dump this server whole ([`compat::dump_flags`]).
+    pub async fn dump_tool(&self, settings: &DumpSettings) -> Result<DumpTool, DumpError> {
+        let tool = match settings.mode {
+            DumpMode::PostgresCustom | DumpMode::PostgresDirectory => Tool::PgDump,
+            DumpMode::Mydumper => Tool::Mydumper,
+            DumpMode::Mysqldump => Tool::Mysqldump,
+        };
+        let program = tool.program();
         let mut command = Command::new(program);
         command.arg("--version");
-        let output = run_to_completion(program, command).await?;
-        Ok(output.trim().to_owned())
+        let version_line = run_to_completion(program, command).await?.trim().to_owned();
+        let client = Client::parse(tool, &version_line).ok_or(DumpError::UnexpectedOutput {
+            program,
+            output: version_line.clone(),
+        })?;
+        let server = self.server_identity().await?;
+        let flags = compat::dump_flags(&client, &server, settings.no_locks)?;
+        Ok(DumpTool {
+            version_line,
+            flags,
+        })
+    }
+
+    /// The server's family, version and hosting.
+    async fn server_identity(&self) -> Result<Server, DumpError> {
+        match self.engine {
+            Engine::Postgres => {
+                let output = self.psql_query("SHOW server_version").await?;
+                let version =
+                    compat::Version::parse(&output).ok_or(DumpError::UnexpectedOutput {
+                        program: "psql",
+                        output,
+                    })?;
+                Ok(Server {
+                    family: Family::PostgreSql,
+                    version,
+                    hosting: Hosting::SelfManaged,
+                    gtid_mode: false,
+                })
+            }
+            Engine::Mysql => {
+                let variables: Vec<[String; 2]> = self
+                    .mysql_rows(
+                        "SHOW GLOBAL VARIABLES WHERE Variable_name IN \
+                         ('version', 'basedir', 'aurora_version', 'gtid_mode')",
+                    )
+                    .await?;
+                Server::mysql(
+                    variables
+                        .iter()
+                        .map(|[name, value]| (name.as_str(), value.as_str())),
+                )
+                .ok_or_else(|| DumpError::UnexpectedOutput {
+                    program: "mysql",
+                    output: format!("{variables:?}"),
+                })
+            }
+        }
     }
 
     /// A PostgreSQL client command connected to the target. Every value
@@ -716,13 +776,13 @@ impl Connection {
     }
 }
 
-/// The program that takes a dump in `mode`.
-fn dump_program(mode: DumpMode) -> &'static str {
-    match mode {
-        DumpMode::PostgresCustom | DumpMode::PostgresDirectory => "pg_dump",
-        DumpMode::Mydumper => "mydumper",
-        DumpMode::Mysqldump => "mysqldump",
-    }
+/// The dump tool as found on this machine, ready for this server.
+#[derive(Debug, Clone)]
+pub struct DumpTool {
+    /// Its own `--version` line, e.g. `pg_dump (PostgreSQL) 15.8`.
+    pub version_line: String,
+    /// What it needs beyond the mode's own flags for this server.
+    pub flags: Vec<&'static str>,
 }
 
 /// A MySQL string literal: quotes and backslashes escaped.
@@ -1070,6 +1130,7 @@ mod tests {
             &DumpSettings::default(),
             1,
             &MysqlDatabases(Vec::new()),
+            &[],
             DumpOutput::Stream,
         );
         assert_eq!(dump.command.get_program(), "pg_dump");
@@ -1116,6 +1177,7 @@ mod tests {
             &settings,
             3,
             &MysqlDatabases(Vec::new()),
+            &[],
             DumpOutput::Directory("/scratch/dump".into()),
         );
         let args = args_of(&dump.command);
@@ -1146,7 +1208,7 @@ mod tests {
             };
             args_of(
                 &connection
-                    .dump_command(&settings, 1, &databases, DumpOutput::Stream)
+                    .dump_command(&settings, 1, &databases, &[], DumpOutput::Stream)
                     .command,
             )
         };
@@ -1214,9 +1276,16 @@ mod tests {
             mode: DumpMode::Mysqldump,
             ..DumpSettings::default()
         };
-        let dump = connection.dump_command(&settings, 1, &databases, DumpOutput::Stream);
+        let dump = connection.dump_command(
+            &settings,
+            1,
+            &databases,
+            &["--set-gtid-purged=OFF"],
+            DumpOutput::Stream,
+        );
         let args = args_of(&dump.command);
         assert_eq!(args[0], "--defaults-extra-file=/tmp/x/my.cnf");
+        assert!(args.contains(&"--set-gtid-purged=OFF".to_owned()));
         assert!(args.contains(&"--single-transaction".to_owned()));
         assert!(args.contains(&MYSQL_MAX_PACKET.to_owned()), "{args:?}");
         assert!(
@@ -1236,6 +1305,7 @@ mod tests {
             &settings,
             4,
             &databases,
+            &["--trx-consistency-only"],
             DumpOutput::Directory("/scratch/d".into()),
         );
         assert_eq!(dump.command.get_program(), "mydumper");
@@ -1255,7 +1325,6 @@ mod tests {
                 "{expected} in {args:?}"
             );
         }
-        assert!(!args.contains(&"--no-locks".to_owned()));
         assert_eq!(
             mydumper_regex(&["shop-ünï".into()], &DumpSettings::default()),
             "^(shop\\-\\xc3\\xbcn\\xc3\\xaf)\\.",

@@ -20,6 +20,7 @@
 //! `verifying` (the object is checked and the manifest written).
 
 mod bench;
+mod compat;
 mod directory;
 mod dump;
 mod encrypt;
@@ -64,7 +65,7 @@ pub use scratch::ScratchError;
 
 use crate::openpgp::{Encryptor, TempHome};
 use directory::{FileLayout, ObjectSink};
-use dump::{Catalog, Connection, DumpCommand, DumpOutput, MysqlDatabases};
+use dump::{Catalog, Connection, DumpCommand, DumpOutput, DumpTool, MysqlDatabases};
 use encrypt::{CiphertextSummary, CountingReader, PartWriter};
 use progress::{StatusReporter, TransferCounters};
 use spool::Spool;
@@ -283,12 +284,14 @@ pub async fn report_failure(
             return err;
         }
     };
+    // an agent that died mid-backup left its progress in the status
+    let counters = TransferCounters::resumed(&job.initial);
     let reporter = StatusReporter::new(
         job.store,
         &job.spec.status_parameter,
         job.initial,
         Duration::from_secs(job.spec.heartbeat_interval_secs),
-        TransferCounters::default(),
+        counters,
     );
     let message = status_message(&failure.to_string());
     match reporter
@@ -311,22 +314,47 @@ fn last_lines(path: &std::path::Path) -> String {
         return String::new();
     };
     let text = String::from_utf8_lossy(&bytes);
-    let mut lines: Vec<&str> = text
+    let mut lines: Vec<String> = text
         .lines()
         // a progress line redrawn with CR shows as its last drawing
         .filter_map(|line| line.rsplit('\r').map(str::trim).find(|l| !l.is_empty()))
         .rev()
         .take(OUTPUT_LINES)
         .map(|line| {
+            let line = without_userinfo(line);
             let mut end = line.len().min(OUTPUT_LINE_BYTES);
             while !line.is_char_boundary(end) {
                 end -= 1;
             }
-            &line[..end]
+            line[..end].to_owned()
         })
         .collect();
     lines.reverse();
     lines.join(" | ")
+}
+
+/// `line` with the user and password of every URL in it (`scheme://user:
+/// password@host`, as a private mirror's address in apt's or dnf's output
+/// may carry) replaced by `***`.
+fn without_userinfo(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let authority_end = after
+            .find(|c: char| c == '/' || c.is_whitespace())
+            .unwrap_or(after.len());
+        match after[..authority_end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                rest = &after[userinfo_end..];
+            }
+            None => rest = after,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Downloads and checks the job spec.
@@ -440,6 +468,8 @@ struct Prepared {
     catalog: Catalog,
     /// The dump tool's own version line.
     dump_tool: String,
+    /// What the dump tool needs for this server beyond the mode's flags.
+    flags: Vec<&'static str>,
     server: dump::ServerFacts,
 }
 
@@ -469,6 +499,8 @@ async fn prepare(
     tracing::info!("encrypting to {}", recipients.join(", "));
 
     let connection = Connection::new(spec.engine, &spec.database, &workspace.password_file());
+    // whether this client can dump this server at all, first
+    let dump_tool = connection.dump_tool(&spec.dump).await?;
     let databases = match spec.engine {
         Engine::Mysql => connection.mysql_databases(&spec.dump.databases).await?,
         Engine::Postgres => MysqlDatabases(Vec::new()),
@@ -486,13 +518,17 @@ async fn prepare(
             Catalog::default()
         }
     };
-    let dump_tool = connection.dump_tool_version(spec.dump.mode).await?;
     let server = connection.server_facts(&databases).await?;
+    let DumpTool {
+        version_line: dump_tool,
+        flags,
+    } = dump_tool;
     tracing::info!(
-        "server {}; {} is {} bytes; dumping with {dump_tool}",
+        "server {}; {} is {} bytes; dumping with {dump_tool} {}",
         server.version,
         spec.database.name,
-        server.database_bytes
+        server.database_bytes,
+        flags.join(" ")
     );
     reporter
         .amend(|status| {
@@ -511,6 +547,7 @@ async fn prepare(
         databases,
         catalog,
         dump_tool,
+        flags,
         server,
     })
 }
@@ -527,6 +564,7 @@ async fn dump(
     let Prepared {
         connection,
         databases,
+        flags,
         server,
         encryptor,
         ..
@@ -549,6 +587,7 @@ async fn dump(
                 settings,
                 jobs,
                 databases,
+                flags,
                 DumpOutput::Directory(dir.clone()),
             ));
             let sink = ObjectSink {
@@ -599,8 +638,13 @@ async fn dump(
                 }
                 Engine::Postgres => None,
             };
-            let dump =
-                snapshot(connection.dump_command(settings, jobs, databases, DumpOutput::Stream));
+            let dump = snapshot(connection.dump_command(
+                settings,
+                jobs,
+                databases,
+                flags,
+                DumpOutput::Stream,
+            ));
             reporter.enter_phase(Phase::Dumping).await;
             let encoding = StreamEncoding {
                 encryptor: encryptor.clone(),
@@ -1050,6 +1094,18 @@ mod tests {
         };
         assert!(status_message(&failure.to_string()).len() <= STATUS_MESSAGE_MAX);
         assert_eq!(last_lines(&dir.path().join("missing")), "");
+    }
+
+    #[test]
+    fn a_failure_report_never_quotes_a_mirror_s_password() {
+        assert_eq!(
+            without_userinfo("Err:1 https://deploy:s3cr3t@apt.example.com/ubuntu noble InRelease"),
+            "Err:1 https://***@apt.example.com/ubuntu noble InRelease"
+        );
+        assert_eq!(
+            without_userinfo("Get:2 http://deb.debian.org/debian a@b https://u@h x"),
+            "Get:2 http://deb.debian.org/debian a@b https://***@h x"
+        );
     }
 
     /// Bug: scratch preparation (`blkid`, `mkfs.ext4`, `mount`) ran inline

@@ -62,6 +62,22 @@ pub struct TransferCounters {
 }
 
 impl TransferCounters {
+    /// Counters that go on from those `status` published: for a report
+    /// written over an earlier agent's progress, which must not zero it.
+    pub fn resumed(status: &Status) -> TransferCounters {
+        let counters = TransferCounters::default();
+        counters
+            .plaintext_bytes
+            .store(status.bytes_read, Ordering::Relaxed);
+        counters
+            .uploaded_bytes
+            .store(status.bytes_uploaded, Ordering::Relaxed);
+        counters
+            .objects_done
+            .store(status.objects_done, Ordering::Relaxed);
+        counters
+    }
+
     pub fn set_activity(&self, activity: &str) {
         let mut current = self
             .activity
@@ -321,6 +337,36 @@ mod tests {
         assert_eq!(writes.len(), 1, "only the controller's: {writes:?}");
         let stored = reporter.store.read(PARAMETER).await.unwrap().unwrap();
         assert_eq!(stored.phase, Phase::Failed);
+    }
+
+    /// Bug: a failure reported over a dead agent's status zeroed the
+    /// progress it had published.
+    #[tokio::test(start_paused = true)]
+    async fn a_report_over_earlier_progress_keeps_it() {
+        let mut earlier = Status::new("j", Phase::Dumping);
+        earlier.bytes_read = 7 << 30;
+        earlier.bytes_uploaded = 1 << 30;
+        earlier.objects_done = 3;
+        let reporter = StatusReporter::new(
+            MemoryStatusStore::default(),
+            PARAMETER,
+            earlier.clone(),
+            Duration::from_secs(60),
+            TransferCounters::resumed(&earlier),
+        );
+        reporter
+            .finish(Phase::Failed, |status| status.set_message("died"))
+            .await
+            .unwrap();
+        let stored = reporter.store.read(PARAMETER).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                stored.bytes_read,
+                stored.bytes_uploaded,
+                stored.objects_done
+            ),
+            (7 << 30, 1 << 30, 3)
+        );
     }
 
     #[test]

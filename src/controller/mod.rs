@@ -489,9 +489,15 @@ impl Controller {
             self.check_last_backup_fits(job).await?;
         }
         let ami_id = launch::resolve_ami(&self.aws, &self.config.instance.ami_parameter).await?;
-        let (_, root_volume) = self.check_platform(job, &ami_id, options).await?;
+        // before anything is written; when attaching, only once it is
+        // clear that this run launches (the running job's agent was
+        // checked when it was launched)
+        let checked = if options.attach {
+            None
+        } else {
+            Some(self.check_platform(job, &ami_id, options).await?)
+        };
         let mut plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
-        plan.root_volume = root_volume;
         if let Err(held) = self.acquire_lease(job, &plan).await {
             return match held {
                 RunError::AlreadyRunning { job_id, .. } if options.attach => {
@@ -503,6 +509,11 @@ impl Controller {
             };
         }
         self.claim(&job.name, &plan.spec.job_id);
+        let (_, root_volume) = match checked {
+            Some(checked) => checked,
+            None => self.check_platform(job, &ami_id, options).await?,
+        };
+        plan.root_volume = root_volume;
 
         let agent = self.publish_agent(&plan, options).await?;
         // Signed per launch, valid for this launch's boot window: a URL

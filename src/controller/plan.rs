@@ -31,9 +31,21 @@ pub struct JobPlan {
     pub max_lifetime_minutes: u64,
     /// Limit on the instance's download of the agent, per attempt.
     pub agent_download_secs: u64,
+    /// Time the instance's set-up has: see [`set_up_time`].
+    pub set_up_secs: u64,
     /// The root volume asked for instead of the AMI's, once the AMI is
     /// known ([`crate::controller::platform::check_launch`]).
     pub root_volume: Option<RootVolume>,
+}
+
+/// How long the instance's set-up may take of `boot_timeout` (counted by
+/// the controller from the launch): two minutes less, for the instance to
+/// boot before user-data starts and for the agent to report, but at least
+/// one minute.
+pub fn set_up_time(boot_timeout: std::time::Duration) -> std::time::Duration {
+    boot_timeout
+        .saturating_sub(std::time::Duration::from_secs(120))
+        .max(std::time::Duration::from_secs(60))
 }
 
 /// Formats a time as the compact ISO-8601 stamp used in keys and job ids.
@@ -115,6 +127,7 @@ impl JobPlan {
             tags,
             max_lifetime_minutes: job.max_lifetime.as_secs().div_ceil(60),
             agent_download_secs: config.timeouts.agent_download.as_secs(),
+            set_up_secs: set_up_time(config.status.boot_timeout).as_secs(),
             root_volume: None,
         }
     }
@@ -140,6 +153,7 @@ impl JobPlan {
             agent_sha256: agent_sha256.to_owned(),
             max_lifetime_minutes: self.max_lifetime_minutes,
             agent_download_secs: self.agent_download_secs,
+            set_up_secs: self.set_up_secs,
             region,
             dump_mode: self.spec.dump.mode.name().to_owned(),
         }

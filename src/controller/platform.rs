@@ -44,11 +44,24 @@ impl Arch {
     }
 }
 
-/// The newest glibc an agent may need: 2.34, Amazon Linux 2023's, the
-/// oldest of the supported AMIs (Ubuntu 24.04 has 2.39). Source: the
-/// Amazon Linux 2023 release notes ("glibc 2.34") and Ubuntu's noble
-/// package of glibc (2.39).
-pub const GLIBC_FLOOR: (u32, u32) = (2, 34);
+/// The glibc of the AMI families whose names say which they are, by
+/// name prefix or infix: Amazon Linux 2023 (its release notes: glibc
+/// 2.34), Ubuntu 24.04 and 22.04 (their `libc6` packages: 2.39, 2.35) and
+/// Debian 12 (`libc6` 2.36).
+const AMI_GLIBC: [(&str, (u32, u32)); 4] = [
+    ("al2023-ami-", (2, 34)),
+    ("ubuntu-noble-24.04", (2, 39)),
+    ("ubuntu-jammy-22.04", (2, 35)),
+    ("debian-12-", (2, 36)),
+];
+
+/// The glibc of the AMI named `name`, when its family is known.
+pub fn ami_glibc(name: &str) -> Option<(u32, u32)> {
+    AMI_GLIBC
+        .iter()
+        .find(|(family, _)| name.starts_with(family) || name.contains(&format!("/{family}")))
+        .map(|(_, glibc)| *glibc)
+}
 
 /// Shared libraries every glibc system has: the C library's own and the
 /// GCC runtime. Anything else (a `libgpgme.so.11` when GPGME is not
@@ -81,6 +94,9 @@ pub struct InstancePlatform {
     pub ami_id: String,
     /// The AMI's `Architecture` (`x86_64`, `arm64`, `i386`, …).
     pub image_arch: String,
+    /// The AMI's `Name` (`al2023-ami-2023.…`,
+    /// `ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-…`).
+    pub image_name: Option<String>,
     pub instance_type: String,
     /// The instance type's `ProcessorInfo.SupportedArchitectures`.
     pub type_archs: Vec<String>,
@@ -106,14 +122,20 @@ pub enum PlatformError {
     )]
     NotAnAgent { agent: String, reason: String },
     #[error(
-        "the agent {agent} needs GLIBC_{}.{}, newer than the {}.{} of the oldest supported AMI \
-         (Amazon Linux 2023): use the agents `make dist` builds, or build on an older distribution",
-        needed.0, needed.1, GLIBC_FLOOR.0, GLIBC_FLOOR.1
+        "the agent {agent} needs GLIBC_{}.{}, but the AMI {ami_id} ({ami_name}) has glibc {}.{}: \
+         build the agent on a distribution whose glibc is no newer and pass it with --agent-binary",
+        needed.0, needed.1, has.0, has.1
     )]
-    Glibc { agent: String, needed: (u32, u32) },
+    Glibc {
+        agent: String,
+        needed: (u32, u32),
+        ami_id: String,
+        ami_name: String,
+        has: (u32, u32),
+    },
     #[error(
         "the agent {agent} needs the shared library {library}, which an AMI does not have before \
-         set-up: use the agents `make dist` builds (GPGME linked in)"
+         set-up: build it with GPGME linked in, as .cargo/config.toml does"
     )]
     Library { agent: String, library: String },
     #[error(
@@ -153,9 +175,8 @@ pub enum PlatformError {
 }
 
 /// Reads what the executable `bytes` (named `agent` in errors) needs:
-/// refuses one that is not a 64-bit ELF for x86_64 or arm64, needs a
-/// newer glibc than [`GLIBC_FLOOR`], or needs a shared library outside
-/// [`BASE_LIBRARIES`].
+/// refuses one that is not a 64-bit ELF for x86_64 or arm64, or needs a
+/// shared library outside [`BASE_LIBRARIES`].
 pub fn inspect_agent(agent: &str, bytes: &[u8]) -> Result<AgentPlatform, PlatformError> {
     let not_an_agent = |reason: String| PlatformError::NotAnAgent {
         agent: agent.to_owned(),
@@ -205,12 +226,6 @@ pub fn inspect_agent(agent: &str, bytes: &[u8]) -> Result<AgentPlatform, Platfor
             }
         }
     }
-    if let Some(needed) = glibc.filter(|needed| *needed > GLIBC_FLOOR) {
-        return Err(PlatformError::Glibc {
-            agent: agent.to_owned(),
-            needed,
-        });
-    }
     Ok(AgentPlatform { arch, glibc })
 }
 
@@ -244,6 +259,7 @@ pub async fn describe_instance_platform(
         .ok_or_else(|| {
             describe(format!("describe AMI {ami_id}"))("EC2 does not list it".to_owned())
         })?;
+    let image_name = image.and_then(|image| image.name()).map(str::to_owned);
     let root_device_name = image
         .and_then(|image| image.root_device_name())
         .map(str::to_owned);
@@ -284,6 +300,7 @@ pub async fn describe_instance_platform(
     Ok(InstancePlatform {
         ami_id: ami_id.to_owned(),
         image_arch,
+        image_name,
         instance_type: instance_type.to_owned(),
         type_archs,
         root_device_name,
@@ -292,8 +309,11 @@ pub async fn describe_instance_platform(
 }
 
 /// Refuses a launch where the instance type cannot run the AMI, the
-/// agent (named `agent`) cannot run on the AMI, or a root volume of
-/// `root_volume_gib` cannot replace the AMI's; returns that root volume.
+/// agent (named `agent`) cannot run on the AMI (its architecture, or a
+/// newer glibc than an AMI of a known family has: [`ami_glibc`]; of an
+/// AMI of another family the glibc cannot be told, and a warning says
+/// so), or a root volume of `root_volume_gib` cannot replace the AMI's;
+/// returns that root volume.
 pub fn check_launch(
     agent: &str,
     platform: &AgentPlatform,
@@ -315,6 +335,27 @@ pub fn check_launch(
             ami_id: instance.ami_id.clone(),
             image_arch: instance.image_arch.clone(),
         });
+    }
+    if let Some(needed) = platform.glibc {
+        let name = instance.image_name.as_deref().unwrap_or_default();
+        match ami_glibc(name) {
+            Some(has) if needed > has => {
+                return Err(PlatformError::Glibc {
+                    agent: agent.to_owned(),
+                    needed,
+                    ami_id: instance.ami_id.clone(),
+                    ami_name: name.to_owned(),
+                    has,
+                })
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                "the glibc of AMI {} ({name}) is not known here: the agent needs glibc {}.{} or newer",
+                instance.ami_id,
+                needed.0,
+                needed.1
+            ),
+        }
     }
     let Some(gib) = root_volume_gib else {
         return Ok(None);
@@ -354,7 +395,10 @@ mod tests {
         };
         assert_eq!(platform.arch, expected);
         let glibc = platform.glibc.expect("a glibc build");
-        assert!(glibc <= GLIBC_FLOOR, "{glibc:?}");
+        assert!(
+            glibc <= ami_glibc("al2023-ami-2023").unwrap(),
+            "a build here runs on Amazon Linux 2023: {glibc:?}"
+        );
     }
 
     /// Rewrites one byte string of an executable into another of the same
@@ -377,16 +421,26 @@ mod tests {
         let (major, minor) = platform.glibc.unwrap();
         let newest = format!("GLIBC_{major}.{minor}\0");
         let newer = format!("GLIBC_{major}.{}\0", minor + 5);
-        let err = inspect_agent(
+        let platform = inspect_agent(
             "agent",
             &patched(&bytes, newest.as_bytes(), newer.as_bytes()),
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap();
+        assert_eq!(platform.glibc, Some((major, minor + 5)));
+        let al2023 = InstancePlatform {
+            image_name: Some("al2023-ami-2023.6.20241010.0-kernel-6.1-x86_64".into()),
+            ..instance("x86_64", &["x86_64"])
+        };
+        let err = check_launch("agent", &platform, &al2023, None)
+            .unwrap_err()
+            .to_string();
         assert!(
-            err.contains(&format!("needs GLIBC_{major}.{}", minor + 5)) && err.contains("2.34"),
+            err.contains(&format!("needs GLIBC_{major}.{}", minor + 5))
+                && err.contains("has glibc 2.34"),
             "{err}"
         );
+        // of an AMI whose family is not known, the glibc cannot be told
+        assert!(check_launch("agent", &platform, &instance("x86_64", &["x86_64"]), None).is_ok());
         let err = inspect_agent("agent", &patched(&bytes, b"libm.so.6\0", b"libq.so.6\0"))
             .unwrap_err()
             .to_string();
@@ -414,6 +468,7 @@ mod tests {
         InstancePlatform {
             ami_id: "ami-1".into(),
             image_arch: image_arch.into(),
+            image_name: Some("my-golden-image".into()),
             instance_type: "m7g.large".into(),
             type_archs: type_archs.iter().map(|a| a.to_string()).collect(),
             root_device_name: Some("/dev/xvda".into()),
@@ -476,6 +531,20 @@ mod tests {
         };
         assert!(check_launch("a", &x86, &nameless, None).unwrap().is_none());
         assert!(check_launch("a", &x86, &nameless, Some(50)).is_err());
+    }
+
+    #[test]
+    fn the_glibc_of_known_ami_families_is_told_by_name() {
+        assert_eq!(
+            ami_glibc("al2023-ami-2023.12.20260930.0-kernel-6.18-x86_64"),
+            Some((2, 34))
+        );
+        assert_eq!(
+            ami_glibc("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20261101"),
+            Some((2, 39))
+        );
+        assert_eq!(ami_glibc("debian-12-amd64-20261101-1234"), Some((2, 36)));
+        assert_eq!(ami_glibc("my-golden-image"), None);
     }
 
     #[test]

@@ -130,6 +130,7 @@ fn an_oversized_user_data_is_refused_not_truncated() {
         agent_sha256: "0".repeat(64),
         max_lifetime_minutes: 60,
         agent_download_secs: 600,
+        set_up_secs: 780,
         region: "us-east-1".into(),
         dump_mode: "pg_dump-custom".into(),
     };

@@ -16,6 +16,7 @@ mod aws_rules;
 mod bad_input;
 mod boot;
 mod budgets;
+mod client_match;
 mod data_cases;
 mod e2e_mysql;
 mod e2e_postgres;

@@ -42,6 +42,15 @@ pub fn pg_port() -> u16 {
         .unwrap_or(55432)
 }
 
+/// The test cluster of a newer major version than this machine's
+/// `pg_dump` (`tests/harness/postgres-up newer`).
+pub fn pg_newer_port() -> u16 {
+    std::env::var("BACKUP_CLOUD_TEST_PG_NEWER_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(55433)
+}
+
 pub const PG_ADMIN_PASSWORD: &str = "postgres-admin-pw";
 pub const PG_BACKUP_USER: &str = "backup";
 
@@ -398,11 +407,16 @@ pub fn pg_restore_into_new_database(prefix: &str, dump: &Path, extra: &[&str]) -
 
 /// Runs `psql` as the test cluster's superuser against `database`.
 pub fn psql(database: &str, sql: &str) -> String {
+    psql_at(pg_port(), database, sql)
+}
+
+/// Runs `psql` as the superuser of the test cluster on `port` against
+/// `database`.
+pub fn psql_at(port: u16, database: &str, sql: &str) -> String {
     let output = run_ok(
         Command::new("psql")
             .arg(format!(
-                "host=127.0.0.1 port={} user=postgres dbname={database}",
-                pg_port()
+                "host=127.0.0.1 port={port} user=postgres dbname={database}"
             ))
             .env("PGPASSWORD", PG_ADMIN_PASSWORD)
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql]),
