@@ -44,8 +44,11 @@ pub const END_MARKER: &str = "--backup-cloud-facts-end--";
 /// psql script printing `schema \t table \t rows \t checksum` per table,
 /// then the end marker ([`POSTGRES_METHOD`]). Runs in the current
 /// transaction. Column names sort by the `name` type's own "C" collation,
-/// the same on every server.
-pub const POSTGRES_FACTS_SCRIPT: &str = r"SET DateStyle = 'ISO, YMD';
+/// the same on every server. `row_security` off: a table whose
+/// row-level security policies would hide rows from this role is an
+/// error, never facts of the rows it happens to see.
+pub const POSTGRES_FACTS_SCRIPT: &str = r"SET row_security = off;
+SET DateStyle = 'ISO, YMD';
 SET TimeZone = 'UTC';
 SET IntervalStyle = 'postgres';
 SET extra_float_digits = 3;

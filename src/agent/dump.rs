@@ -101,7 +101,8 @@ pub enum DumpError {
         "the backup role {role} cannot read what it must dump: {}; grant it with \
          GRANT USAGE ON SCHEMA <schema> TO {role}, GRANT SELECT ON ALL TABLES IN SCHEMA <schema> TO {role} \
          and GRANT SELECT ON ALL SEQUENCES IN SCHEMA <schema> TO {role} (or, on PostgreSQL 14 and later, GRANT pg_read_all_data TO {role}); large objects need \
-         GRANT SELECT ON LARGE OBJECT <oid> TO {role}, membership of their owner, or large_objects = false",
+         GRANT SELECT ON LARGE OBJECT <oid> TO {role}, membership of their owner, or large_objects = false; \
+         tables under row-level security need ALTER ROLE {role} BYPASSRLS",
         .unreadable.join(", ")
     )]
     Unreadable {
@@ -597,6 +598,13 @@ impl Connection {
     /// system ones, and with `large_objects` every large object), so a
     /// role missing a grant fails at once with the whole list and the
     /// GRANT that fixes it, not halfway through the dump on the first.
+    /// A table under row-level security counts as unreadable unless the
+    /// role bypasses it (superuser, `BYPASSRLS`, or the table's owner
+    /// where the security is not forced): pg_dump, which turns
+    /// `row_security` off, fails on it ("query would be affected by
+    /// row-level security policy"), and a plain `SELECT` would see only
+    /// the rows the policies let through. `pg_read_all_data` does not
+    /// bypass it (PostgreSQL's manual, "Predefined Roles").
     pub async fn check_postgres_readable(&self, large_objects: bool) -> Result<(), DumpError> {
         let mut sql = String::from(
             "SELECT format('%I.%I', n.nspname, c.relname) \
@@ -604,7 +612,13 @@ impl Connection {
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
              AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
              AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
-             AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))",
+             AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) \
+             UNION ALL SELECT format('%I.%I (row-level security)', n.nspname, c.relname) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) \
+             AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))",
         );
         if large_objects {
             // readable: by a superuser, with lo_compat_privileges, by a

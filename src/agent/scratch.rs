@@ -1,8 +1,10 @@
 //! Scratch space for directory dumps: where the dump tool's files wait
 //! between being written and being uploaded.
 //!
-//! An EC2 instance-store NVMe device is the right place — fast, local and
-//! free — so when the instance has one that is genuinely unused it is
+//! EC2 instance-store NVMe devices are the right place — fast, local and
+//! free — so when the instance has some that are genuinely unused they are
+//! striped into one RAID 0 array (`mdadm`; a single device is used as it
+//! is, and so is the first one where `mdadm` is missing or fails),
 //! formatted and mounted; otherwise the root volume's temporary directory
 //! serves. Formatting is the one destructive thing the agent does, so a
 //! device qualifies only if every check passes: its model is Amazon's
@@ -14,6 +16,7 @@
 //! the database, which bounds the dump (indexes are not dumped), so a dump
 //! that cannot fit fails at once with the numbers rather than hours later.
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -22,8 +25,11 @@ use std::process::Command;
 /// The model string EC2 instance-store NVMe devices report.
 const INSTANCE_STORE_MODEL: &str = "Amazon EC2 NVMe Instance Storage";
 
-/// Where an instance-store device is mounted.
+/// Where the instance store is mounted.
 const INSTANCE_STORE_MOUNT: &str = "/mnt/backup-cloud-scratch";
+
+/// The RAID 0 array striped over several instance-store devices.
+const STRIPED_DEVICE: &str = "/dev/md/backup-cloud-scratch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScratchError {
@@ -64,25 +70,21 @@ impl Scratch {
 /// usable one), checks it can hold `needed_bytes`, and makes a private
 /// directory on it with an empty `dump/` inside.
 pub fn prepare(needed_bytes: u64) -> Result<Scratch, ScratchError> {
-    let base = match instance_store_devices(
+    let devices = instance_store_devices(
         Path::new("/sys/block"),
         &read("/proc/mounts"),
         &read("/proc/swaps"),
-    )
-    .into_iter()
-    .next()
-    {
-        Some(device) => match format_and_mount(&device) {
+    );
+    let base = if devices.is_empty() {
+        on_disk_temp_dir()?
+    } else {
+        match mount_instance_store(&SystemTools, &devices, Path::new(INSTANCE_STORE_MOUNT)) {
             Ok(mount) => mount,
             Err(reason) => {
-                tracing::warn!(
-                    "instance store {} unusable ({reason}); using the root volume",
-                    device.display()
-                );
+                tracing::warn!("instance store unusable ({reason}); using the root volume");
                 on_disk_temp_dir()?
             }
-        },
-        None => on_disk_temp_dir()?,
+        }
     };
     let available = available_bytes(&base).map_err(|source| ScratchError::Measure {
         dir: base.clone(),
@@ -216,22 +218,30 @@ fn mentions(listing: &str, name: &str) -> bool {
     })
 }
 
-/// Formats `device` (after `blkid -p` confirms it holds no signature at
-/// all) and mounts it; returns the mount point.
-fn format_and_mount(device: &Path) -> Result<PathBuf, String> {
-    let probe = Command::new("blkid")
-        .arg("-p")
-        .arg(device)
-        .output()
-        .map_err(|err| format!("cannot run blkid: {err}"))?;
-    // blkid exits 2 when it finds nothing: the only state we may format
-    if probe.status.code() != Some(2) {
-        return Err(format!(
-            "blkid found a signature or failed: {}",
-            String::from_utf8_lossy(&probe.stdout).trim()
-        ));
+/// The system tools that prepare the instance store: a narrow seam, so
+/// the choices below are tested without formatting anything.
+trait Tools {
+    /// Whether `blkid -p` finds no signature at all on `device` (its exit
+    /// code 2): the only state in which a device may be formatted.
+    fn is_blank(&self, device: &Path) -> Result<bool, String>;
+    /// Runs `program` with `args`; its stderr on failure.
+    fn run(&self, program: &str, args: &[&OsStr]) -> Result<(), String>;
+}
+
+/// The real tools, from `PATH`.
+struct SystemTools;
+
+impl Tools for SystemTools {
+    fn is_blank(&self, device: &Path) -> Result<bool, String> {
+        let probe = Command::new("blkid")
+            .arg("-p")
+            .arg(device)
+            .output()
+            .map_err(|err| format!("cannot run blkid: {err}"))?;
+        Ok(probe.status.code() == Some(2))
     }
-    let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+
+    fn run(&self, program: &str, args: &[&OsStr]) -> Result<(), String> {
         let output = Command::new(program)
             .args(args)
             .output()
@@ -244,27 +254,78 @@ fn format_and_mount(device: &Path) -> Result<PathBuf, String> {
                 String::from_utf8_lossy(&output.stderr).trim()
             ))
         }
+    }
+}
+
+/// Formats and mounts the instance-store `devices` (every one blank, by
+/// `blkid -p`): several striped into one RAID 0 array, so the scratch
+/// space is their sum and their throughput too, or the first alone where
+/// the array cannot be made (no `mdadm` on the AMI, say), with a warning
+/// naming why. Mounts it at `mount_point`, which it returns.
+fn mount_instance_store(
+    tools: &dyn Tools,
+    devices: &[PathBuf],
+    mount_point: &Path,
+) -> Result<PathBuf, String> {
+    let mut blank = Vec::new();
+    for device in devices {
+        if tools.is_blank(device)? {
+            blank.push(device.as_path());
+        } else {
+            tracing::warn!(
+                "instance store {} holds a signature: left alone",
+                device.display()
+            );
+        }
+    }
+    let Some(first) = blank.first() else {
+        return Err("no blank instance-store device".to_owned());
     };
-    let mount_point = PathBuf::from(INSTANCE_STORE_MOUNT);
-    run(
+    let target = if blank.len() == 1 {
+        first.to_path_buf()
+    } else {
+        let count = format!("--raid-devices={}", blank.len());
+        let mut args: Vec<&OsStr> = vec![
+            "--create".as_ref(),
+            STRIPED_DEVICE.as_ref(),
+            "--run".as_ref(),
+            "--level=0".as_ref(),
+            count.as_ref(),
+        ];
+        args.extend(blank.iter().map(|device| device.as_os_str()));
+        match tools.run("mdadm", &args) {
+            Ok(()) => PathBuf::from(STRIPED_DEVICE),
+            Err(reason) => {
+                tracing::warn!(
+                    "cannot stripe the {} instance-store devices ({reason}): using {} alone; \
+                     install mdadm on the AMI for all of them",
+                    blank.len(),
+                    first.display()
+                );
+                first.to_path_buf()
+            }
+        }
+    };
+    tools.run(
         "mkfs.ext4",
-        &["-q".as_ref(), "-F".as_ref(), device.as_os_str()],
+        &["-q".as_ref(), "-F".as_ref(), target.as_os_str()],
     )?;
-    std::fs::create_dir_all(&mount_point).map_err(|err| err.to_string())?;
-    run(
+    std::fs::create_dir_all(mount_point).map_err(|err| err.to_string())?;
+    tools.run(
         "mount",
         &[
             "-o".as_ref(),
             "noatime".as_ref(),
-            device.as_os_str(),
+            target.as_os_str(),
             mount_point.as_os_str(),
         ],
     )?;
     tracing::info!(
-        "instance store {} mounted at {INSTANCE_STORE_MOUNT}",
-        device.display()
+        "instance store {} mounted at {}",
+        target.display(),
+        mount_point.display()
     );
-    Ok(mount_point)
+    Ok(mount_point.to_owned())
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem of `dir`.
@@ -305,6 +366,91 @@ mod tests {
             instance_store_devices(sys, mounts, swaps),
             [PathBuf::from("/dev/nvme1n1")]
         );
+    }
+
+    /// Tools that record what they are asked; `blank` says which devices
+    /// `blkid` finds nothing on, `mdadm` whether the array can be made.
+    struct Recording {
+        blank: Vec<&'static str>,
+        mdadm: bool,
+        calls: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl Tools for Recording {
+        fn is_blank(&self, device: &Path) -> Result<bool, String> {
+            Ok(self.blank.iter().any(|blank| device == Path::new(blank)))
+        }
+
+        fn run(&self, program: &str, args: &[&OsStr]) -> Result<(), String> {
+            let line = std::iter::once(program.to_owned())
+                .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            self.calls.borrow_mut().push(line);
+            if program == "mdadm" && !self.mdadm {
+                return Err("cannot run mdadm: No such file or directory".to_owned());
+            }
+            // the mount itself is not made: the mount point stays a
+            // directory of this machine's
+            Ok(())
+        }
+    }
+
+    fn mounted(blank: &[&'static str], mdadm: bool, devices: &[&str]) -> Vec<String> {
+        let tools = Recording {
+            blank: blank.to_vec(),
+            mdadm,
+            calls: Default::default(),
+        };
+        let devices: Vec<PathBuf> = devices.iter().map(PathBuf::from).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mount_point = dir.path().join("scratch");
+        let _ = mount_instance_store(&tools, &devices, &mount_point);
+        let mount_point = mount_point.display().to_string();
+        tools
+            .calls
+            .into_inner()
+            .into_iter()
+            .map(|call| call.replace(&mount_point, "MOUNT"))
+            .collect()
+    }
+
+    #[test]
+    fn every_blank_instance_store_device_is_striped_into_one() {
+        let all = ["/dev/nvme1n1", "/dev/nvme2n1", "/dev/nvme3n1"];
+        assert_eq!(
+            mounted(&all, true, &all),
+            [
+                "mdadm --create /dev/md/backup-cloud-scratch --run --level=0 --raid-devices=3 \
+                 /dev/nvme1n1 /dev/nvme2n1 /dev/nvme3n1",
+                "mkfs.ext4 -q -F /dev/md/backup-cloud-scratch",
+                "mount -o noatime /dev/md/backup-cloud-scratch MOUNT",
+            ]
+        );
+        // one device is used as it is
+        assert_eq!(
+            mounted(&all, true, &all[..1]),
+            [
+                "mkfs.ext4 -q -F /dev/nvme1n1",
+                "mount -o noatime /dev/nvme1n1 MOUNT",
+            ]
+        );
+        // without mdadm, the first device alone
+        let calls = mounted(&all, false, &all[..2]);
+        assert_eq!(
+            calls[1..],
+            [
+                "mkfs.ext4 -q -F /dev/nvme1n1",
+                "mount -o noatime /dev/nvme1n1 MOUNT"
+            ]
+        );
+        // a device holding anything is never formatted nor striped
+        let calls = mounted(&all[1..], true, &all);
+        assert!(
+            calls[0].ends_with("--raid-devices=2 /dev/nvme2n1 /dev/nvme3n1"),
+            "{calls:?}"
+        );
+        assert!(mounted(&[], true, &all).is_empty());
     }
 
     #[test]

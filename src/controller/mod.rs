@@ -434,6 +434,24 @@ impl Controller {
             instance.instance_type,
             instance.type_archs.join(", "),
         );
+        if job.dump.mode.is_directory() {
+            if let Some(scratch) = platform::scratch_space(&instance, plan.root_volume.as_ref()) {
+                println!("scratch:          {}", scratch.what);
+                if let Some((bytes, _, _)) = sized
+                    .as_ref()
+                    .filter(|(bytes, _, _)| *bytes > scratch.bytes)
+                {
+                    println!(
+                        "warning:          the database ({}) is larger than the scratch space a \
+                         directory dump's files wait in ({}): the agent will refuse it; use an \
+                         instance type with instance storage (e.g. m6id) or a larger \
+                         root_volume_gib",
+                        gib(*bytes),
+                        gib(scratch.bytes)
+                    );
+                }
+            }
+        }
         match &sized {
             Some((bytes, _, e)) => check_fits(job, *bytes, e),
             None => Ok(()),

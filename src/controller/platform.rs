@@ -100,6 +100,10 @@ pub struct InstancePlatform {
     pub instance_type: String,
     /// The instance type's `ProcessorInfo.SupportedArchitectures`.
     pub type_archs: Vec<String>,
+    /// The instance type's instance store, when it has one: its
+    /// `InstanceStorageInfo` (devices, and their total size in GB of
+    /// 10^9 bytes).
+    pub instance_store: Option<InstanceStore>,
     /// The AMI's `RootDeviceName` (`/dev/xvda`, `/dev/sda1`).
     pub root_device_name: Option<String>,
     /// Size in GiB of the snapshot behind the AMI's root device: the
@@ -113,6 +117,52 @@ pub struct InstancePlatform {
 pub struct RootVolume {
     pub device_name: String,
     pub gib: u32,
+}
+
+/// An instance type's local NVMe instance store (`InstanceStorageInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceStore {
+    pub devices: u32,
+    /// `TotalSizeInGB`: GB of 10^9 bytes, every device together.
+    pub total_gb: u64,
+}
+
+/// Where a directory dump's files wait for their upload on an instance,
+/// and how many bytes fit there at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchSpace {
+    pub bytes: u64,
+    /// `"2 × instance store, 474 GB striped"`, `"root volume, 40 GiB"`.
+    pub what: String,
+}
+
+/// The scratch space the agent will use on `instance` (see the agent's
+/// scratch module): every instance-store device striped together when
+/// the type has them, else the root volume (`root_volume`, or the AMI's
+/// own), of which the system takes a part. `None` when neither size is
+/// known.
+pub fn scratch_space(
+    instance: &InstancePlatform,
+    root_volume: Option<&RootVolume>,
+) -> Option<ScratchSpace> {
+    if let Some(store) = instance.instance_store.filter(|store| store.total_gb > 0) {
+        return Some(ScratchSpace {
+            bytes: store.total_gb.saturating_mul(1_000_000_000),
+            what: format!(
+                "{} × instance store, {} GB{}",
+                store.devices,
+                store.total_gb,
+                if store.devices > 1 { " striped" } else { "" }
+            ),
+        });
+    }
+    let gib = root_volume
+        .map(|volume| volume.gib)
+        .or(instance.root_snapshot_gib)?;
+    Some(ScratchSpace {
+        bytes: u64::from(gib) << 30,
+        what: format!("root volume, {gib} GiB less what the AMI's system takes"),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,9 +331,22 @@ pub async fn describe_instance_platform(
         .map_err(|e| {
             describe(format!("describe instance type {instance_type}"))(describe_sdk_error(&e))
         })?;
-    let type_archs = types
-        .instance_types()
-        .first()
+    let instance_type_info = types.instance_types().first();
+    let instance_store = instance_type_info
+        .and_then(|t| t.instance_storage_info())
+        .map(|storage| InstanceStore {
+            devices: storage
+                .disks()
+                .iter()
+                .filter_map(|disk| disk.count())
+                .map(|count| u32::try_from(count).unwrap_or(0))
+                .sum(),
+            total_gb: storage
+                .total_size_in_gb()
+                .and_then(|gb| u64::try_from(gb).ok())
+                .unwrap_or(0),
+        });
+    let type_archs = instance_type_info
         .and_then(|t| t.processor_info())
         .map(|p| {
             p.supported_architectures()
@@ -303,6 +366,7 @@ pub async fn describe_instance_platform(
         image_name,
         instance_type: instance_type.to_owned(),
         type_archs,
+        instance_store,
         root_device_name,
         root_snapshot_gib,
     })
@@ -471,6 +535,7 @@ mod tests {
             image_name: Some("my-golden-image".into()),
             instance_type: "m7g.large".into(),
             type_archs: type_archs.iter().map(|a| a.to_string()).collect(),
+            instance_store: None,
             root_device_name: Some("/dev/xvda".into()),
             root_snapshot_gib: Some(8),
         }
@@ -531,6 +596,35 @@ mod tests {
         };
         assert!(check_launch("a", &x86, &nameless, None).unwrap().is_none());
         assert!(check_launch("a", &x86, &nameless, Some(50)).is_err());
+    }
+
+    #[test]
+    fn scratch_is_the_instance_store_striped_or_else_the_root_volume() {
+        let m6id = InstancePlatform {
+            instance_store: Some(InstanceStore {
+                devices: 2,
+                total_gb: 474,
+            }),
+            ..instance("x86_64", &["x86_64"])
+        };
+        let scratch = scratch_space(&m6id, None).unwrap();
+        assert_eq!(scratch.bytes, 474_000_000_000);
+        assert_eq!(scratch.what, "2 × instance store, 474 GB striped");
+        let t3 = instance("x86_64", &["x86_64"]);
+        let scratch = scratch_space(&t3, None).unwrap();
+        assert_eq!(scratch.bytes, 8 << 30, "the AMI's root snapshot");
+        let root = RootVolume {
+            device_name: "/dev/xvda".into(),
+            gib: 500,
+        };
+        let scratch = scratch_space(&t3, Some(&root)).unwrap();
+        assert_eq!(scratch.bytes, 500 << 30);
+        assert!(scratch.what.starts_with("root volume, 500 GiB"));
+        let unknown = InstancePlatform {
+            root_snapshot_gib: None,
+            ..t3
+        };
+        assert_eq!(scratch_space(&unknown, None), None);
     }
 
     #[test]

@@ -105,6 +105,61 @@ async fn a_table_the_backup_role_cannot_read_is_named_with_the_grant() {
     psql("postgres", &format!("DROP ROLE {role}"));
 }
 
+/// The same kind, on a table under row-level security: the README's
+/// `pg_read_all_data` does not bypass it, so pg_dump failed midway
+/// ("query would be affected by row-level security policy") and a plain
+/// `SELECT` saw only the rows the policy let through. It is named before
+/// the dump with the fix, and once the role bypasses it the whole table
+/// comes back (the drill counts every row).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_under_row_level_security_is_refused_until_the_role_bypasses_it() {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let database = unique("dc_rls_");
+    let role = unique("bk_rls_");
+    let password = "rls-pw";
+    psql("postgres", &format!("CREATE DATABASE {database}"));
+    psql(
+        "postgres",
+        &format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT pg_read_all_data TO {role}"
+        ),
+    );
+    psql(
+        &database,
+        "CREATE TABLE notes (id int PRIMARY KEY, tenant text);
+         INSERT INTO notes VALUES (1, 'a'), (2, 'b'), (3, 'b');
+         ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY only_a ON notes USING (tenant = 'a');
+         CREATE TABLE plain (id int);
+         INSERT INTO plain VALUES (1);",
+    );
+    let fixture = Fixture::new(&holder, &database, password).await;
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.only_job().user = role.clone();
+    fixture.write(&config);
+    let fix = format!("ALTER ROLE {role} BYPASSRLS");
+    let stderr = refused(&fixture, &["public.notes (row-level security)", &fix]);
+    assert!(
+        !stderr.contains("public.plain"),
+        "plain is readable: {stderr}"
+    );
+    fixture.assert_failed_without_manifest().await;
+
+    psql("postgres", &fix);
+    let (_, address) = back_up(&fixture).await;
+    let server = format!(
+        "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
+        pg_port()
+    );
+    {
+        let _drills = DRILLS.lock().await;
+        drill_passes(&fixture, &holder, &address, &server, "2 table(s), 4 row(s)");
+    }
+    psql("postgres", &format!("DROP DATABASE {database}"));
+    psql("postgres", &format!("DROP ROLE {role}"));
+}
+
 /// Objects that a dump tool would leave out, silently: mydumper reads
 /// `SELECT *`, which omits invisible columns (every `token` came back as
 /// its default), and skips a view over a dropped table with a warning.

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::config::Job;
+use crate::common::config::{Job, PostgresFormat};
 use crate::common::faultproxy::FaultProxy;
 use crate::common::*;
 
@@ -486,6 +486,48 @@ async fn plan_shows_the_launch_and_an_estimate_without_launching() {
     let check = fixture.backup_cloud(&["config", "check"]);
     assert_eq!(check.status.code(), Some(0), "{}", show(&check));
     assert!(String::from_utf8_lossy(&check.stdout).contains(&fixture.job));
+}
+
+/// A directory dump's files wait on the instance's disk: `plan` shows
+/// where (the root volume of a type without instance storage, every
+/// instance-store device of one with it, from `DescribeInstanceTypes`)
+/// and warns when the database is larger, naming the ways out.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_shows_the_scratch_space_and_warns_when_the_database_exceeds_it() {
+    let (_holder, database, fixture) = sample_fixture("ops_scratch_").await;
+    let mut job = fixture.postgres_job(&database);
+    job.format = Some(PostgresFormat::Directory);
+    let mut config = fixture.config(job);
+    config.instance.root_volume_gib = Some(30);
+    fixture.write(&config);
+    let plan = |size: &str| {
+        let plan = fixture.backup_cloud(&["plan", "--job", &fixture.job, "--database-size", size]);
+        assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
+        String::from_utf8_lossy(&plan.stdout).into_owned()
+    };
+    let text = plan("10GiB");
+    assert!(
+        text.contains("scratch:          root volume, 30 GiB"),
+        "{text}"
+    );
+    assert!(!text.contains("warning:"), "{text}");
+    let text = plan("40GiB");
+    assert!(
+        text.contains("the database (40.0 GiB) is larger than the scratch space")
+            && text.contains("(30.0 GiB)")
+            && text.contains("instance storage (e.g. m6id)")
+            && text.contains("root_volume_gib"),
+        "{text}"
+    );
+
+    config.instance.instance_type = "m6id.large".to_owned();
+    fixture.write(&config);
+    let text = plan("40GiB");
+    assert!(
+        text.contains("scratch:          1 × instance store, 118 GB"),
+        "{text}"
+    );
+    assert!(!text.contains("warning:"), "{text}");
 }
 
 /// A plan that cannot finish: 2 TiB at the assumed rate takes hours, and
