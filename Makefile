@@ -9,6 +9,8 @@
 #                       cargo test with the env below
 #   make lint           cargo fmt --check, clippy -D warnings
 #   make demo           services, cargo build, scripts/demo
+#   make dist           scripts/dist: the agents for x86_64 and aarch64 in dist/, each checked
+#                       (not part of `make test`: the cross build alone takes ~20 minutes here)
 #   make bench          services, release build, bench/run.py: prints a table and
 #                       writes bench-results.json (not part of `make test`)
 
@@ -38,7 +40,7 @@ export AWS_REGION ?= us-east-1
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_EC2_METADATA_DISABLED ?= true
 
-.PHONY: deps services services-down test lint demo bench
+.PHONY: deps services services-down test lint demo bench dist
 
 deps:
 	scripts/install-deps
@@ -71,3 +73,6 @@ demo: services
 bench: services
 	cargo build --release
 	.state/venv/bin/python bench/run.py
+
+dist:
+	scripts/dist

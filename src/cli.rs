@@ -117,6 +117,15 @@ pub enum Command {
         #[arg(long, value_name = "FILE", requires = "report_failure")]
         set_up_log: Option<PathBuf>,
     },
+    /// Check that this executable can run the agent on this machine: its
+    /// architecture, the GPGME linked into it and the gpg that GPGME
+    /// drives (for pre-baked AMIs, and `make dist`'s agents).
+    SelfCheck,
+    /// Show what the agent executable FILE needs of an instance: its
+    /// architecture, its newest glibc symbol version and the AMI families
+    /// whose glibc has it; exits 3 when no AMI could run it as it is (a
+    /// shared library beyond glibc's, or not a Linux executable).
+    InspectAgent { file: PathBuf },
     /// Benchmark hook for `make bench`: runs the agent's encryption stage
     /// on stdin to the key(s) in a public key file, drops the parts, and
     /// prints the figures as JSON.
@@ -242,6 +251,44 @@ async fn dispatch(cli: Cli) -> Dispatched {
                 Err(err) => fail(err.exit(), err),
             }
         }
+        Command::SelfCheck => match crate::openpgp::self_check() {
+            Ok(report) => {
+                println!(
+                    "backup-cloud {} for {}: GPGME {}, gpg {} {}",
+                    env!("CARGO_PKG_VERSION"),
+                    std::env::consts::ARCH,
+                    report.gpgme,
+                    report.gpg.display(),
+                    report.gpg_version
+                );
+                (Exit::Success, None)
+            }
+            Err(err) => fail(Exit::Internal, err),
+        },
+        Command::InspectAgent { file } => match crate::controller::launch::AgentBinary::read(&file)
+        {
+            Ok(agent) => {
+                let families = crate::controller::platform::runs_on(&agent.platform);
+                println!(
+                    "{}: {} agent, {}; runs on {}",
+                    file.display(),
+                    agent.platform.arch.ec2_name(),
+                    agent
+                        .platform
+                        .glibc
+                        .map_or("no glibc needed".to_owned(), |(major, minor)| {
+                            format!("needs glibc {major}.{minor}")
+                        }),
+                    if families.is_empty() {
+                        "none of the AMI families of known glibc".to_owned()
+                    } else {
+                        families.join(", ")
+                    }
+                );
+                (Exit::Success, None)
+            }
+            Err(err) => fail(Exit::Launch, err),
+        },
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -366,6 +413,8 @@ async fn controller_command(
         | Command::BenchEncrypt { .. }
         | Command::Restore(_)
         | Command::Completions { .. }
+        | Command::SelfCheck
+        | Command::InspectAgent { .. }
         | Command::Man { .. } => unreachable!("dispatched before the controller starts"),
     }
 }

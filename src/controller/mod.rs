@@ -393,8 +393,7 @@ impl Controller {
             agent_binary,
             ..LaunchOptions::default()
         };
-        let (instance, root_volume) = self.check_platform(job, &ami_id, &options).await?;
-        let agent = self.agent_binary(&options).await?;
+        let (instance, root_volume, agent) = self.check_platform(job, &ami_id, &options).await?;
         plan.root_volume = root_volume;
         let user_data = plan.user_data(
             region,
@@ -527,13 +526,13 @@ impl Controller {
             };
         }
         self.claim(&job.name, &plan.spec.job_id);
-        let (_, root_volume) = match checked {
+        let (_, root_volume, agent) = match checked {
             Some(checked) => checked,
             None => self.check_platform(job, &ami_id, options).await?,
         };
         plan.root_volume = root_volume;
 
-        let agent = self.publish_agent(&plan, options).await?;
+        let agent = self.publish_agent(&plan, agent).await?;
         // Signed per launch, valid for this launch's boot window: a URL
         // shared by the jobs of a long `run --all` would have expired
         // before a job queued behind the others boots.
@@ -1123,22 +1122,34 @@ impl Controller {
         }
     }
 
-    fn agent_path(&self, options: &LaunchOptions) -> Result<PathBuf, RunError> {
+    /// The agent for an AMI of `image_arch`: `--agent-binary`, else
+    /// [`platform::default_agent`] of this executable.
+    fn agent_path(&self, options: &LaunchOptions, image_arch: &str) -> Result<PathBuf, RunError> {
         match &options.agent_binary {
             Some(path) => Ok(path.clone()),
-            None => std::env::current_exe().map_err(|source| {
-                RunError::Launch(LaunchError::AgentBinary {
-                    path: "backup-cloud".into(),
-                    source,
-                })
-            }),
+            None => std::env::current_exe()
+                .map(|exe| platform::default_agent(&exe, image_arch))
+                .map_err(|source| {
+                    RunError::Launch(LaunchError::AgentBinary {
+                        path: "backup-cloud".into(),
+                        source,
+                    })
+                }),
         }
     }
 
-    /// The agent executable, read and inspected once per controller.
-    async fn agent_binary(&self, options: &LaunchOptions) -> Result<&AgentBinary, RunError> {
+    /// The agent executable for an AMI of `image_arch`, read and
+    /// inspected once per controller (every job of a configuration boots
+    /// the same AMI).
+    async fn agent_binary(
+        &self,
+        options: &LaunchOptions,
+        image_arch: &str,
+    ) -> Result<&AgentBinary, RunError> {
         self.agent_binary
-            .get_or_try_init(|| async { Ok(AgentBinary::read(&self.agent_path(options)?)?) })
+            .get_or_try_init(|| async {
+                Ok(AgentBinary::read(&self.agent_path(options, image_arch)?)?)
+            })
             .await
     }
 
@@ -1151,11 +1162,19 @@ impl Controller {
         job: &JobConfig,
         ami_id: &str,
         options: &LaunchOptions,
-    ) -> Result<(platform::InstancePlatform, Option<platform::RootVolume>), RunError> {
-        let agent = self.agent_binary(options).await?;
+    ) -> Result<
+        (
+            platform::InstancePlatform,
+            Option<platform::RootVolume>,
+            &AgentBinary,
+        ),
+        RunError,
+    > {
         let instance = platform::describe_instance_platform(&self.aws, ami_id, &job.instance_type)
             .await
             .map_err(LaunchError::from)?;
+        platform::check_tools(job.dump.mode, &instance).map_err(LaunchError::from)?;
+        let agent = self.agent_binary(options, &instance.image_arch).await?;
         let root_volume = platform::check_launch(
             &agent.path.display().to_string(),
             &agent.platform,
@@ -1163,18 +1182,17 @@ impl Controller {
             job.root_volume_gib,
         )
         .map_err(LaunchError::from)?;
-        Ok((instance, root_volume))
+        Ok((instance, root_volume, agent))
     }
 
     /// Uploads the agent once per controller.
     async fn publish_agent(
         &self,
         plan: &JobPlan,
-        options: &LaunchOptions,
+        agent: &AgentBinary,
     ) -> Result<&PublishedAgent, RunError> {
         self.agent
             .get_or_try_init(|| async {
-                let agent = self.agent_binary(options).await?;
                 let sha256 = agent.sha256.clone();
                 let key = plan.agent_key(&sha256);
                 launch::publish_agent(&self.bucket(), &key, agent).await?;

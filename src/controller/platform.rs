@@ -16,6 +16,7 @@ use object::read::elf::FileHeader;
 use object::Endianness;
 
 use crate::aws::{describe_sdk_error, AwsClients};
+use crate::schema::DumpMode;
 
 /// A processor architecture, as EC2 names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,30 @@ impl Arch {
         }
     }
 
+    /// The name of the architecture in Rust's and GNU's target triples
+    /// (`x86_64`, `aarch64`), as `make dist` names its agents.
+    pub fn target_name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
+    /// The architecture EC2 calls `name`.
+    pub fn from_ec2(name: &str) -> Option<Arch> {
+        [Arch::X86_64, Arch::Arm64]
+            .into_iter()
+            .find(|arch| arch.ec2_name() == name)
+    }
+
+    /// The architecture this executable was built for, if an agent can
+    /// be.
+    pub fn of_this_build() -> Option<Arch> {
+        [Arch::X86_64, Arch::Arm64]
+            .into_iter()
+            .find(|arch| arch.target_name() == std::env::consts::ARCH)
+    }
+
     fn from_elf(machine: elf::Machine) -> Option<Arch> {
         match machine {
             elf::EM_X86_64 => Some(Arch::X86_64),
@@ -44,23 +69,59 @@ impl Arch {
     }
 }
 
+/// The file name `make dist` gives the agent for `arch`:
+/// `backup-cloud-x86_64-linux`, `backup-cloud-aarch64-linux`.
+pub fn dist_agent_name(arch: Arch) -> String {
+    format!("backup-cloud-{}-linux", arch.target_name())
+}
+
+/// The agent to ship to an AMI of `image_arch` when none is named: this
+/// executable `exe` when it is built for that architecture (or the
+/// architecture is not one an agent is built for), else the agent `make
+/// dist` built for it beside `exe`, when there is one. Otherwise `exe`,
+/// which [`check_launch`] then refuses, saying how to get the right one.
+pub fn default_agent(exe: &std::path::Path, image_arch: &str) -> std::path::PathBuf {
+    match Arch::from_ec2(image_arch) {
+        Some(wanted) if Arch::of_this_build() != Some(wanted) => {
+            let sibling = exe.with_file_name(dist_agent_name(wanted));
+            if sibling.is_file() {
+                sibling
+            } else {
+                exe.to_owned()
+            }
+        }
+        _ => exe.to_owned(),
+    }
+}
+
 /// The glibc of the AMI families whose names say which they are, by
 /// name prefix or infix: Amazon Linux 2023 (its release notes: glibc
 /// 2.34), Ubuntu 24.04 and 22.04 (their `libc6` packages: 2.39, 2.35) and
 /// Debian 12 (`libc6` 2.36).
-const AMI_GLIBC: [(&str, (u32, u32)); 4] = [
-    ("al2023-ami-", (2, 34)),
-    ("ubuntu-noble-24.04", (2, 39)),
-    ("ubuntu-jammy-22.04", (2, 35)),
-    ("debian-12-", (2, 36)),
+const AMI_GLIBC: [(&str, &str, (u32, u32)); 4] = [
+    ("al2023-ami-", "Amazon Linux 2023", (2, 34)),
+    ("ubuntu-noble-24.04", "Ubuntu 24.04", (2, 39)),
+    ("ubuntu-jammy-22.04", "Ubuntu 22.04", (2, 35)),
+    ("debian-12-", "Debian 12", (2, 36)),
 ];
 
 /// The glibc of the AMI named `name`, when its family is known.
 pub fn ami_glibc(name: &str) -> Option<(u32, u32)> {
     AMI_GLIBC
         .iter()
-        .find(|(family, _)| name.starts_with(family) || name.contains(&format!("/{family}")))
-        .map(|(_, glibc)| *glibc)
+        .find(|(family, _, _)| name.starts_with(family) || name.contains(&format!("/{family}")))
+        .map(|(_, _, glibc)| *glibc)
+}
+
+/// The AMI families of known glibc whose glibc is new enough for
+/// `platform` (`"Amazon Linux 2023"`, …), oldest glibc first.
+pub fn runs_on(platform: &AgentPlatform) -> Vec<&'static str> {
+    let mut families: Vec<_> = AMI_GLIBC
+        .iter()
+        .filter(|(_, _, glibc)| platform.glibc.is_none_or(|needed| needed <= *glibc))
+        .collect();
+    families.sort_by_key(|(_, _, glibc)| *glibc);
+    families.into_iter().map(|(_, name, _)| *name).collect()
 }
 
 /// Shared libraries every glibc system has: the C library's own and the
@@ -165,8 +226,30 @@ pub fn scratch_space(
     })
 }
 
+/// Refuses a job whose dump tools the AMI cannot have: a stock Amazon
+/// Linux 2023 image (named `al2023-ami-…`, as Amazon names them) has no
+/// mydumper in its repositories, so the set-up would fail on every
+/// launch. An AMI of another name (one's own, with the tools baked in) is
+/// trusted to have them.
+pub fn check_tools(mode: DumpMode, instance: &InstancePlatform) -> Result<(), PlatformError> {
+    let name = instance.image_name.as_deref().unwrap_or_default();
+    if mode == DumpMode::Mydumper && name.starts_with("al2023-ami-") {
+        return Err(PlatformError::NoMydumper {
+            ami_id: instance.ami_id.clone(),
+            ami_name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
+    #[error(
+        "the AMI {ami_id} ({ami_name}) is a stock Amazon Linux 2023 image, whose repositories have \
+         no mydumper: set mode = \"mysqldump\", use an Ubuntu AMI (the default), or use an AMI of \
+         your own with mydumper installed (its id in an SSM parameter under /backup-cloud/amis/)"
+    )]
+    NoMydumper { ami_id: String, ami_name: String },
     #[error(
         "the agent {agent} is not a 64-bit Linux executable for x86_64 or arm64 (ELF): {reason}"
     )]
@@ -190,7 +273,8 @@ pub enum PlatformError {
     Library { agent: String, library: String },
     #[error(
         "the agent {agent} is built for {agent_arch}, but the AMI {ami_id} is {image_arch}: \
-         use an agent for {image_arch} (`make dist`, then `run --agent-binary`) or an {agent_arch} AMI"
+         use an agent for {image_arch} (`make dist` builds both; the controller in dist/ ships \
+         the one for the AMI, or pass it with --agent-binary) or an {agent_arch} AMI"
     )]
     AgentVsImage {
         agent: String,
@@ -599,6 +683,46 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_for_another_architecture_is_taken_from_beside_the_controller() {
+        let dir = tempfile::tempdir().unwrap();
+        let this = Arch::of_this_build().expect("built for x86_64 or aarch64");
+        let other = match this {
+            Arch::X86_64 => Arch::Arm64,
+            Arch::Arm64 => Arch::X86_64,
+        };
+        let exe = dir.path().join(dist_agent_name(this));
+        std::fs::write(&exe, b"").unwrap();
+        assert_eq!(default_agent(&exe, this.ec2_name()), exe);
+        // none built for the other: this one, which the check refuses
+        assert_eq!(default_agent(&exe, other.ec2_name()), exe);
+        let sibling = dir.path().join(dist_agent_name(other));
+        std::fs::write(&sibling, b"").unwrap();
+        assert_eq!(default_agent(&exe, other.ec2_name()), sibling);
+        assert_eq!(default_agent(&exe, "i386"), exe);
+        assert_eq!(dist_agent_name(Arch::Arm64), "backup-cloud-aarch64-linux");
+    }
+
+    #[test]
+    fn mydumper_is_refused_on_a_stock_amazon_linux_2023_image_only() {
+        let al2023 = InstancePlatform {
+            image_name: Some("al2023-ami-2023.12.20260930.0-kernel-6.18-x86_64".into()),
+            ..instance("x86_64", &["x86_64"])
+        };
+        let err = check_tools(DumpMode::Mydumper, &al2023)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no mydumper")
+                && err.contains("mode = \"mysqldump\"")
+                && err.contains("/backup-cloud/amis/"),
+            "{err}"
+        );
+        assert!(check_tools(DumpMode::Mysqldump, &al2023).is_ok());
+        // one's own image, tools baked in
+        assert!(check_tools(DumpMode::Mydumper, &instance("x86_64", &["x86_64"])).is_ok());
+    }
+
+    #[test]
     fn scratch_is_the_instance_store_striped_or_else_the_root_volume() {
         let m6id = InstancePlatform {
             instance_store: Some(InstanceStore {
@@ -625,6 +749,29 @@ mod tests {
             ..t3
         };
         assert_eq!(scratch_space(&unknown, None), None);
+    }
+
+    #[test]
+    fn an_agent_runs_on_the_families_whose_glibc_is_new_enough() {
+        let agent = |glibc| AgentPlatform {
+            arch: Arch::X86_64,
+            glibc,
+        };
+        assert_eq!(
+            runs_on(&agent(Some((2, 34)))),
+            [
+                "Amazon Linux 2023",
+                "Ubuntu 22.04",
+                "Debian 12",
+                "Ubuntu 24.04"
+            ]
+        );
+        assert_eq!(
+            runs_on(&agent(Some((2, 36)))),
+            ["Debian 12", "Ubuntu 24.04"]
+        );
+        assert!(runs_on(&agent(Some((2, 40)))).is_empty());
+        assert_eq!(runs_on(&agent(None)).len(), 4);
     }
 
     #[test]

@@ -36,6 +36,37 @@ pub fn context(home: Option<&Path>) -> Result<Context, gpgme::Error> {
     Ok(context)
 }
 
+/// What [`self_check`] found: GPGME's version and the gpg it drives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineReport {
+    pub gpgme: String,
+    pub gpg: PathBuf,
+    pub gpg_version: String,
+}
+
+/// Checks that the GPGME linked into this executable finds and runs a
+/// usable gpg here (GPGME asks that gpg its version): what an agent needs
+/// of a machine besides glibc. Fails naming what is missing.
+pub fn self_check() -> Result<EngineReport, StreamError> {
+    let gpgme = gpgme::init();
+    gpgme
+        .check_engine_version(Protocol::OpenPgp)
+        .map_err(|_| StreamError::NoEngine)?;
+    let context = context(None).map_err(|_| StreamError::NoEngine)?;
+    let gpg = stream::engine(&context)?;
+    let gpg_version = context
+        .engine_info()
+        .version()
+        .ok()
+        .unwrap_or("unknown")
+        .to_owned();
+    Ok(EngineReport {
+        gpgme: gpgme.version().to_owned(),
+        gpg,
+        gpg_version,
+    })
+}
+
 /// A private (0700) temporary gpg home, removed when dropped together with
 /// any gpg-agent started in it. gpg starts an agent only when it handles
 /// secret keys, which backups never need; a public-keys folder holding a

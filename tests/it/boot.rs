@@ -7,7 +7,7 @@
 //! however slowly the agent downloads beside the other tests). The agent, fetched before any package, takes the
 //! backup, or reports in the job's status why set-up failed.
 
-use crate::common::config::{ConfigFile, Job};
+use crate::common::config::{ConfigFile, Job, MysqlMode};
 use crate::common::*;
 use aws_sdk_ssm::types::ParameterType;
 use std::path::PathBuf;
@@ -46,30 +46,7 @@ async fn rootfs_ami(fixture: &Fixture, tags: &[(&str, &str)]) -> String {
         "the root filesystem {name} is not built: run tests/harness/rootfs-up (make test does)"
     );
     let ec2 = &fixture.aws.ec2;
-    // a copy of LocalStack's x86_64 Amazon Linux 2023 image: an image
-    // registered from nothing has no architecture there, as no AMI on EC2
-    let source = fixture
-        .aws
-        .ssm
-        .get_parameter()
-        .name(LOCALSTACK_AMI_PARAMETER)
-        .send()
-        .await
-        .unwrap()
-        .parameter
-        .unwrap()
-        .value
-        .unwrap();
-    let image = ec2
-        .copy_image()
-        .source_image_id(source)
-        .source_region(REGION)
-        .name(unique("backup-cloud-sim-"))
-        .send()
-        .await
-        .unwrap()
-        .image_id
-        .unwrap();
+    let image = copy_localstack_ami(&fixture.aws, &unique("backup-cloud-sim-")).await;
     let mut request = ec2.create_tags().resources(&image).tags(
         aws_sdk_ec2::types::Tag::builder()
             .key("backup-cloud-sim:rootfs")
@@ -305,5 +282,85 @@ async fn an_instance_that_cannot_run_the_agent_is_refused_before_launch() {
         "needs GLIBC_2.39, but the AMI ami-",
     );
 
+    // mydumper on a stock Amazon Linux 2023 image, whose repositories
+    // have none: set-up would fail on every launch
+    config = fixture.config(fixture.mysql_job(MysqlMode::Mydumper, &["shop"]));
+    config.instance.ami_parameter = LOCALSTACK_AMI_PARAMETER.to_owned();
+    fixture.write(&config);
+    refused(
+        &fixture,
+        &[],
+        "is a stock Amazon Linux 2023 image, whose repositories have no mydumper",
+    );
+
     assert!(fixture.instances().await.is_empty(), "nothing was launched");
+}
+
+/// The controller ships the agent built for the AMI's architecture, from
+/// beside itself, as `make dist` lays them out: here this build as
+/// `backup-cloud-x86_64-linux` and, as `backup-cloud-aarch64-linux`, a
+/// copy whose ELF header says AArch64 (`make dist`'s real one takes
+/// twenty minutes to cross-build; `scripts/dist` runs it under qemu). The
+/// copy is checked as any agent is, and its SHA-256 is what the user-data
+/// fetches.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_controller_ships_the_agent_built_for_the_ami_s_architecture() {
+    use sha2::{Digest, Sha256};
+    require_services();
+    let dist = tempfile::tempdir().unwrap();
+    let controller = dist.path().join("backup-cloud-x86_64-linux");
+    let build = std::fs::read(env!("CARGO_BIN_EXE_backup-cloud")).unwrap();
+    std::fs::write(&controller, &build).unwrap();
+    std::fs::set_permissions(
+        &controller,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    // e_machine, at offset 18 of the ELF header: EM_X86_64 (62) to
+    // EM_AARCH64 (183), little-endian
+    let mut graviton = build.clone();
+    assert_eq!(graviton[18..20], [62, 0], "an x86_64 build");
+    graviton[18..20].copy_from_slice(&[183, 0]);
+    let graviton_agent = dist.path().join("backup-cloud-aarch64-linux");
+    std::fs::write(&graviton_agent, &graviton).unwrap();
+
+    let holder = KeyHolder::generate("holder");
+    let database = unique("dist_");
+    create_sample_database(&database, 10);
+    let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.instance.instance_type = "m7g.large".to_owned();
+    config.instance.ami_parameter = ARM64_AMI_PARAMETER.to_owned();
+    fixture.write(&config);
+
+    let output = fixture
+        .command_of(&controller, &["plan", "--job", &fixture.job])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("platform: agent arm64 (needs glibc 2.")
+            && stdout.contains("arm64, m7g.large runs arm64"),
+        "{stdout}"
+    );
+    let sha256 = hex::encode(Sha256::digest(&graviton));
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("readonly AGENT_SHA256=") && line.contains(&sha256)),
+        "the user-data fetches the aarch64 agent: {stdout}"
+    );
+    // the same build without an aarch64 agent beside it is refused
+    std::fs::remove_file(&graviton_agent).unwrap();
+    let output = fixture
+        .command_of(&controller, &["plan", "--job", &fixture.job])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("`make dist` builds both"),
+        "{}",
+        show(&output)
+    );
 }

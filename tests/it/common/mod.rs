@@ -80,6 +80,53 @@ pub async fn aws() -> AwsClients {
     AwsClients::load(Some(REGION), Some(&endpoint())).await
 }
 
+/// A copy of LocalStack's x86_64 Amazon Linux 2023 image named `name`:
+/// an image registered from nothing has no architecture there, as no AMI
+/// on EC2 lacks one. Returns its id.
+pub async fn copy_localstack_ami(aws: &AwsClients, name: &str) -> String {
+    let source = aws
+        .ssm
+        .get_parameter()
+        .name(LOCALSTACK_AMI_PARAMETER)
+        .send()
+        .await
+        .unwrap()
+        .parameter
+        .unwrap()
+        .value
+        .unwrap();
+    aws.ec2
+        .copy_image()
+        .source_image_id(source)
+        .source_region(REGION)
+        .name(name)
+        .send()
+        .await
+        .unwrap()
+        .image_id
+        .unwrap()
+}
+
+/// The parameter naming an AMI called as Ubuntu 24.04's images are, made
+/// once per test process: a copy of LocalStack's image, which the
+/// simulator boots on this machine as it does that one.
+async fn ubuntu_ami_parameter(aws: &AwsClients) -> String {
+    static PARAMETER: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    PARAMETER
+        .get_or_init(|| async {
+            let image = copy_localstack_ami(
+                aws,
+                &unique("ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-sim-"),
+            )
+            .await;
+            let parameter = format!("/backup-cloud/amis/{}", unique("ubuntu-noble-"));
+            put_parameter(&aws.ssm, &parameter, &image, ParameterType::String, None).await;
+            parameter
+        })
+        .await
+        .clone()
+}
+
 /// Writes the database password `value` into the SecureString `name`
 /// (under the customer-managed key `key_id`, or the account's default).
 async fn put_password(ssm: &aws_sdk_ssm::Client, name: &str, value: &str, key_id: Option<&str>) {
@@ -497,6 +544,10 @@ pub fn table_digests(database: &str) -> Vec<(String, String)> {
 /// holds the admin key, for the test's own setup and checks.
 pub struct Fixture {
     pub aws: AwsClients,
+    /// An AMI named as Ubuntu 24.04's (a copy of LocalStack's image, in
+    /// a parameter under `/backup-cloud/amis/`): mydumper jobs boot it,
+    /// as a stock Amazon Linux 2023 image has no mydumper and is refused.
+    pub ubuntu_ami_parameter: String,
     pub bucket: String,
     pub prefix: String,
     pub job: String,
@@ -511,6 +562,7 @@ pub struct Fixture {
 impl Fixture {
     pub async fn new(key_holder: &KeyHolder, database: &str, password: &str) -> Fixture {
         let aws = aws().await;
+        let ubuntu_ami_parameter = ubuntu_ami_parameter(&aws).await;
         let bucket = unique("bc-test-");
         let prefix = "backups/prod".to_owned();
         let job = unique("job-");
@@ -523,6 +575,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("backups.toml");
         let fixture = Fixture {
+            ubuntu_ami_parameter,
             aws,
             bucket,
             prefix,
@@ -552,7 +605,11 @@ impl Fixture {
                 retention: None,
             },
             instance: Instance {
-                ami_parameter: LOCALSTACK_AMI_PARAMETER.to_owned(),
+                ami_parameter: if matches!(job.mode, Some(MysqlMode::Mydumper)) {
+                    self.ubuntu_ami_parameter.clone()
+                } else {
+                    LOCALSTACK_AMI_PARAMETER.to_owned()
+                },
                 instance_type: "t3.micro".to_owned(),
                 max_lifetime: Duration::from_secs(20 * 60),
                 instance_profile: self.actors.instance_profile.clone(),
@@ -635,6 +692,11 @@ impl Fixture {
     /// backups (`verify`, `restore`, `drill`, `export`, ...), the
     /// controller's user for the rest.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_of(Path::new(env!("CARGO_BIN_EXE_backup-cloud")), args)
+    }
+
+    /// [`Fixture::command`] of another build of backup-cloud, `binary`.
+    pub fn command_of(&self, binary: &Path, args: &[&str]) -> Command {
         const READ_BACKUPS: [&str; 7] = [
             "verify",
             "headers",
@@ -649,7 +711,7 @@ impl Fixture {
         } else {
             &self.actors.controller
         };
-        let mut command = Command::new(env!("CARGO_BIN_EXE_backup-cloud"));
+        let mut command = Command::new(binary);
         command
             .args(args)
             .arg("--config")
