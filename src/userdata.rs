@@ -242,8 +242,18 @@ mod tests {
         let curl = &script[script.find("curl -fsS").unwrap()..];
         let curl = &curl[..curl.find("\"$AGENT_URL\"").unwrap()];
         assert!(
-            curl.contains("--max-time \"$AGENT_DOWNLOAD_SECS\""),
+            curl.contains("--max-time \"$AGENT_DOWNLOAD_SECS\"")
+                && curl.contains("--retry-max-time \"$AGENT_DOWNLOAD_SECS\""),
             "{curl}"
+        );
+        let line_start = script[..script.find("curl -fsS").unwrap()]
+            .rfind('\n')
+            .unwrap();
+        assert!(
+            script[line_start..]
+                .trim_start()
+                .starts_with("timeout -k 10 \"$SET_UP_SECS\" curl"),
+            "the whole download within the set-up deadline"
         );
     }
 
@@ -344,7 +354,8 @@ mod tests {
         assert_eq!(code, Some(0), "{record}");
         let calls: Vec<&str> = record.lines().collect();
         assert!(
-            calls[0].starts_with("systemctl stop apt-daily.timer apt-daily-upgrade.timer"),
+            calls[0]
+                .starts_with("systemctl stop --no-block apt-daily.timer apt-daily-upgrade.timer"),
             "the first-boot jobs are stopped before apt runs: {record}"
         );
         let updates = calls.iter().filter(|c| c.ends_with("update -q")).count();

@@ -62,7 +62,10 @@ set_up_deadline=$(($(date +%s) + SET_UP_SECS))
 # that every later failure is reported by it.
 stage="fetching the agent"
 workdir=$(mktemp -d -t backup-cloud.XXXXXXXX)
-curl -fsS --retry 5 --retry-delay 2 --connect-timeout 10 --max-time "$AGENT_DOWNLOAD_SECS" \
+# each try within AGENT_DOWNLOAD_SECS, no retry begun after that, and the
+# whole within the set-up deadline
+timeout -k 10 "$SET_UP_SECS" curl -fsS --retry 5 --retry-delay 2 --connect-timeout 10 \
+  --max-time "$AGENT_DOWNLOAD_SECS" --retry-max-time "$AGENT_DOWNLOAD_SECS" \
   -o "$workdir/backup-cloud" "$AGENT_URL"
 stage="checking the agent's SHA-256"
 printf '%s  %s\n' "$AGENT_SHA256" "$workdir/backup-cloud" | sha256sum --check --status
@@ -79,8 +82,10 @@ logged() {
   local secs rc=0
   secs=$(left)
   [ "$secs" -gt 0 ] || secs=1
-  (printf '+ %s\n' "$*"; timeout "$secs" "$@" || rc=$?
-    [ "$rc" -ne 124 ] || echo "backup-cloud: stopped after ${secs}s: set-up must end within the boot timeout"
+  (printf '+ %s\n' "$*"; timeout -k 10 "$secs" "$@" || rc=$?
+    # 124: stopped; 137: killed, 10 s after it would not stop
+    [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] ||
+      echo "backup-cloud: stopped after ${secs}s: set-up must end within the boot timeout"
     exit "$rc") 2>&1 | tee -a "$set_up_log"
 }
 
@@ -101,8 +106,9 @@ if [ "$missing" -eq 1 ]; then
     export DEBIAN_FRONTEND=noninteractive LC_ALL=C
     # A fresh Ubuntu runs apt-daily and unattended-upgrades at first boot,
     # holding apt's and dpkg's locks for minutes; this throwaway machine
-    # needs neither.
-    systemctl stop apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
+    # needs neither. --no-block: an upgrade under way may take minutes to
+    # stop, and the lock waits below bound that wait.
+    systemctl stop --no-block apt-daily.timer apt-daily-upgrade.timer apt-daily.service \
       apt-daily-upgrade.service unattended-upgrades.service >/dev/null 2>&1 || true
     # DPkg::Lock::Timeout waits for dpkg's lock (apt >= 1.9.11); mirrors
     # that fail are retried

@@ -168,7 +168,8 @@ pub struct Server {
     pub family: Family,
     pub version: Version,
     pub hosting: Hosting,
-    /// MySQL's `@@gtid_mode` is `ON` (MariaDB has no such mode).
+    /// MySQL's `@@gtid_mode` is other than `OFF` (MariaDB has no such
+    /// mode).
     pub gtid_mode: bool,
 }
 
@@ -185,7 +186,9 @@ impl Server {
                 "version" => version = Some(value),
                 "basedir" => rds = value.starts_with("/rdsdbbin/"),
                 "aurora_version" => aurora = !value.is_empty(),
-                "gtid_mode" => gtid_mode = value.eq_ignore_ascii_case("ON"),
+                // as mysqldump judges it: anything but OFF (OFF_PERMISSIVE,
+                // ON_PERMISSIVE, ON) makes it write gtid_purged
+                "gtid_mode" => gtid_mode = !value.eq_ignore_ascii_case("OFF"),
                 _ => {}
             }
         }
@@ -265,8 +268,8 @@ pub enum Mismatch {
 ///   `information_schema.COLUMN_STATISTICS` unless told
 ///   `--column-statistics=0` (MySQL 8.0 manual, mysqldump); MariaDB and
 ///   MySQL before 8.0 have no such table and the dump fails on it.
-/// - a MySQL `mysqldump` against a MySQL server with `gtid_mode=ON`
-///   writes `SET @@GLOBAL.gtid_purged` by default, which fails to load
+/// - a MySQL `mysqldump` against a MySQL server whose `gtid_mode` is not
+///   `OFF` writes `SET @@GLOBAL.gtid_purged` by default, which fails to load
 ///   into a server with GTIDs of its own, and from 8.0.32 it takes `FLUSH
 ///   TABLES WITH READ LOCK` with `--single-transaction` to read those
 ///   GTIDs (MySQL 8.0.32 release notes, Bug #33630199), which RDS and
@@ -487,8 +490,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             aurora,
-            server(Family::MySql, Version(8, 0, 32), Hosting::Aurora, false)
+            server(Family::MySql, Version(8, 0, 32), Hosting::Aurora, true),
+            "mysqldump counts OFF_PERMISSIVE as GTIDs on"
         );
+        let off = Server::mysql([("gtid_mode", "OFF"), ("version", "8.0.32")]).unwrap();
+        assert!(!off.gtid_mode);
         assert_eq!(Server::mysql([("basedir", "/usr/")]), None);
     }
 

@@ -308,7 +308,14 @@ fn mount_instance_store(
     };
     tools.run(
         "mkfs.ext4",
-        &["-q".as_ref(), "-F".as_ref(), target.as_os_str()],
+        // no blocks reserved for root: the whole device is scratch
+        &[
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-m".as_ref(),
+            "0".as_ref(),
+            target.as_os_str(),
+        ],
     )?;
     std::fs::create_dir_all(mount_point).map_err(|err| err.to_string())?;
     tools.run(
@@ -423,7 +430,7 @@ mod tests {
             [
                 "mdadm --create /dev/md/backup-cloud-scratch --run --level=0 --raid-devices=3 \
                  /dev/nvme1n1 /dev/nvme2n1 /dev/nvme3n1",
-                "mkfs.ext4 -q -F /dev/md/backup-cloud-scratch",
+                "mkfs.ext4 -q -F -m 0 /dev/md/backup-cloud-scratch",
                 "mount -o noatime /dev/md/backup-cloud-scratch MOUNT",
             ]
         );
@@ -431,7 +438,7 @@ mod tests {
         assert_eq!(
             mounted(&all, true, &all[..1]),
             [
-                "mkfs.ext4 -q -F /dev/nvme1n1",
+                "mkfs.ext4 -q -F -m 0 /dev/nvme1n1",
                 "mount -o noatime /dev/nvme1n1 MOUNT",
             ]
         );
@@ -440,7 +447,7 @@ mod tests {
         assert_eq!(
             calls[1..],
             [
-                "mkfs.ext4 -q -F /dev/nvme1n1",
+                "mkfs.ext4 -q -F -m 0 /dev/nvme1n1",
                 "mount -o noatime /dev/nvme1n1 MOUNT"
             ]
         );
