@@ -11,8 +11,12 @@ as ``POST /__gate/actors`` (see localstack/README.md for the fields).
 Placeholders: ``BUCKET``, ``PREFIX``, ``ACCOUNT``, ``REGION``, ``KMS_KEY_ID`` (the
 SecureString passwords' key), ``BUCKET_KMS_KEY_ID`` (the bucket's SSE-KMS key);
 the default SSM paths ``/backup-cloud/jobs`` and ``/backup-cloud/secrets``
-and the role name ``backup-cloud-agent`` are replaced too when the test uses
-others, as a deployer would.
+and the role names ``backup-cloud-agent`` and ``backup-cloud-prune`` are
+replaced too when the test uses others, as a deployer would.
+
+``prune`` is a role (policies/prune.json), as on AWS, where the bucket
+policy lets only that role delete under ``backup/``; a test acts as it with
+a session minted by ``POST /__gate/sessions``.
 """
 
 import json
@@ -59,6 +63,7 @@ def create(iam, s3, params):
     bucket, prefix = params["bucket"], params["prefix"].strip("/")
     suffix = params.get("suffix") or secrets.token_hex(4)
     role = f"backup-cloud-agent-{suffix}"
+    prune_role = f"backup-cloud-prune-{suffix}"
     values = {
         "BUCKET": bucket, "PREFIX": prefix, "ACCOUNT": ACCOUNT, "REGION": params.get("region", "us-east-1"),
         "KMS_KEY_ID": params.get("kms_key_id") or NO_KEY,
@@ -68,6 +73,7 @@ def create(iam, s3, params):
 
     def adapt(text):
         text = text.replace(":role/backup-cloud-agent\"", f":role/{role}\"")
+        text = text.replace(":role/backup-cloud-prune\"", f":role/{prune_role}\"")
         for default, key in (("/backup-cloud/jobs", "status_prefix"), ("/backup-cloud/secrets", "secrets_prefix")):
             if params.get(key):
                 text = text.replace(f"parameter{default}/", f"parameter/{params[key].strip('/')}/")
@@ -89,7 +95,13 @@ def create(iam, s3, params):
     iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
     result["instance"] = {"role": role, "role_arn": f"arn:aws:iam::{ACCOUNT}:role/{role}",
                           "instance_profile": role, "instance_profile_arn": profile["Arn"]}
+    account_trust = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]})
+    iam.create_role(RoleName=prune_role, AssumeRolePolicyDocument=account_trust)
+    iam.put_role_policy(RoleName=prune_role, PolicyName="prune",
+                        PolicyDocument=adapt(document("prune", values, overrides)))
+    result["prune"] = {"role": prune_role, "role_arn": f"arn:aws:iam::{ACCOUNT}:role/{prune_role}"}
     if params.get("bucket_policy", True):
-        s3.put_bucket_policy(Bucket=bucket, Policy=document("bucket", values, overrides))
+        s3.put_bucket_policy(Bucket=bucket, Policy=adapt(document("bucket", values, overrides)))
     result["bucket_policy"] = bool(params.get("bucket_policy", True))
     return result

@@ -387,14 +387,19 @@ def _s3_call(method, path, query, headers, body, region):
         else:
             if method == "POST" and "delete" in sub:
                 call.operation = "DeleteObjects"
-                for obj_key in _delete_keys(body):
-                    call.check("s3:DeleteObject", s3_object_arn(bucket, obj_key), base)
+                # per object, as DeleteObject would: one naming a version
+                # needs s3:DeleteObjectVersion
+                for obj_key, versioned in _delete_keys(body):
+                    action = "s3:DeleteObjectVersion" if versioned else "s3:DeleteObject"
+                    call.check(action, s3_object_arn(bucket, obj_key), base)
                 return call
             action = {"GET": "ListBucket", "HEAD": "ListBucket", "PUT": "CreateBucket",
                       "DELETE": "DeleteBucket"}.get(method)
         call.operation = action or call.operation
         context = dict(base)
-        if action == "ListBucket" and method == "GET":
+        # s3:prefix and friends apply to ListObjects(V2) and ListObjectVersions
+        # (Service Authorization Reference for Amazon S3)
+        if action in ("ListBucket", "ListBucketVersions") and method == "GET":
             for name in ("prefix", "delimiter", "max-keys"):
                 if name in query:
                     context[f"s3:{name}"] = first(query, name, "")
@@ -449,8 +454,15 @@ def _s3_call(method, path, query, headers, body, region):
 
 
 def _delete_keys(body):
+    """The ``(key, names a version)`` of each ``Object`` of a DeleteObjects body."""
     try:
         root = ET.fromstring(body or b"<Delete/>")
     except ET.ParseError:
         return []
-    return [el.text or "" for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Key"]
+    def tag(el):
+        return el.tag.rsplit("}", 1)[-1]
+    found = []
+    for obj in (el for el in root.iter() if tag(el) == "Object"):
+        fields = {tag(child): child.text or "" for child in obj}
+        found.append((fields.get("Key", ""), "VersionId" in fields))
+    return found

@@ -30,6 +30,7 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub sts: aws_sdk_sts::Client,
     pub region: Option<String>,
     /// Where the clients' credentials come from.
     credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
@@ -91,6 +92,14 @@ impl AwsClients {
         provider.provide_credentials().await.ok()?.expiry()
     }
 
+    /// Who the clients act as: the caller's ARN from STS
+    /// GetCallerIdentity (which needs no permission), or `None` when STS
+    /// does not answer.
+    pub async fn caller_arn(&self) -> Option<String> {
+        let identity = self.sts.get_caller_identity().send().await.ok()?;
+        identity.arn().map(str::to_owned)
+    }
+
     fn from_sdk_config(sdk: &SdkConfig) -> AwsClients {
         let s3_config = aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(sdk.endpoint_url().is_some())
@@ -99,6 +108,7 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3_config),
             ssm: aws_sdk_ssm::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),
+            sts: aws_sdk_sts::Client::new(sdk),
             region: sdk.region().map(|r| r.to_string()),
             credentials: sdk.credentials_provider(),
         }

@@ -94,6 +94,31 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
     },
+    /// List every backup of every job (or one), newest first: state,
+    /// size, format, recipients, and when it was last verified and
+    /// drilled (`--output json`: one object per backup).
+    Backups {
+        #[arg(long, short)]
+        job: Option<String>,
+    },
+    /// Show which backups the retention rules (`[retention]`) no longer
+    /// keep, and why; remove them with --yes (needs the role of
+    /// policies/prune.json).
+    Prune {
+        #[arg(long, short)]
+        job: Option<String>,
+        /// Remove them (otherwise only show the plan).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Exit 0 when every job's newest complete backup is younger than its
+    /// max_age_alert and it passed a verify and a drill within
+    /// verify_every and drill_every; otherwise 10, 11 or 12 with one line
+    /// per problem (`--output prometheus` for node_exporter).
+    Check {
+        #[arg(long, short)]
+        job: Option<String>,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -302,6 +327,21 @@ async fn dispatch(cli: Cli) -> Dispatched {
             Ok(()) => (Exit::Success, None),
             Err(err) => fail(Exit::Internal, err),
         },
+        _ if cli.output == OutputFormat::Prometheus
+            && !matches!(cli.command, Command::Check { .. }) =>
+        {
+            fail(
+                Exit::Config,
+                anyhow::anyhow!("--output prometheus is for `check` only; use human or json"),
+            )
+        }
+        command @ (Command::Backups { .. } | Command::Prune { .. } | Command::Check { .. }) => {
+            let config = match load_config(cli.config.as_deref()) {
+                Ok(config) => config,
+                Err(err) => return fail(Exit::Config, err),
+            };
+            lifecycle_command(command, &config, &Reporter::new(cli.output)).await
+        }
         command => {
             let config = match load_config(cli.config.as_deref()) {
                 Ok(config) => config,
@@ -310,6 +350,45 @@ async fn dispatch(cli: Cli) -> Dispatched {
             let reporter = Arc::new(Reporter::new(cli.output));
             controller_command(command, config, reporter).await
         }
+    }
+}
+
+/// Wires `backups`, `prune` and `check`: runs it, renders its result,
+/// maps it to an exit code.
+async fn lifecycle_command(command: Command, config: &Config, reporter: &Reporter) -> Dispatched {
+    use crate::lifecycle;
+    let outcome = match command {
+        Command::Backups { job } => {
+            lifecycle::backups(config, job.as_deref())
+                .await
+                .map(|entries| {
+                    reporter.backups(&entries);
+                    Exit::Success
+                })
+        }
+        Command::Prune { job, yes } => {
+            let run = async {
+                let jobs = lifecycle::jobs(config, job.as_deref())?;
+                let (bucket, _) = lifecycle::bucket(config).await;
+                let now = time::OffsetDateTime::now_utc();
+                lifecycle::prune::prune(config, &bucket, &jobs, yes, now).await
+            };
+            run.await.map(|pruned| {
+                reporter.pruned(&pruned, yes);
+                Exit::Success
+            })
+        }
+        Command::Check { job } => lifecycle::check(config, job.as_deref())
+            .await
+            .map(|health| {
+                reporter.health(&health);
+                lifecycle::monitor::exit(&health)
+            }),
+        _ => unreachable!("only the lifecycle commands are dispatched here"),
+    };
+    match outcome {
+        Ok(exit) => (exit, None),
+        Err(err) => fail(err.exit(), err),
     }
 }
 
@@ -409,6 +488,9 @@ async fn controller_command(
             reporter.instances("reaped", reaped)
         }),
         Command::Config { .. }
+        | Command::Backups { .. }
+        | Command::Prune { .. }
+        | Command::Check { .. }
         | Command::Agent { .. }
         | Command::BenchEncrypt { .. }
         | Command::Restore(_)

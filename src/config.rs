@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::retention::Rules;
 use crate::schema::{
     AwsTimeouts, DumpMode, DumpSettings, Engine, Retention, DEFAULT_AWS_ATTEMPT_SECS,
     DEFAULT_AWS_OPERATION_SECS, DEFAULT_DATABASE_CONNECT_SECS,
@@ -25,6 +26,18 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "m6id.large";
 pub const DEFAULT_STATUS_PREFIX: &str = "/backup-cloud/jobs";
 pub const DEFAULT_PART_SIZE_MIB: u64 = 16;
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 4;
+
+/// How long incomplete backups are left alone by default (`incomplete_grace`).
+pub const DEFAULT_INCOMPLETE_GRACE: Duration = Duration::from_secs(2 * 86_400);
+
+/// `check`'s default thresholds: a nightly job's newest backup is late
+/// after 26 hours; the operating guide asks for every backup category to
+/// be verified (and drilled) at least monthly.
+pub const DEFAULT_MAX_AGE_ALERT: Duration = Duration::from_secs(26 * 3600);
+pub const DEFAULT_VERIFY_EVERY: Duration = Duration::from_secs(31 * 86_400);
+pub const DEFAULT_DRILL_EVERY: Duration = Duration::from_secs(31 * 86_400);
+
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// S3 accepts retention periods of up to 100 years.
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
@@ -68,6 +81,17 @@ pub struct Config {
     pub timeouts: TimeoutSettings,
     pub upload: UploadConfig,
     pub jobs: BTreeMap<String, JobConfig>,
+}
+
+/// What `check` holds a job to (`[checks]`, or the job's own table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    /// The newest complete backup must be younger than this.
+    pub max_age_alert: Duration,
+    /// It must have passed `verify` within this…
+    pub verify_every: Duration,
+    /// …and a drill within this.
+    pub drill_every: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,6 +198,24 @@ pub struct JobConfig {
     /// `instance.root_volume_gib`, or this job's own.
     pub root_volume_gib: Option<u32>,
     pub spot: bool,
+    /// Which backups `prune` keeps (`[retention]` or the job's own), with
+    /// `incomplete_grace` raised to at least `max_lifetime`.
+    pub retention: Rules,
+    pub checks: Checks,
+}
+
+impl JobConfig {
+    /// The S3 Object Lock for this job's objects: `storage.retention`,
+    /// shortened to the job's `max_age` so that no lock outlives the hard
+    /// expiry (a lock cannot be shortened once set).
+    pub fn object_lock(&self, storage: &StorageSettings) -> Option<Retention> {
+        let mut lock = storage.retention?;
+        if let Some(max_age) = self.retention.max_age {
+            let whole_days = u32::try_from(max_age.as_secs() / DAY.as_secs()).unwrap_or(u32::MAX);
+            lock.days = lock.days.min(whole_days.max(1));
+        }
+        Some(lock)
+    }
 }
 
 // ---- raw, as written in the file -------------------------------------------
@@ -192,8 +234,33 @@ struct RawConfig {
     timeouts: RawTimeouts,
     #[serde(default)]
     upload: RawUpload,
+    retention: Option<RawRetention>,
+    checks: Option<RawChecks>,
     #[serde(default)]
     jobs: BTreeMap<String, RawJob>,
+}
+
+/// `[retention]` or `[jobs.NAME.retention]`, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    max_age: Option<String>,
+    incomplete_grace: Option<String>,
+}
+
+/// `[checks]` or `[jobs.NAME.checks]`, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChecks {
+    max_age_alert: Option<String>,
+    verify_every: Option<String>,
+    drill_every: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -267,6 +334,8 @@ struct RawJob {
     max_lifetime: Option<String>,
     root_volume_gib: Option<i64>,
     spot: Option<bool>,
+    retention: Option<RawRetention>,
+    checks: Option<RawChecks>,
 }
 
 /// `format` of a PostgreSQL job.
@@ -421,9 +490,21 @@ impl Validator<'_> {
         let timeouts = self.timeouts(raw.timeouts)?;
         let upload = self.upload(raw.upload)?;
 
+        let retention = raw.retention.unwrap_or_default();
+        let checks = raw.checks.unwrap_or_default();
         let mut jobs = BTreeMap::new();
-        for (name, job) in raw.jobs {
-            let job = self.job(&name, job, &instance)?;
+        for (name, mut job) in raw.jobs {
+            let (retention_key, raw_retention) = match job.retention.take() {
+                Some(own) => (format!("jobs.{name}.retention"), own),
+                None => ("retention".to_owned(), retention.clone()),
+            };
+            let (checks_key, raw_checks) = match job.checks.take() {
+                Some(own) => (format!("jobs.{name}.checks"), own),
+                None => ("checks".to_owned(), checks.clone()),
+            };
+            let mut job = self.job(&name, job, &instance)?;
+            job.retention = self.retention(&retention_key, &raw_retention, job.max_lifetime)?;
+            job.checks = self.checks(&checks_key, &raw_checks)?;
             jobs.insert(name, job);
         }
         Ok(Config {
@@ -749,6 +830,72 @@ impl Validator<'_> {
             instance_type,
             max_lifetime,
             spot: raw.spot.unwrap_or(instance.spot),
+            retention: Rules::default(),
+            checks: Checks {
+                max_age_alert: DEFAULT_MAX_AGE_ALERT,
+                verify_every: DEFAULT_VERIFY_EVERY,
+                drill_every: DEFAULT_DRILL_EVERY,
+            },
+        })
+    }
+
+    /// The retention rules in table `table` (`retention` or a job's own);
+    /// `incomplete_grace` is raised to `max_lifetime` if shorter, so a
+    /// backup still being written is never taken for an abandoned one.
+    fn retention(
+        &self,
+        table: &str,
+        raw: &RawRetention,
+        max_lifetime: Duration,
+    ) -> Result<Rules, ConfigError> {
+        let key = |field: &str| format!("{table}.{field}");
+        let max_age = raw
+            .max_age
+            .as_deref()
+            .map(|text| self.duration(&key("max_age"), Some(text), DAY, DAY..=DAY * 36_500))
+            .transpose()?;
+        let incomplete_grace = self.duration(
+            &key("incomplete_grace"),
+            raw.incomplete_grace.as_deref(),
+            DEFAULT_INCOMPLETE_GRACE,
+            Duration::from_secs(3600)..=DAY * 365,
+        )?;
+        let rules = Rules {
+            keep_last: raw.keep_last.unwrap_or(0),
+            keep_hourly: raw.keep_hourly.unwrap_or(0),
+            keep_daily: raw.keep_daily.unwrap_or(0),
+            keep_weekly: raw.keep_weekly.unwrap_or(0),
+            keep_monthly: raw.keep_monthly.unwrap_or(0),
+            keep_yearly: raw.keep_yearly.unwrap_or(0),
+            max_age,
+            incomplete_grace: incomplete_grace.max(max_lifetime),
+        };
+        Ok(rules)
+    }
+
+    /// `check`'s thresholds in table `table` (`checks` or a job's own).
+    fn checks(&self, table: &str, raw: &RawChecks) -> Result<Checks, ConfigError> {
+        let key = |field: &str| format!("{table}.{field}");
+        let range = Duration::from_secs(60)..=DAY * 3650;
+        Ok(Checks {
+            max_age_alert: self.duration(
+                &key("max_age_alert"),
+                raw.max_age_alert.as_deref(),
+                DEFAULT_MAX_AGE_ALERT,
+                range.clone(),
+            )?,
+            verify_every: self.duration(
+                &key("verify_every"),
+                raw.verify_every.as_deref(),
+                DEFAULT_VERIFY_EVERY,
+                range.clone(),
+            )?,
+            drill_every: self.duration(
+                &key("drill_every"),
+                raw.drill_every.as_deref(),
+                DEFAULT_DRILL_EVERY,
+                range,
+            )?,
         })
     }
 
@@ -994,9 +1141,9 @@ impl Validator<'_> {
         range: std::ops::RangeInclusive<Duration>,
     ) -> Result<Duration, ConfigError> {
         let expected = format!(
-            "a duration such as `90s`, `30m` or `6h`, from {} to {}",
-            humantime::format_duration(*range.start()),
-            humantime::format_duration(*range.end())
+            "a duration such as `90s`, `30m`, `6h` or `30d`, from {} to {}",
+            crate::retention::shown(*range.start()),
+            crate::retention::shown(*range.end())
         );
         let Some(text) = text else {
             return Ok(default);
@@ -1502,6 +1649,50 @@ password_parameter = "/backup-cloud/orders/password"
             "poll_interval = \"2s\"\nstall_timeout = \"10s\"",
         ));
         assert!(err.contains("`status.stall_timeout`"), "{err}");
+    }
+
+    #[test]
+    fn retention_rules_default_per_job_and_shorten_the_object_lock() {
+        let default = parse(GOOD).unwrap();
+        let job = default.job("orders").unwrap();
+        assert!(!job.retention.has_keep_rules());
+        assert_eq!(job.retention.max_age, None);
+        // incomplete_grace: 2 days, raised to max_lifetime when that is longer
+        assert_eq!(job.retention.incomplete_grace, DEFAULT_INCOMPLETE_GRACE);
+        assert_eq!(job.checks.max_age_alert, DEFAULT_MAX_AGE_ALERT);
+
+        let text = format!(
+            "{GOOD}\n[retention]\nkeep_daily = 7\nmax_age = \"10d\"\nincomplete_grace = \"1h\"\n\
+             [checks]\nverify_every = \"7d\"\n\
+             [jobs.orders.checks]\ndrill_every = \"14d\"\n"
+        )
+        .replace(
+            "prefix = \"prod/db\"",
+            "prefix = \"prod/db\"\nretention = { mode = \"compliance\", days = 30 }",
+        );
+        let config = parse(&text).unwrap();
+        let job = config.job("orders").unwrap();
+        assert_eq!(job.retention.keep_daily, 7);
+        assert_eq!(job.retention.max_age, Some(DAY * 10));
+        assert_eq!(job.retention.incomplete_grace, job.max_lifetime);
+        // the job's own [checks] replaces the default table as a whole
+        assert_eq!(job.checks.verify_every, DEFAULT_VERIFY_EVERY);
+        assert_eq!(job.checks.drill_every, DAY * 14);
+        assert_eq!(job.object_lock(&config.storage).unwrap().days, 10);
+
+        for (bad, key) in [
+            ("[retention]\nmax_age = \"1h\"", "retention.max_age"),
+            ("[retention]\nkeep_daily = -1", "retention.keep_daily"),
+            ("[retention]\nkeep_dayly = 1", "keep_dayly"),
+            (
+                "[jobs.orders.retention]\nincomplete_grace = \"soon\"",
+                "jobs.orders.retention.incomplete_grace",
+            ),
+            ("[checks]\nmax_age_alert = \"0s\"", "checks.max_age_alert"),
+        ] {
+            let err = error_for(&format!("{GOOD}\n{bad}\n"));
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -27,6 +27,15 @@ pub enum Exit {
     AlreadyRunning = 6,
     /// A backup failed verification, restore or drill.
     Unrestorable = 7,
+    /// `check`: a job's newest complete backup is older than its
+    /// `max_age_alert`, or it has none.
+    BackupOverdue = 10,
+    /// `check`: a job has no passing verify or drill within its
+    /// `verify_every` / `drill_every`.
+    ProofOverdue = 11,
+    /// `check`: a job's newest verify or drill failed, or a manifest
+    /// does not read.
+    ProofFailed = 12,
     /// Stopped by Ctrl-C (128 + SIGINT, as shells report it).
     Interrupted = 130,
 }

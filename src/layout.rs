@@ -15,13 +15,34 @@
 //!     manifest.json                             written last
 //!     pg_dump.custom[.zst].gpg | mysqldump.sql[.zst].gpg   a streamed dump
 //!     data/…                                    a directory dump's files
+//!     checks/<time>-<kind>.json                 verify/drill/export records
 //! ```
 //!
 //! `prefix` is always the configured storage prefix (`storage.prefix`,
 //! no leading or trailing `/`, possibly empty); every prefix returned ends
 //! in `/`.
 
-use crate::schema::DumpMode;
+use time::OffsetDateTime;
+
+use crate::schema::{CheckKind, DumpMode};
+
+/// The compact ISO-8601 form of backup timestamps (`20261201T013000Z`).
+const TIMESTAMP: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
+/// `at` (UTC) as a backup timestamp or a check record's time.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(TIMESTAMP)
+        .expect("UTC timestamps always format")
+}
+
+/// The time a backup timestamp names; `None` if it is not one.
+pub fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
+    time::PrimitiveDateTime::parse(text, TIMESTAMP)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
 
 /// Name of the manifest under a backup's prefix.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -94,6 +115,37 @@ pub fn stream_object(backup_prefix: &str, mode: DumpMode, compressed: bool) -> S
     format!("{backup_prefix}{name}")
 }
 
+/// Where the check records of the backup at `backup_prefix` lie.
+pub fn checks(backup_prefix: &str) -> String {
+    format!("{backup_prefix}checks/")
+}
+
+/// The record of a `kind` check of the backup at `backup_prefix` that
+/// started at `at`; records sort by time within a backup.
+pub fn check_record(backup_prefix: &str, at: OffsetDateTime, kind: CheckKind) -> String {
+    format!(
+        "{}{}-{}.json",
+        checks(backup_prefix),
+        timestamp(at),
+        kind.as_str()
+    )
+}
+
+/// Whether `key` is a check record of the backup at `backup_prefix`
+/// (`checks/<timestamp>-<kind>.json`, nothing else).
+pub fn is_check_record(backup_prefix: &str, key: &str) -> bool {
+    let Some(name) = key.strip_prefix(&checks(backup_prefix)) else {
+        return false;
+    };
+    let Some((stamp, kind)) = name.strip_suffix(".json").and_then(|n| n.split_once('-')) else {
+        return false;
+    };
+    parse_timestamp(stamp).is_some()
+        && [CheckKind::Verify, CheckKind::Drill, CheckKind::Export]
+            .iter()
+            .any(|k| k.as_str() == kind)
+}
+
 /// Where an offline copy of the backup at `backup_prefix` keeps the
 /// public keys, as keys under that backup's prefix.
 pub fn copy_public_keys(backup_prefix: &str) -> String {
@@ -164,6 +216,27 @@ mod tests {
             "b/pg_dump.custom.gpg"
         );
         assert_eq!(copy_public_keys("b/"), "b/public-keys/");
+        let at = time::macros::datetime!(2026-12-01 01:30:05 +1);
+        assert_eq!(timestamp(at), "20261201T003005Z");
+        assert_eq!(parse_timestamp("20261201T003005Z"), Some(at));
+        assert_eq!(parse_timestamp("2026-12-01"), None);
+        assert!(is_check_record(
+            "b/",
+            "b/checks/20261201T003005Z-verify.json"
+        ));
+        for not_one in [
+            "b/checks/20261201T003005Z-verify.json.x",
+            "b/checks/20261201T003005Z-other.json",
+            "b/checks/yesterday-drill.json",
+            "b/data/20261201T003005Z-drill.json",
+            "c/checks/20261201T003005Z-drill.json",
+        ] {
+            assert!(!is_check_record("b/", not_one), "{not_one}");
+        }
+        assert_eq!(
+            check_record("b/", at, CheckKind::Drill),
+            "b/checks/20261201T003005Z-drill.json"
+        );
     }
 
     #[test]

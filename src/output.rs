@@ -24,8 +24,12 @@ use crate::controller::report::Report;
 pub use crate::controller::report::{JobResult, Outcome};
 use crate::controller::JobStatus;
 use crate::exit::Exit;
+use crate::lifecycle::catalog::{Entry, LastCheck};
+use crate::lifecycle::monitor::{self, JobHealth};
+use crate::lifecycle::prune::{JobPrune, Removal};
 use crate::restore::commands::Done;
 use crate::restore::pipeline::{mb_per_s, Restored};
+use crate::retention::Verdict;
 use crate::schema::{Phase, Status};
 
 /// How results are printed.
@@ -35,6 +39,9 @@ pub enum OutputFormat {
     Human,
     /// One JSON object per event on stdout.
     Json,
+    /// `check` only: Prometheus text format (for node_exporter's
+    /// textfile collector).
+    Prometheus,
 }
 
 /// Everything a renderer is told.
@@ -207,6 +214,139 @@ impl Reporter {
             );
             if let Some(s) = row.status.as_ref().filter(|s| !s.message.is_empty()) {
                 println!("{:<20} └ {}", "", s.message);
+            }
+        }
+    }
+
+    /// The catalog: a table, newest first per job, or one JSON object
+    /// per backup ([`Entry`]'s fields).
+    pub fn backups(&self, entries: &[Entry]) {
+        if self.format != OutputFormat::Human {
+            for entry in entries {
+                println!(
+                    "{}",
+                    serde_json::to_string(entry).expect("entries serialise")
+                );
+            }
+            return;
+        }
+        println!(
+            "{:<20} {:<17} {:<11} {:>10} {:>7}  {:<18} {:<18} {:<18} LOCKED UNTIL",
+            "JOB", "TIMESTAMP", "STATE", "MiB", "OBJECTS", "FORMAT", "VERIFIED", "DRILLED"
+        );
+        for e in entries {
+            println!(
+                "{:<20} {:<17} {:<11} {:>10.1} {:>7}  {:<18} {:<18} {:<18} {}",
+                e.job,
+                e.timestamp,
+                e.state.as_str(),
+                e.size_bytes as f64 / MIB,
+                e.objects,
+                e.format.as_deref().unwrap_or("-"),
+                last_check(e.last_verify.as_ref()),
+                last_check(e.last_drill.as_ref()),
+                e.locked_until
+                    .map_or("-".to_owned(), |t| t.date().to_string()),
+            );
+        }
+        if entries.is_empty() {
+            println!("(no backups)");
+        }
+    }
+
+    /// `prune`'s plan (and outcome): per backup KEEP or REMOVE with the
+    /// reasons, or one JSON object per backup.
+    pub fn pruned(&self, jobs: &[JobPrune], removing: bool) {
+        for job in jobs {
+            for planned in &job.backups {
+                let (action, reasons, warning) = match &planned.verdict {
+                    Verdict::Keep(reasons) => ("keep", reasons.clone(), false),
+                    Verdict::Remove { reason, warning } => {
+                        ("remove", vec![reason.clone()], *warning)
+                    }
+                };
+                let outcome = planned.removal.as_ref().map(|removal| match removal {
+                    Removal::Removed { versions, uploads } => {
+                        format!("removed ({versions} object version(s), {uploads} upload(s) aborted)")
+                    }
+                    Removal::Retained { until, left } => format!(
+                        "retained until {} by S3 Object Lock ({left} object version(s)); a later prune removes it",
+                        until.map_or("a date S3 did not give".to_owned(), |u| u.date().to_string())
+                    ),
+                });
+                if self.format != OutputFormat::Human {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "job": job.job,
+                            "timestamp": planned.entry.timestamp,
+                            "location": planned.entry.location,
+                            "state": planned.entry.state,
+                            "action": action,
+                            "reasons": reasons,
+                            "warning": warning,
+                            "outcome": outcome,
+                        })
+                    );
+                    continue;
+                }
+                println!(
+                    "{:<6} {:<20} {:<17} {:<11} {}{}",
+                    action.to_uppercase(),
+                    job.job,
+                    planned.entry.timestamp,
+                    planned.entry.state.as_str(),
+                    reasons.join("; "),
+                    if warning {
+                        "  WARNING: the job's last complete backup"
+                    } else {
+                        ""
+                    }
+                );
+                if let Some(outcome) = outcome {
+                    println!("{:<6} └ {outcome}", "");
+                }
+            }
+        }
+        if self.format == OutputFormat::Human {
+            let removals = jobs
+                .iter()
+                .flat_map(|j| &j.backups)
+                .filter(|p| p.verdict.removes())
+                .count();
+            if !removing && removals > 0 {
+                println!(
+                    "{removals} backup(s) would be removed; run again with --yes to remove them"
+                );
+            } else if removals == 0 {
+                println!("nothing to remove");
+            }
+        }
+    }
+
+    /// `check`'s findings: one line per problem (or that all is well), one
+    /// JSON object per job, or Prometheus gauges.
+    pub fn health(&self, health: &[JobHealth]) {
+        match self.format {
+            OutputFormat::Prometheus => print!("{}", monitor::prometheus(health)),
+            OutputFormat::Json => {
+                for job in health {
+                    println!("{}", serde_json::to_string(job).expect("health serialises"));
+                }
+            }
+            OutputFormat::Human => {
+                for job in health {
+                    for problem in &job.problems {
+                        println!("{}: {problem}", job.job);
+                    }
+                }
+                let problems: usize = health.iter().map(|h| h.problems.len()).sum();
+                if problems == 0 {
+                    println!(
+                        "all {} job(s) backed up and proven within their limits",
+                        health.len()
+                    );
+                }
             }
         }
     }
@@ -470,6 +610,20 @@ impl Report for Reporter {
         };
         self.line(&format!("{}: {text}", result.job));
     }
+}
+
+/// A catalog cell for a check: `2026-12-01 passed`, or `never`.
+fn last_check(check: Option<&LastCheck>) -> String {
+    check.map_or("never".to_owned(), |c| {
+        format!(
+            "{} {}",
+            c.at.date(),
+            match c.result {
+                crate::schema::CheckResult::Passed => "passed",
+                crate::schema::CheckResult::Failed => "FAILED",
+            }
+        )
+    })
 }
 
 fn outcome_word(outcome: Outcome) -> &'static str {

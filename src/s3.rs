@@ -81,6 +81,12 @@ impl S3Error {
         }
     }
 
+    /// A refusal S3 reported inside a successful answer (DeleteObjects'
+    /// per-key errors): `said` is its code and message.
+    pub fn refused(said: &str) -> S3Error {
+        S3Error::answer(said)
+    }
+
     /// A failure S3 did not report but its answer shows.
     fn answer(detail: &str) -> S3Error {
         S3Error {
@@ -146,6 +152,14 @@ pub struct Put<'a> {
     pub checksum_sha256: Option<String>,
     /// Have S3 check a CRC32 of the body (cheaper than SHA-256).
     pub checksum_crc32: bool,
+}
+
+/// One version (or delete marker) of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub key: String,
+    /// `null` for an object written while versioning was off.
+    pub version_id: String,
 }
 
 /// A small object read whole, with its ETag.
@@ -294,6 +308,16 @@ impl Bucket {
 
     /// Every key under `prefix`, in S3's (lexical) order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        Ok(self
+            .list_sized(prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// Every key under `prefix` with its size in bytes, in S3's order.
+    pub async fn list_sized(&self, prefix: &str) -> Result<Vec<(String, u64)>, S3Error> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -304,33 +328,179 @@ impl Bucket {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(S3Error::from_sdk)?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .map(str::to_owned),
-            );
+            keys.extend(page.contents().iter().filter_map(|o| {
+                let size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+                o.key().map(|key| (key.to_owned(), size))
+            }));
         }
         Ok(keys)
     }
 
-    /// The "folders" right under `prefix` (keys up to the next `/`), from
-    /// the first page of the listing.
+    /// The "folders" right under `prefix` (keys up to the next `/`), every
+    /// page of them.
     pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
-        let listing = self
+        let mut folders = Vec::new();
+        let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.name)
             .prefix(prefix)
             .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(S3Error::from_sdk)?;
+            folders.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_owned)),
+            );
+        }
+        Ok(folders)
+    }
+
+    /// Every version and delete marker of every key under `prefix` (an
+    /// unversioned bucket has one version per key, whose id is `null`).
+    pub async fn versions(&self, prefix: &str) -> Result<Vec<ObjectVersion>, S3Error> {
+        let mut versions = Vec::new();
+        let mut key_marker: Option<String> = None;
+        let mut version_marker: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.name)
+                .prefix(prefix)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(S3Error::from_sdk)?;
+            let entries = page
+                .versions()
+                .iter()
+                .map(|v| (v.key(), v.version_id()))
+                .chain(
+                    page.delete_markers()
+                        .iter()
+                        .map(|m| (m.key(), m.version_id())),
+                );
+            for (key, version_id) in entries {
+                if let Some(key) = key {
+                    versions.push(ObjectVersion {
+                        key: key.to_owned(),
+                        version_id: version_id.unwrap_or("null").to_owned(),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                return Ok(versions);
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() && version_marker.is_none() {
+                return Ok(versions);
+            }
+        }
+    }
+
+    /// Deletes `versions` for good (DeleteObjects, 1,000 at a time: a
+    /// version deleted by id is gone, where a plain delete on a versioned
+    /// bucket only adds a delete marker). Returns those S3 refused, with
+    /// its code and message; a version under an Object Lock retention
+    /// is refused with `AccessDenied`.
+    pub async fn delete_versions(
+        &self,
+        versions: &[ObjectVersion],
+    ) -> Result<Vec<(ObjectVersion, String)>, S3Error> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let mut refused = Vec::new();
+        for batch in versions.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|v| {
+                    ObjectIdentifier::builder()
+                        .key(&v.key)
+                        .version_id(&v.version_id)
+                        .build()
+                        .map_err(S3Error::body)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(S3Error::body)?;
+            let output = self
+                .client
+                .delete_objects()
+                .bucket(&self.name)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(S3Error::from_sdk)?;
+            for error in output.errors() {
+                let version = ObjectVersion {
+                    key: error.key().unwrap_or_default().to_owned(),
+                    version_id: error.version_id().unwrap_or("null").to_owned(),
+                };
+                let said = format!(
+                    "{}: {}",
+                    error.code().unwrap_or("error"),
+                    error.message().unwrap_or("no message")
+                );
+                refused.push((version, said));
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Whether the bucket has S3 Object Lock enabled.
+    pub async fn object_lock_enabled(&self) -> Result<bool, S3Error> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.name)
             .send()
             .await
-            .map_err(S3Error::from_sdk)?;
-        Ok(listing
-            .common_prefixes()
-            .iter()
-            .filter_map(|p| p.prefix().map(str::to_owned))
-            .collect())
+        {
+            Ok(output) => Ok(output
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled")),
+            Err(err)
+                if err.as_service_error().and_then(ProvideErrorMetadata::code)
+                    == Some("ObjectLockConfigurationNotFoundError") =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(S3Error::from_sdk(err)),
+        }
+    }
+
+    /// Until when `key` (its current version) is locked by an Object Lock
+    /// retention; `None` if it carries none.
+    pub async fn retained_until(&self, key: &str) -> Result<Option<time::OffsetDateTime>, S3Error> {
+        match self
+            .client
+            .get_object_retention()
+            .bucket(&self.name)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(output) => Ok(output
+                .retention()
+                .and_then(|r| r.retain_until_date())
+                .and_then(|d| time::OffsetDateTime::from_unix_timestamp(d.secs()).ok())),
+            Err(err)
+                if err.as_service_error().and_then(ProvideErrorMetadata::code)
+                    == Some("NoSuchObjectLockConfiguration") =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(S3Error::from_sdk(err)),
+        }
     }
 
     /// A URL that lets its holder GET `key` for `valid_for`.

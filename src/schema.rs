@@ -468,6 +468,62 @@ pub struct ManifestObject {
     pub upload_finished_at: Option<OffsetDateTime>,
 }
 
+/// Which proof a check record is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// `verify`: every object whole and encrypted to the configured keys.
+    Verify,
+    /// `drill`: restored into a scratch database and compared with the facts.
+    Drill,
+    /// `export`: copied onto offline media, every file checked.
+    Export,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Verify => "verify",
+            CheckKind::Drill => "drill",
+            CheckKind::Export => "export",
+        }
+    }
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    Passed,
+    Failed,
+}
+
+/// A record of one `verify`, `drill` or `export` of a backup, written
+/// beside it (`<backup>/checks/<time>-<kind>.json`) and never into its
+/// manifest: the proof, read by the catalog and `check`, that the backup
+/// was shown restorable, when, and by whom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub schema_version: u32,
+    pub kind: CheckKind,
+    pub result: CheckResult,
+    /// What was wrong (empty when it passed), one line each.
+    pub findings: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Wall time in seconds.
+    pub duration_secs: f64,
+    /// The backup-cloud version that ran it.
+    pub tool_version: String,
+    /// Who ran it: the caller's ARN (STS GetCallerIdentity), or
+    /// `unknown` when STS did not say.
+    pub ran_by: String,
+    /// The machine it ran on.
+    pub host: String,
+    /// The key of the manifest it checked.
+    pub manifest_key: String,
+}
+
 /// Versions of everything that produced the backup, for a restore years later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolVersions {

@@ -265,6 +265,29 @@ class Denials(GateCase):
         self.assertIn("explicit deny in a resource-based policy", message)
         s3.put_object(Bucket=bucket, Key=f"{PREFIX}/elsewhere", Body=b"x")  # the rest is allowed
 
+    def test_only_the_prune_role_deletes_backup_versions_and_deleteobjects_checks_each(self):
+        bucket, actors = self.bucket_with_actors(
+            policies={"controller": {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}})
+        admin = self.gate.client("s3")
+        key = f"{PREFIX}/backup/j/20260101T000000Z/x"
+        admin.put_object(Bucket=bucket, Key=key, Body=b"x")
+        versioned = {"Objects": [{"Key": key, "VersionId": "null"}], "Quiet": True}
+        marker = self.gate.control("GET", "log?since=0")["next"]
+        controller = self.gate.as_user("s3", actors["controller"])
+        code, status, _ = error_of(lambda: controller.delete_objects(Bucket=bucket, Delete=versioned))
+        self.assertEqual((code, status), ("AccessDenied", 403))
+        entries = self.gate.control("GET", f"log?since={marker}&actor={actors['controller']['user']}")["entries"]
+        self.assertEqual([(e["action"], e["decision"]) for e in entries], [("s3:DeleteObjectVersion", "deny")])
+        creds = self.gate.control("POST", "sessions", {"role": actors["prune"]["role"], "duration_seconds": 60})
+        prune = self.gate.client("s3", creds["AccessKeyId"], creds["SecretAccessKey"], creds["Token"])
+        # prune.json grants DeleteObjectVersion only: a versionless delete is refused
+        plain = {"Objects": [{"Key": key}], "Quiet": True}
+        self.assertEqual(error_of(lambda: prune.delete_objects(Bucket=bucket, Delete=plain))[:2],
+                         ("AccessDenied", 403))
+        prune.delete_objects(Bucket=bucket, Delete=versioned)
+        self.assertNotIn("Contents", admin.list_objects_v2(Bucket=bucket, Prefix=key))
+
     def test_unknown_keys_are_refused_as_each_service_does(self):
         key = "AKIA" + "X" * 16
         self.assertEqual(error_of(lambda: self.gate.client("s3", key, "x").list_buckets())[:2],

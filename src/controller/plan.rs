@@ -48,17 +48,11 @@ pub fn set_up_time(boot_timeout: std::time::Duration) -> std::time::Duration {
         .max(std::time::Duration::from_secs(60))
 }
 
-/// Formats a time as the compact ISO-8601 stamp used in keys and job ids.
-pub fn timestamp(at: OffsetDateTime) -> String {
-    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    at.format(&format).expect("UTC timestamps always format")
-}
-
 /// A job id: the job name, the launch time and a random suffix, so two
 /// launches in the same second never collide.
 pub fn new_job_id(job_name: &str, at: OffsetDateTime) -> String {
     let suffix: u32 = rand::rng().random();
-    format!("{job_name}-{}-{suffix:08x}", timestamp(at))
+    format!("{job_name}-{}-{suffix:08x}", layout::timestamp(at))
 }
 
 /// What `plan` says about credentials expiring at `expiry` (`None`: they
@@ -85,7 +79,7 @@ impl JobPlan {
     pub fn new(config: &Config, job: &JobConfig, ami_id: &str, at: OffsetDateTime) -> JobPlan {
         let job_id = new_job_id(&job.name, at);
         let prefix = &config.storage.prefix;
-        let backup_prefix = layout::backup(prefix, &job.name, &timestamp(at));
+        let backup_prefix = layout::backup(prefix, &job.name, &layout::timestamp(at));
         let spec_key = layout::job_spec(prefix, &job.name, &job_id);
         let spec = JobSpec {
             schema_version: SCHEMA_VERSION,
@@ -112,7 +106,7 @@ impl JobPlan {
             instance_type: job.instance_type.clone(),
             heartbeat_interval_secs: (config.status.heartbeat_timeout.as_secs() / 4).max(1),
             dump: job.dump.clone(),
-            retention: config.storage.retention,
+            retention: job.object_lock(&config.storage),
             aws_timeouts: config.timeouts.aws(),
         };
         let mut tags = config.instance.tags.clone();

@@ -7,9 +7,13 @@ use clap::Subcommand;
 
 use super::engine::Target;
 use super::pipeline::{Restored, Sink};
-use super::{drill, export, headers, pipeline, verify, RestoreError};
+use super::{drill, export, headers, pipeline, store, verify, RestoreError};
+use crate::config::Config;
 use crate::credentials;
+use crate::lifecycle::{records, Pick};
 use crate::openpgp::Decryptor;
+use crate::schema::CheckKind;
+use time::OffsetDateTime;
 
 #[derive(Debug, Subcommand)]
 pub enum RestoreCommand {
@@ -17,11 +21,13 @@ pub enum RestoreCommand {
     /// (needs no private key). Exits 7 if anything is wrong.
     Verify {
         /// s3://BUCKET/PREFIX/backup/JOB/TIMESTAMP/ or …/manifest.json
-        #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+        #[arg(required_unless_present_any = ["dir", "latest", "random"], conflicts_with = "dir")]
         backup: Option<String>,
         /// Check an offline copy made by `export` instead (no network).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["latest", "random"])]
         dir: Option<PathBuf>,
+        #[command(flatten)]
+        pick: PickArgs,
     },
     /// Operator: write an archive of every object's key packets (PKESK),
     /// for the key holder's `session-keys` or `gpg --show-session-key`.
@@ -75,7 +81,10 @@ pub enum RestoreCommand {
     /// URL, compare every table with the facts recorded at dump time,
     /// report the throughput, drop the scratch database.
     Drill {
-        backup: String,
+        #[arg(required_unless_present_any = ["latest", "random"])]
+        backup: Option<String>,
+        #[command(flatten)]
+        pick: PickArgs,
         /// A database on the server to drill on (postgres://…), or a MySQL
         /// server (mysql://…/); the scratch database(s) are created there.
         #[arg(long, value_name = "URL")]
@@ -92,6 +101,53 @@ pub enum RestoreCommand {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
+}
+
+/// `--latest`/`--random`: which of a job's backups to take, for a
+/// scheduler that has no address to give.
+#[derive(Debug, clap::Args)]
+pub struct PickArgs {
+    /// Take the newest complete backup of --job.
+    #[arg(long, requires = "job", conflicts_with_all = ["backup", "random"])]
+    latest: bool,
+    /// Take a random complete backup of --job started within --within.
+    #[arg(long, requires = "job", conflicts_with = "backup")]
+    random: bool,
+    /// The job (with --latest or --random).
+    #[arg(long, short)]
+    job: Option<String>,
+    /// With --random: how far back to choose from (e.g. `30d`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30d", requires = "random")]
+    within: std::time::Duration,
+}
+
+impl PickArgs {
+    /// The address given, or the one --latest/--random picks.
+    async fn address(
+        &self,
+        given: Option<String>,
+        config: Option<&std::path::Path>,
+    ) -> Result<String, RestoreError> {
+        let pick = match (self.latest, self.random) {
+            (true, _) => Pick::Latest,
+            (false, true) => Pick::Random {
+                within: self.within,
+            },
+            (false, false) => {
+                return given.ok_or(RestoreError::Usage(
+                    "give a backup address, --latest or --random",
+                ))
+            }
+        };
+        let path = config.ok_or(RestoreError::Usage(
+            "--latest and --random read the configuration: pass --config FILE",
+        ))?;
+        let config = Config::load(path)?;
+        let job = self.job.as_deref().expect("clap requires --job");
+        crate::lifecycle::pick(&config, job, pick)
+            .await
+            .map_err(|err| RestoreError::Failed(err.to_string()))
+    }
 }
 
 /// What a restore-side command did, for `output` to show (as text or
@@ -155,12 +211,33 @@ pub async fn run(
     config: Option<&std::path::Path>,
 ) -> Result<Done, RestoreError> {
     match command {
-        RestoreCommand::Verify { backup, dir } => {
-            let backup = super::open_either(backup.as_deref(), dir.as_deref(), config).await?;
-            let report = verify::verify(&backup).await?;
+        RestoreCommand::Verify { backup, dir, pick } => {
+            let address = match dir {
+                Some(_) => None,
+                None => Some(pick.address(backup, config).await?),
+            };
+            let backup = super::open_either(address.as_deref(), dir.as_deref(), config).await?;
+            let started = OffsetDateTime::now_utc();
+            let report = verify::verify(&backup).await;
+            let findings = |report: &verify::VerifyReport| {
+                report
+                    .problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.object, p.problem))
+                    .collect()
+            };
+            record(
+                &backup,
+                config,
+                CheckKind::Verify,
+                started,
+                &report,
+                findings,
+            )
+            .await;
             Ok(Done::Verified {
                 location: backup.store.location(&backup.prefix),
-                report,
+                report: report?,
             })
         }
         RestoreCommand::Headers { backup, out } => {
@@ -246,16 +323,94 @@ pub async fn run(
                 restored,
             })
         }
-        RestoreCommand::Drill { backup, to, keep } => {
+        RestoreCommand::Drill {
+            backup,
+            pick,
+            to,
+            keep,
+        } => {
             let server = Target::parse(&to)?;
-            let backup = super::open(&backup, config).await?;
-            let report = drill::drill(&backup, &server, keep).await?;
-            Ok(Done::Drilled { report, kept: keep })
+            let address = pick.address(backup, config).await?;
+            let backup = super::open(&address, config).await?;
+            let started = OffsetDateTime::now_utc();
+            let report = drill::drill(&backup, &server, keep).await;
+            let findings = |report: &drill::DrillReport| report.problems.clone();
+            record(
+                &backup,
+                config,
+                CheckKind::Drill,
+                started,
+                &report,
+                findings,
+            )
+            .await;
+            Ok(Done::Drilled {
+                report: report?,
+                kept: keep,
+            })
         }
         RestoreCommand::Export { backup, to } => {
             let backup = super::open(&backup, config).await?;
-            let exported = export::export(&backup, &to).await?;
-            Ok(Done::Exported { to, exported })
+            let started = OffsetDateTime::now_utc();
+            let exported = export::export(&backup, &to).await;
+            record(
+                &backup,
+                config,
+                CheckKind::Export,
+                started,
+                &exported,
+                |_| Vec::new(),
+            )
+            .await;
+            Ok(Done::Exported {
+                to,
+                exported: exported?,
+            })
         }
+    }
+}
+
+/// Writes the record of a `kind` check of `backup` that started at
+/// `started` and ended in `result` (its findings by `findings`; an error
+/// that is the backup's fault is a finding too), when the backup is in
+/// S3. A record that cannot be written is a warning: the check itself
+/// stands, and `check` will say the proof is missing.
+async fn record<T>(
+    backup: &store::Backup,
+    config: Option<&std::path::Path>,
+    kind: CheckKind,
+    started: OffsetDateTime,
+    result: &Result<T, RestoreError>,
+    findings: impl Fn(&T) -> Vec<String>,
+) {
+    let store::Store::S3(bucket) = &backup.store else {
+        return;
+    };
+    let findings = match result {
+        Ok(done) => findings(done),
+        Err(err) if err.exit() == crate::exit::Exit::Unrestorable => vec![err.to_string()],
+        // a usage mistake or a crash proves nothing either way
+        Err(_) => return,
+    };
+    let settings = config.and_then(|path| Config::load(path).ok());
+    let clients = crate::aws::AwsClients::load(
+        settings.as_ref().and_then(|c| c.aws.region.as_deref()),
+        settings
+            .as_ref()
+            .and_then(|c| c.aws.endpoint_url.as_deref()),
+    )
+    .await;
+    let outcome = records::Outcome {
+        kind,
+        started_at: started,
+        findings,
+    };
+    if let Err(err) = records::write(bucket, &clients, &backup.prefix, outcome).await {
+        eprintln!(
+            "backup-cloud: warning: the {} record of {} was not written ({err}); \
+             writing records needs s3:PutObject on backup/*/checks/* (policies/restore.json)",
+            kind.as_str(),
+            backup.store.location(&backup.prefix)
+        );
     }
 }

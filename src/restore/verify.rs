@@ -182,8 +182,8 @@ fn check_manifest(
     }
 }
 
-/// Nothing lies under the backup's prefix but the manifest and its objects
-/// (and, in an offline copy, the public keys).
+/// Nothing lies under the backup's prefix but the manifest and its objects,
+/// and check records (and, in an offline copy, the public keys).
 async fn check_listing(
     backup: &Backup,
     manifest: &Manifest,
@@ -195,7 +195,11 @@ async fn check_listing(
     for key in backup.store.list(&backup.prefix).await? {
         let is_copy_key = matches!(backup.store, super::store::Store::Dir { .. })
             && key.starts_with(&keys_in_copy);
-        if key != manifest_key && !expected.contains(key.as_str()) && !is_copy_key {
+        if key != manifest_key
+            && !expected.contains(key.as_str())
+            && !is_copy_key
+            && !layout::is_check_record(&backup.prefix, &key)
+        {
             problems.push(Problem {
                 object: backup.name_of(&key).unwrap_or(&key).to_owned(),
                 problem: "unexpected: not listed in the manifest".to_owned(),

@@ -23,6 +23,7 @@ mod e2e_postgres;
 mod e2e_postgres_directory;
 mod faults;
 mod interrupts;
+mod lifecycle;
 mod operators;
 mod policies;
 mod public_keys;

@@ -424,6 +424,37 @@ async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed(
         home,
         0,
     );
+    // The lifecycle: the catalog, checks, a scheduler's drill, and a
+    // prune that removes an abandoned backup with its open upload.
+    expect(&fixture, &["backups"], home, 0);
+    expect(&fixture, &["verify", "--latest", "--job", &job], home, 0);
+    expect(&fixture, &["check"], home, 0);
+    let abandoned = format!(
+        "{}/backup/{job}/20200101T000000Z/data/0001.dat.gpg",
+        fixture.prefix
+    );
+    fixture
+        .aws
+        .s3
+        .put_object()
+        .bucket(&fixture.bucket)
+        .key(&abandoned)
+        .body(b"partial".to_vec().into())
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+        .send()
+        .await
+        .unwrap();
+    fixture
+        .aws
+        .s3
+        .create_multipart_upload()
+        .bucket(&fixture.bucket)
+        .key(&abandoned)
+        .send()
+        .await
+        .unwrap();
+    expect(&fixture, &["prune", "--yes"], home, 0);
+    assert!(fixture.keys(&abandoned).await.is_empty(), "pruned");
     // The operator's commands.
     expect(&fixture, &["plan", "--job", &job], home, 0);
     expect(&fixture, &["status"], home, 0);
@@ -465,6 +496,7 @@ async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed(
         )
     };
     let role = &fixture.actors.instance_profile;
+    let prune = &fixture.actors.prune_role;
     let actors = [
         (
             "controller",
@@ -476,6 +508,13 @@ async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed(
             (
                 role.clone(),
                 installed_policy("get-role-policy", role, "instance"),
+            ),
+        ),
+        (
+            "prune",
+            (
+                prune.clone(),
+                installed_policy("get-role-policy", prune, "prune"),
             ),
         ),
     ];

@@ -15,13 +15,7 @@ async fn every_object_and_the_manifest_are_locked() {
     create_sample_database(&database, 2_000);
     let holder = KeyHolder::generate("holder");
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
-    let locked = unique("bc-locked-");
-    fixture.create_locked_bucket(&locked, &holder).await;
-    let mut fixture = Fixture {
-        bucket: locked,
-        ..fixture
-    };
-    fixture.renew_actors(None);
+    let fixture = fixture.on_locked_bucket("bc-locked-", &holder).await;
     let mut config = fixture.config(fixture.postgres_job(&database));
     config.storage.retention = Some(Retention {
         mode: RetentionMode::Compliance,

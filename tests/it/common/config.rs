@@ -22,8 +22,44 @@ pub struct ConfigFile {
     pub instance: Instance,
     pub status: StatusSettings,
     pub upload: Upload,
+    /// `[retention]`: every job's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionRules>,
+    /// `[checks]`: every job's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
     /// Jobs by name.
     pub jobs: BTreeMap<String, Job>,
+}
+
+/// `[retention]` (or a job's own); durations as the config writes them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RetentionRules {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete_grace: Option<String>,
+}
+
+/// `[checks]` (or a job's own).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Checks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age_alert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill_every: Option<String>,
 }
 
 /// `[aws]`.

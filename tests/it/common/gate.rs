@@ -45,7 +45,7 @@ pub struct Keys {
 }
 
 /// One test's actors: the controller's and the restore side's IAM users,
-/// and the agent's role in its instance profile.
+/// the agent's role in its instance profile, and the role `prune` runs as.
 #[derive(Debug, Clone)]
 pub struct Actors {
     pub controller: Keys,
@@ -53,6 +53,33 @@ pub struct Actors {
     pub restore: Keys,
     pub restore_arn: String,
     pub instance_profile: String,
+    /// The role of `policies/prune.json` (act as it with [`session`]).
+    pub prune_role: String,
+}
+
+/// Temporary credentials of a role session: keys and session token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub keys: Keys,
+    pub token: String,
+}
+
+/// A fresh 15-minute session of `role`, as STS would mint it.
+pub fn session(endpoint: &str, role: &str) -> Session {
+    let answer = call(
+        endpoint,
+        "POST",
+        "sessions",
+        &json!({"role": role, "duration_seconds": 900}).to_string(),
+    );
+    let text = |field: &str| answer[field].as_str().unwrap().to_owned();
+    Session {
+        keys: Keys {
+            access_key_id: text("AccessKeyId"),
+            secret_access_key: text("SecretAccessKey"),
+        },
+        token: text("Token"),
+    }
 }
 
 /// Where the actors' policies let them work.
@@ -97,6 +124,7 @@ pub fn create_actors(endpoint: &str, scope: &Scope<'_>) -> Actors {
         restore: keys("restore"),
         restore_arn: text("restore", "arn"),
         instance_profile: text("instance", "instance_profile"),
+        prune_role: text("prune", "role"),
     }
 }
 

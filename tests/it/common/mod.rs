@@ -627,6 +627,8 @@ impl Fixture {
                 part_size_mib: 5,
                 concurrency: 3,
             },
+            retention: None,
+            checks: None,
             jobs: BTreeMap::from([(self.job.clone(), job)]),
         }
     }
@@ -689,7 +691,8 @@ impl Fixture {
 
     /// `backup-cloud ARGS --config <fixture config>`, with the keys of
     /// the actor who runs it: the restore user for the commands that read
-    /// backups (`verify`, `restore`, `drill`, `export`, ...), the
+    /// backups (`verify`, `restore`, `drill`, `export`, `backups`,
+    /// `check`, ...), a session of the prune role for `prune`, the
     /// controller's user for the rest.
     pub fn command(&self, args: &[&str]) -> Command {
         self.command_of(Path::new(env!("CARGO_BIN_EXE_backup-cloud")), args)
@@ -697,7 +700,7 @@ impl Fixture {
 
     /// [`Fixture::command`] of another build of backup-cloud, `binary`.
     pub fn command_of(&self, binary: &Path, args: &[&str]) -> Command {
-        const READ_BACKUPS: [&str; 7] = [
+        const READ_BACKUPS: [&str; 9] = [
             "verify",
             "headers",
             "session-keys",
@@ -705,12 +708,29 @@ impl Fixture {
             "restore",
             "drill",
             "export",
+            "backups",
+            "check",
         ];
-        let keys = if args.first().is_some_and(|a| READ_BACKUPS.contains(a)) {
-            &self.actors.restore
-        } else {
-            &self.actors.controller
+        let (keys, token) = match args.first() {
+            Some(&"prune") => {
+                let session = gate::session(&endpoint(), &self.actors.prune_role);
+                (session.keys, Some(session.token))
+            }
+            Some(first) if READ_BACKUPS.contains(first) => (self.actors.restore.clone(), None),
+            _ => (self.actors.controller.clone(), None),
         };
+        self.command_as(binary, args, &keys, token.as_deref())
+    }
+
+    /// `binary ARGS --config <fixture config>` with `keys` (and a session
+    /// `token`): e.g. a command run with the wrong actor's credentials.
+    pub fn command_as(
+        &self,
+        binary: &Path,
+        args: &[&str],
+        keys: &gate::Keys,
+        token: Option<&str>,
+    ) -> Command {
         let mut command = Command::new(binary);
         command
             .args(args)
@@ -720,6 +740,9 @@ impl Fixture {
             .env("AWS_ACCESS_KEY_ID", &keys.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", &keys.secret_access_key)
             .env_remove("AWS_SESSION_TOKEN");
+        if let Some(token) = token {
+            command.env("AWS_SESSION_TOKEN", token);
+        }
         command
     }
 
@@ -793,6 +816,20 @@ impl Fixture {
             .await
             .unwrap();
         put_public_key(&self.aws.s3, bucket, &self.prefix, holder).await;
+    }
+
+    /// The fixture moved to a new bucket created with Object Lock enabled
+    /// (named from `prefix`, holding `holder`'s public key), with new
+    /// actors for it.
+    pub async fn on_locked_bucket(self, prefix: &str, holder: &KeyHolder) -> Fixture {
+        let locked = unique(prefix);
+        self.create_locked_bucket(&locked, holder).await;
+        let mut fixture = Fixture {
+            bucket: locked,
+            ..self
+        };
+        fixture.renew_actors(None);
+        fixture
     }
 
     /// New actors for the fixture's bucket as it is now (another bucket,

@@ -1,0 +1,257 @@
+//! The catalog: every backup of a job, read from S3 alone.
+//!
+//! A job's backups are the folders under `<prefix>/backup/<job>/` (one
+//! listing with a delimiter, paged); each is then read with a few requests
+//! (its manifest, its `checks/` folder and newest records, its Object
+//! Lock retention), [`CONCURRENCY`] backups at a time, so thousands of
+//! backups list in seconds. A folder whose name is not a backup timestamp
+//! is left out (and never pruned): nothing here acts on what it cannot
+//! date.
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{LifecycleError, READ_POLICY};
+use crate::config::JobConfig;
+use crate::layout;
+use crate::s3::Bucket;
+use crate::schema::{parse_document, CheckKind, CheckRecord, CheckResult, Manifest};
+
+/// Backups read at once.
+pub const CONCURRENCY: usize = 16;
+
+/// Whether a backup is whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Its manifest exists: restorable.
+    Complete,
+    /// No manifest: still being written, or abandoned.
+    Incomplete,
+    /// Complete but older than the job's `max_age`: `prune` removes it
+    /// (once its Object Lock retention, if any, has passed).
+    Expired,
+    /// A manifest that cannot be read: never pruned, reported by `check`.
+    Unreadable,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Complete => "complete",
+            State::Incomplete => "incomplete",
+            State::Expired => "expired",
+            State::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// The newest check of one kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastCheck {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub result: CheckResult,
+    pub ran_by: String,
+    /// How many findings it had (none when it passed).
+    pub findings: usize,
+}
+
+impl From<&CheckRecord> for LastCheck {
+    fn from(record: &CheckRecord) -> LastCheck {
+        LastCheck {
+            at: record.started_at,
+            result: record.result,
+            ran_by: record.ran_by.clone(),
+            findings: record.findings.len(),
+        }
+    }
+}
+
+/// One backup, as `backups` shows it (`--output json`: this object).
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub job: String,
+    /// Its timestamp in the layout (compact ISO 8601, UTC).
+    pub timestamp: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// `s3://bucket/<prefix>/backup/<job>/<timestamp>/`: what `verify`,
+    /// `restore` and `drill` take.
+    pub location: String,
+    pub state: State,
+    /// Until when S3 Object Lock keeps it (only while in the future).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub locked_until: Option<OffsetDateTime>,
+    /// Ciphertext bytes: the manifest's objects, or (incomplete) what is there.
+    pub size_bytes: u64,
+    pub objects: u64,
+    /// The dump format, e.g. `pg_dump-custom` (complete backups only).
+    pub format: Option<String>,
+    /// OpenPGP fingerprints of the recipients (complete backups only).
+    pub recipients: Vec<String>,
+    pub last_verify: Option<LastCheck>,
+    pub last_drill: Option<LastCheck>,
+    pub last_export: Option<LastCheck>,
+    /// Why the manifest could not be read (`unreadable` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// The backup's key prefix in the bucket.
+    #[serde(skip)]
+    pub prefix: String,
+}
+
+impl Entry {
+    /// Whether it has a manifest that reads (complete, expired or not).
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, State::Complete | State::Expired)
+    }
+
+    /// The newest check of `kind`.
+    pub fn last(&self, kind: CheckKind) -> Option<&LastCheck> {
+        match kind {
+            CheckKind::Verify => self.last_verify.as_ref(),
+            CheckKind::Drill => self.last_drill.as_ref(),
+            CheckKind::Export => self.last_export.as_ref(),
+        }
+    }
+}
+
+/// The backups of `job` under storage prefix `prefix` in `bucket`, newest
+/// first, at `now`. `locked`: whether the bucket has Object Lock (see
+/// [`Bucket::object_lock_enabled`]), so retentions are worth asking for.
+pub async fn list(
+    bucket: &Bucket,
+    prefix: &str,
+    job: &JobConfig,
+    locked: bool,
+    now: OffsetDateTime,
+) -> Result<Vec<Entry>, LifecycleError> {
+    let folder = layout::backups(prefix, &job.name);
+    let folders = bucket.folders(&folder).await.map_err(|e| {
+        LifecycleError::s3(
+            format!("listing {}", bucket.location(&folder)),
+            e,
+            READ_POLICY,
+        )
+    })?;
+    let dated: Vec<(String, String, OffsetDateTime)> = folders
+        .into_iter()
+        .filter_map(|backup_prefix| {
+            let timestamp = backup_prefix
+                .strip_prefix(&folder)?
+                .trim_end_matches('/')
+                .to_owned();
+            let at = layout::parse_timestamp(&timestamp)?;
+            Some((backup_prefix, timestamp, at))
+        })
+        .collect();
+    let mut entries: Vec<Entry> = stream::iter(dated)
+        .map(|(backup_prefix, timestamp, at)| {
+            read_entry(bucket, job, backup_prefix, timestamp, at, locked, now)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    entries.sort_by_key(|e| std::cmp::Reverse(e.started_at));
+    Ok(entries)
+}
+
+async fn read_entry(
+    bucket: &Bucket,
+    job: &JobConfig,
+    prefix: String,
+    timestamp: String,
+    started_at: OffsetDateTime,
+    locked: bool,
+    now: OffsetDateTime,
+) -> Result<Entry, LifecycleError> {
+    let failed = |what: &str, key: &str, e| {
+        LifecycleError::s3(format!("{what} {}", bucket.location(key)), e, READ_POLICY)
+    };
+    let manifest_key = layout::manifest(&prefix);
+    let manifest = bucket
+        .get_if_exists(&manifest_key)
+        .await
+        .map_err(|e| failed("reading", &manifest_key, e))?;
+    let mut entry = Entry {
+        job: job.name.clone(),
+        timestamp,
+        started_at,
+        location: bucket.location(&prefix),
+        state: State::Incomplete,
+        locked_until: None,
+        size_bytes: 0,
+        objects: 0,
+        format: None,
+        recipients: Vec::new(),
+        last_verify: None,
+        last_drill: None,
+        last_export: None,
+        problem: None,
+        prefix: prefix.clone(),
+    };
+    match manifest.map(|m| parse_document::<Manifest>(&m.body)) {
+        Some(Ok(manifest)) => {
+            entry.state = if job.retention.expired(started_at, now) {
+                State::Expired
+            } else {
+                State::Complete
+            };
+            entry.size_bytes = manifest.objects.iter().map(|o| o.size).sum();
+            entry.objects = manifest.objects.len() as u64;
+            entry.format = Some(manifest.format);
+            entry.recipients = manifest.recipients;
+            if locked {
+                entry.locked_until = bucket
+                    .retained_until(&manifest_key)
+                    .await
+                    .map_err(|e| failed("reading the retention of", &manifest_key, e))?
+                    .filter(|until| *until > now);
+            }
+        }
+        Some(Err(err)) => {
+            entry.state = State::Unreadable;
+            entry.problem = Some(format!("its manifest cannot be read: {err}"));
+        }
+        None => {
+            let objects = bucket
+                .list_sized(&prefix)
+                .await
+                .map_err(|e| failed("listing", &prefix, e))?;
+            entry.size_bytes = objects.iter().map(|(_, size)| size).sum();
+            entry.objects = objects.len() as u64;
+        }
+    }
+    let checks = layout::checks(&prefix);
+    let records = bucket
+        .list(&checks)
+        .await
+        .map_err(|e| failed("listing", &checks, e))?;
+    for kind in [CheckKind::Verify, CheckKind::Drill, CheckKind::Export] {
+        let suffix = format!("-{}.json", kind.as_str());
+        // keys sort by their timestamp: the last one is the newest
+        let Some(key) = records.iter().rev().find(|k| k.ends_with(&suffix)) else {
+            continue;
+        };
+        let Some(object) = bucket
+            .get_if_exists(key)
+            .await
+            .map_err(|e| failed("reading", key, e))?
+        else {
+            continue;
+        };
+        // a record that does not read proves nothing: as if absent
+        let Ok(record) = parse_document::<CheckRecord>(&object.body) else {
+            continue;
+        };
+        let last = Some(LastCheck::from(&record));
+        match kind {
+            CheckKind::Verify => entry.last_verify = last,
+            CheckKind::Drill => entry.last_drill = last,
+            CheckKind::Export => entry.last_export = last,
+        }
+    }
+    Ok(entry)
+}
