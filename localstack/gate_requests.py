@@ -137,7 +137,7 @@ def parse(method, path, query, headers, body, signer):
             return _ec2_call(form, region)
         call = Call(service, first(form, "Action"), "query", form)
         if (service, call.operation) != ("sts", "GetCallerIdentity"):  # needs no permission on AWS
-            call.check(f"{service}:{call.operation}", "*")
+            call.check(f"{service}:{call.operation}", _topic_or_star(service, first(form, "TopicArn")))
         return call
     return _s3_call(method, path, query, headers, body, region)
 
@@ -161,8 +161,13 @@ def _json_call(target, body, region, scope_service):
             call.needs.append(("kms-key", key))
         call.check(f"kms:{operation}", "*")  # resource filled in by gate.py when the key is known
     else:
-        call.check(f"{service}:{operation}", "*")
+        call.check(f"{service}:{operation}", _topic_or_star(service, params.get("TopicArn")))
     return call
+
+
+def _topic_or_star(service, topic_arn):
+    """The resource of an SNS call on a topic (its ARN), else ``*``."""
+    return topic_arn if service == "sns" and topic_arn else "*"
 
 
 def ssm_parameter_arn(name, region):

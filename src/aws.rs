@@ -31,6 +31,7 @@ pub struct AwsClients {
     pub ssm: aws_sdk_ssm::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub sts: aws_sdk_sts::Client,
+    pub sns: aws_sdk_sns::Client,
     pub region: Option<String>,
     /// Where the clients' credentials come from.
     credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
@@ -109,6 +110,7 @@ impl AwsClients {
             ssm: aws_sdk_ssm::Client::new(sdk),
             ec2: aws_sdk_ec2::Client::new(sdk),
             sts: aws_sdk_sts::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
             region: sdk.region().map(|r| r.to_string()),
             credentials: sdk.credentials_provider(),
         }

@@ -80,7 +80,17 @@ pub struct Config {
     pub status: StatusSettings,
     pub timeouts: TimeoutSettings,
     pub upload: UploadConfig,
+    pub notify: NotifySettings,
     pub jobs: BTreeMap<String, JobConfig>,
+}
+
+/// `[notify]`: where alerts go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// An SNS topic: a message on every failed or timed-out job and every
+    /// problem `check` finds.
+    pub sns_topic_arn: Option<String>,
 }
 
 /// What `check` holds a job to (`[checks]`, or the job's own table).
@@ -236,6 +246,8 @@ struct RawConfig {
     upload: RawUpload,
     retention: Option<RawRetention>,
     checks: Option<RawChecks>,
+    #[serde(default)]
+    notify: NotifySettings,
     #[serde(default)]
     jobs: BTreeMap<String, RawJob>,
 }
@@ -485,6 +497,14 @@ impl Validator<'_> {
             }
         }
 
+        if let Some(topic) = &raw.notify.sns_topic_arn {
+            self.check(
+                "notify.sns_topic_arn",
+                topic,
+                is_sns_topic_arn,
+                "an SNS topic ARN such as `arn:aws:sns:eu-west-1:123456789012:backup-alerts`",
+            )?;
+        }
         let instance = self.instance(raw.instance)?;
         let status = self.status(raw.status)?;
         let timeouts = self.timeouts(raw.timeouts)?;
@@ -515,6 +535,7 @@ impl Validator<'_> {
             status,
             timeouts,
             upload,
+            notify: raw.notify,
             jobs,
         })
     }
@@ -1247,6 +1268,26 @@ fn describe(value: &str) -> String {
 
 fn all_chars(value: &str, allowed: impl Fn(char) -> bool) -> bool {
     value.chars().all(allowed)
+}
+
+/// `arn:<partition>:sns:<region>:<12-digit account>:<topic>`, the topic
+/// name 1-256 letters, digits, `-` and `_` (`.fifo` allowed at its end).
+fn is_sns_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [scheme, partition, service, region, account, topic] = parts[..] else {
+        return false;
+    };
+    let name = topic.strip_suffix(".fifo").unwrap_or(topic);
+    scheme == "arn"
+        && partition.starts_with("aws")
+        && service == "sns"
+        && is_region(region)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub fn is_job_name(name: &str) -> bool {

@@ -17,6 +17,7 @@ pub mod facts;
 pub mod layout;
 pub mod lifecycle;
 pub mod mysql_batch;
+pub mod notify;
 pub mod openpgp;
 pub mod output;
 pub mod process;

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::aws::AwsClients;
 use crate::config::{Config, ConfigError, JobConfig};
 use crate::layout;
+use crate::notify::Notifier;
 use crate::s3::{Bucket, Condition};
 use crate::schema::{parse_document, Manifest, Phase, Status};
 use crate::status_store::{self, SsmStatusStore, StatusError, StatusStore};
@@ -264,6 +265,8 @@ pub struct Controller {
     /// from taking its lease (or attaching) to its result: what a job
     /// whose task panicked leaves to clean up.
     claims: Mutex<HashMap<String, String>>,
+    /// Where failed jobs are announced (`notify.sns_topic_arn`).
+    notifier: Option<Notifier>,
 }
 
 impl Controller {
@@ -279,7 +282,9 @@ impl Controller {
         )
         .await;
         let store = SsmStatusStore::new(aws.ssm.clone());
+        let notifier = Notifier::new(&aws, config.notify.sns_topic_arn.as_deref());
         Controller {
+            notifier,
             config,
             aws,
             store,
@@ -320,8 +325,39 @@ impl Controller {
             result.elapsed_secs = started.elapsed().as_secs();
         }
         self.claims.lock().expect("claims lock").remove(job_name);
-        self.reporter.finished(&result);
+        self.finished(&result).await;
         result
+    }
+
+    /// Reports `result`, and announces it when the job failed.
+    async fn finished(&self, result: &JobResult) {
+        self.reporter.finished(result);
+        let failed = matches!(
+            result.outcome,
+            Outcome::Failed | Outcome::TimedOut | Outcome::LaunchFailed | Outcome::InternalError
+        );
+        if let Some(notifier) = self.notifier.as_ref().filter(|_| failed) {
+            let outcome = serde_json::to_value(result.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let message = format!(
+                "backup-cloud job {} ended {outcome} (exit {}).\njob id: {}\ninstance: {}\nafter: {} s\nreason: {}\nconfig: {}",
+                result.job,
+                result.exit_code,
+                result.job_id.as_deref().unwrap_or("-"),
+                result.instance_id.as_deref().unwrap_or("-"),
+                result.elapsed_secs,
+                result.reason.as_deref().unwrap_or("-"),
+                self.config.path.display(),
+            );
+            notifier
+                .publish_or_warn(
+                    &format!("backup-cloud: job {} {outcome}", result.job),
+                    &message,
+                )
+                .await;
+        }
     }
 
     /// Runs every configured job, at most `max_concurrent` at once.
@@ -372,7 +408,7 @@ impl Controller {
                 .await;
             result.job_id = Some(job_id);
         }
-        self.reporter.finished(&result);
+        self.finished(&result).await;
         result
     }
 
@@ -909,7 +945,7 @@ impl Controller {
         let result = result.unwrap_or_else(|err| {
             JobResult::without_backup(job_name, err.outcome(), err.to_string())
         });
-        self.reporter.finished(&result);
+        self.finished(&result).await;
         result
     }
 

@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use crate::aws::AwsClients;
 use crate::config::{Config, ConfigError, JobConfig};
 use crate::exit::Exit;
+use crate::notify::Notifier;
 use crate::s3::{Bucket, S3Error};
 
 /// A lifecycle command could not do its work.
@@ -117,13 +118,33 @@ pub async fn check(
     config: &Config,
     job: Option<&str>,
 ) -> Result<Vec<monitor::JobHealth>, LifecycleError> {
-    let (bucket, _) = bucket(config).await;
+    let (bucket, clients) = bucket(config).await;
     let locked = object_lock(&bucket).await?;
     let now = OffsetDateTime::now_utc();
+    let notifier = Notifier::new(&clients, config.notify.sns_topic_arn.as_deref());
     let mut health = Vec::new();
     for job in jobs(config, job)? {
         let entries = catalog::list(&bucket, &config.storage.prefix, job, locked, now).await?;
-        health.push(monitor::assess(job, &entries, now));
+        let assessed = monitor::assess(job, &entries, now);
+        if let Some(notifier) = notifier.as_ref().filter(|_| !assessed.problems.is_empty()) {
+            let lines: Vec<String> = assessed.problems.iter().map(|p| format!("- {p}")).collect();
+            notifier
+                .publish_or_warn(
+                    &format!(
+                        "backup-cloud check: job {} has {} problem(s)",
+                        job.name,
+                        lines.len()
+                    ),
+                    &format!(
+                        "backup-cloud check found, for job {} (config {}):\n{}",
+                        job.name,
+                        config.path.display(),
+                        lines.join("\n")
+                    ),
+                )
+                .await;
+        }
+        health.push(assessed);
     }
     Ok(health)
 }

@@ -17,7 +17,7 @@ use futures_util::{stream, StreamExt};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::common::config::{Checks, RetentionRules};
+use crate::common::config::{Checks, Notify, RetentionRules};
 use crate::common::*;
 
 const DAY: time::Duration = time::Duration::DAY;
@@ -577,4 +577,128 @@ fn parse_prometheus(text: &str) -> String {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", show(&output));
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// `aws ARGS --output json` as the admin; its answer.
+fn aws_cli(args: &[&str]) -> Value {
+    let output = run_ok(
+        std::process::Command::new("aws")
+            .args(["--endpoint-url", &endpoint(), "--region", REGION])
+            .args(args)
+            .args(["--output", "json"])
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test"),
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
+/// The (subject, message) of every notification the queue has received
+/// within `limit`, waiting until there are `count`.
+async fn notifications(queue_url: &str, count: usize, limit: Duration) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + limit;
+    while seen.len() < count && std::time::Instant::now() < deadline {
+        let answer = aws_cli(&[
+            "sqs",
+            "receive-message",
+            "--queue-url",
+            queue_url,
+            "--max-number-of-messages",
+            "10",
+            "--wait-time-seconds",
+            "2",
+        ]);
+        for message in answer["Messages"].as_array().into_iter().flatten() {
+            let body: Value = serde_json::from_str(message["Body"].as_str().unwrap()).unwrap();
+            seen.push((
+                body["Subject"].as_str().unwrap_or_default().to_owned(),
+                body["Message"].as_str().unwrap_or_default().to_owned(),
+            ));
+            aws_cli(&[
+                "sqs",
+                "delete-message",
+                "--queue-url",
+                queue_url,
+                "--receipt-handle",
+                message["ReceiptHandle"].as_str().unwrap(),
+            ]);
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_job_and_check_s_problems_are_announced_on_the_topic_without_secrets() {
+    let (_holder, database, fixture) = sample_fixture("lifenotify_").await;
+    // a wrong password the canary: it must appear in no message
+    let canary = format!("canary-{}", unique("pw"));
+    fixture.set_password(&canary, None).await;
+    let topic = aws_cli(&[
+        "sns",
+        "create-topic",
+        "--name",
+        &unique("backup-cloud-alerts-"),
+    ])["TopicArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let queue = aws_cli(&["sqs", "create-queue", "--queue-name", &unique("alerts-")])["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let queue_arn = aws_cli(&[
+        "sqs",
+        "get-queue-attributes",
+        "--queue-url",
+        &queue,
+        "--attribute-names",
+        "QueueArn",
+    ])["Attributes"]["QueueArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    aws_cli(&[
+        "sns",
+        "subscribe",
+        "--topic-arn",
+        &topic,
+        "--protocol",
+        "sqs",
+        "--notification-endpoint",
+        &queue_arn,
+    ]);
+    let mut config = fixture.config(fixture.postgres_job(&database));
+    config.notify = Some(Notify {
+        sns_topic_arn: topic.clone(),
+    });
+    fixture.write(&config);
+
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(4), "{}", show(&output));
+    let (code, _, all) = check(&fixture, &[]);
+    assert_eq!(code, Some(10), "{all}");
+
+    let received = notifications(&queue, 2, Duration::from_secs(60)).await;
+    assert_eq!(received.len(), 2, "{received:?}");
+    let job = &fixture.job;
+    let failed = received
+        .iter()
+        .find(|(subject, _)| subject == &format!("backup-cloud: job {job} failed"))
+        .unwrap_or_else(|| panic!("{received:?}"));
+    assert!(failed.1.contains("reason: "), "{failed:?}");
+    assert!(failed.1.contains("(exit 4)"), "{failed:?}");
+    let checked = received
+        .iter()
+        .find(|(subject, _)| subject.starts_with(&format!("backup-cloud check: job {job} has ")))
+        .unwrap_or_else(|| panic!("{received:?}"));
+    assert!(
+        checked.1.contains("- has no complete backup"),
+        "{checked:?}"
+    );
+    for (subject, message) in &received {
+        assert!(
+            !subject.contains(&canary) && !message.contains(&canary),
+            "the password leaked: {subject} {message}"
+        );
+    }
 }

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use crate::common::config::Notify;
 use crate::common::faultproxy::FaultProxy;
 use crate::common::*;
 use backup_cloud::schema::{Retention, RetentionMode};
@@ -392,6 +393,21 @@ async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed(
         mode: RetentionMode::Compliance,
         days: 1,
     });
+    // failed jobs and check's problems are announced on a topic
+    let topic = fixture
+        .aws
+        .sns
+        .create_topic()
+        .name(unique("backup-cloud-alerts-"))
+        .send()
+        .await
+        .unwrap()
+        .topic_arn()
+        .unwrap()
+        .to_owned();
+    config.notify = Some(Notify {
+        sns_topic_arn: topic,
+    });
     fixture.write(&config);
     let _drills = DRILLS.lock().await;
     let marker = gate::log_marker(&endpoint());
@@ -454,6 +470,15 @@ async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed(
         .await
         .unwrap();
     expect(&fixture, &["prune", "--yes"], home, 0);
+    // check on a job never run: a problem, announced
+    let mut unrun = config.clone();
+    let never = unique("never-");
+    unrun
+        .jobs
+        .insert(never.clone(), fixture.postgres_job(&database));
+    fixture.write(&unrun);
+    expect(&fixture, &["check", "--job", &never], home, 10);
+    fixture.write(&config);
     assert!(fixture.keys(&abandoned).await.is_empty(), "pruned");
     // The operator's commands.
     expect(&fixture, &["plan", "--job", &job], home, 0);

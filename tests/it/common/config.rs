@@ -28,6 +28,9 @@ pub struct ConfigFile {
     /// `[checks]`: every job's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checks: Option<Checks>,
+    /// `[notify]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Notify>,
     /// Jobs by name.
     pub jobs: BTreeMap<String, Job>,
 }
@@ -49,6 +52,12 @@ pub struct RetentionRules {
     pub max_age: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete_grace: Option<String>,
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notify {
+    pub sns_topic_arn: String,
 }
 
 /// `[checks]` (or a job's own).

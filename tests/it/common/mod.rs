@@ -629,6 +629,7 @@ impl Fixture {
             },
             retention: None,
             checks: None,
+            notify: None,
             jobs: BTreeMap::from([(self.job.clone(), job)]),
         }
     }
