@@ -236,6 +236,14 @@ fn agent_failed(err: crate::agent::AgentError) -> Dispatched {
 
 async fn dispatch(cli: Cli) -> Dispatched {
     match cli.command {
+        _ if cli.output == OutputFormat::Prometheus
+            && !matches!(cli.command, Command::Check { .. }) =>
+        {
+            fail(
+                Exit::Config,
+                anyhow::anyhow!("--output prometheus is for `check` only; use human or json"),
+            )
+        }
         Command::Agent {
             spec_bucket,
             spec_key,
@@ -327,14 +335,6 @@ async fn dispatch(cli: Cli) -> Dispatched {
             Ok(()) => (Exit::Success, None),
             Err(err) => fail(Exit::Internal, err),
         },
-        _ if cli.output == OutputFormat::Prometheus
-            && !matches!(cli.command, Command::Check { .. }) =>
-        {
-            fail(
-                Exit::Config,
-                anyhow::anyhow!("--output prometheus is for `check` only; use human or json"),
-            )
-        }
         command @ (Command::Backups { .. } | Command::Prune { .. } | Command::Check { .. }) => {
             let config = match load_config(cli.config.as_deref()) {
                 Ok(config) => config,
@@ -373,10 +373,21 @@ async fn lifecycle_command(command: Command, config: &Config, reporter: &Reporte
                 let now = time::OffsetDateTime::now_utc();
                 lifecycle::prune::prune(config, &bucket, &jobs, yes, now).await
             };
-            run.await.map(|pruned| {
-                reporter.pruned(&pruned, yes);
-                Exit::Success
-            })
+            match run.await {
+                Ok(pruned) => {
+                    reporter.pruned(&pruned, yes);
+                    if let Some((count, first)) = lifecycle::prune::failures(&pruned) {
+                        return fail(
+                            Exit::Internal,
+                            anyhow::anyhow!(
+                                "{count} backup(s) could not be removed; the first: {first}"
+                            ),
+                        );
+                    }
+                    Ok(Exit::Success)
+                }
+                Err(err) => Err(err),
+            }
         }
         Command::Check { job } => lifecycle::check(config, job.as_deref())
             .await

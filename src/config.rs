@@ -209,23 +209,10 @@ pub struct JobConfig {
     pub root_volume_gib: Option<u32>,
     pub spot: bool,
     /// Which backups `prune` keeps (`[retention]` or the job's own), with
-    /// `incomplete_grace` raised to at least `max_lifetime`.
+    /// `incomplete_grace` raised to at least the longest a backup of the
+    /// job can be in the writing.
     pub retention: Rules,
     pub checks: Checks,
-}
-
-impl JobConfig {
-    /// The S3 Object Lock for this job's objects: `storage.retention`,
-    /// shortened to the job's `max_age` so that no lock outlives the hard
-    /// expiry (a lock cannot be shortened once set).
-    pub fn object_lock(&self, storage: &StorageSettings) -> Option<Retention> {
-        let mut lock = storage.retention?;
-        if let Some(max_age) = self.retention.max_age {
-            let whole_days = u32::try_from(max_age.as_secs() / DAY.as_secs()).unwrap_or(u32::MAX);
-            lock.days = lock.days.min(whole_days.max(1));
-        }
-        Some(lock)
-    }
 }
 
 // ---- raw, as written in the file -------------------------------------------
@@ -502,7 +489,7 @@ impl Validator<'_> {
                 "notify.sns_topic_arn",
                 topic,
                 is_sns_topic_arn,
-                "an SNS topic ARN such as `arn:aws:sns:eu-west-1:123456789012:backup-alerts`",
+                "an SNS topic ARN such as `arn:aws:sns:eu-west-1:123456789012:backup-cloud-alerts`",
             )?;
         }
         let instance = self.instance(raw.instance)?;
@@ -523,7 +510,9 @@ impl Validator<'_> {
                 None => ("checks".to_owned(), checks.clone()),
             };
             let mut job = self.job(&name, job, &instance)?;
-            job.retention = self.retention(&retention_key, &raw_retention, job.max_lifetime)?;
+            // the longest a backup of this job can be in the writing
+            let writing = job.max_lifetime + status.boot_timeout + timeouts.lifetime_grace;
+            job.retention = self.retention(&retention_key, &raw_retention, writing)?;
             job.checks = self.checks(&checks_key, &raw_checks)?;
             jobs.insert(name, job);
         }
@@ -861,13 +850,15 @@ impl Validator<'_> {
     }
 
     /// The retention rules in table `table` (`retention` or a job's own);
-    /// `incomplete_grace` is raised to `max_lifetime` if shorter, so a
-    /// backup still being written is never taken for an abandoned one.
+    /// `incomplete_grace` is raised to `writing` (the job's `max_lifetime`,
+    /// `boot_timeout` and `lifetime_grace`: the longest a backup can be in
+    /// the writing) if shorter, so a backup still being written is never
+    /// taken for an abandoned one.
     fn retention(
         &self,
         table: &str,
         raw: &RawRetention,
-        max_lifetime: Duration,
+        writing: Duration,
     ) -> Result<Rules, ConfigError> {
         let key = |field: &str| format!("{table}.{field}");
         let max_age = raw
@@ -889,7 +880,7 @@ impl Validator<'_> {
             keep_monthly: raw.keep_monthly.unwrap_or(0),
             keep_yearly: raw.keep_yearly.unwrap_or(0),
             max_age,
-            incomplete_grace: incomplete_grace.max(max_lifetime),
+            incomplete_grace: incomplete_grace.max(writing),
         };
         Ok(rules)
     }
@@ -1693,7 +1684,7 @@ password_parameter = "/backup-cloud/orders/password"
     }
 
     #[test]
-    fn retention_rules_default_per_job_and_shorten_the_object_lock() {
+    fn retention_rules_default_per_job_and_take_the_job_s_own_tables() {
         let default = parse(GOOD).unwrap();
         let job = default.job("orders").unwrap();
         assert!(!job.retention.has_keep_rules());
@@ -1715,11 +1706,15 @@ password_parameter = "/backup-cloud/orders/password"
         let job = config.job("orders").unwrap();
         assert_eq!(job.retention.keep_daily, 7);
         assert_eq!(job.retention.max_age, Some(DAY * 10));
-        assert_eq!(job.retention.incomplete_grace, job.max_lifetime);
+        // raised to the longest a job can be writing: its lifetime, boot
+        // and the grace past its lifetime
+        assert_eq!(
+            job.retention.incomplete_grace,
+            job.max_lifetime + config.status.boot_timeout + config.timeouts.lifetime_grace
+        );
         // the job's own [checks] replaces the default table as a whole
         assert_eq!(job.checks.verify_every, DEFAULT_VERIFY_EVERY);
         assert_eq!(job.checks.drill_every, DAY * 14);
-        assert_eq!(job.object_lock(&config.storage).unwrap().days, 10);
 
         for (bad, key) in [
             ("[retention]\nmax_age = \"1h\"", "retention.max_age"),
@@ -1734,6 +1729,28 @@ password_parameter = "/backup-cloud/orders/password"
             let err = error_for(&format!("{GOOD}\n{bad}\n"));
             assert!(err.contains(key), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn sns_topic_arns_are_checked() {
+        assert!(is_sns_topic_arn(
+            "arn:aws:sns:eu-west-1:123456789012:backup-cloud-alerts"
+        ));
+        assert!(is_sns_topic_arn(
+            "arn:aws:sns:us-east-1:123456789012:backup-cloud_alerts.fifo"
+        ));
+        for bad in [
+            "backup-cloud-alerts",
+            "arn:aws:sqs:eu-west-1:123456789012:q",
+            "arn:aws:sns:eu-west-1:1234:t",
+            "arn:aws:sns:eu-west-1:123456789012:",
+            "arn:aws:sns:eu-west-1:123456789012:a b",
+            "arn:aws:sns:eu-west-1:123456789012:a:b",
+        ] {
+            assert!(!is_sns_topic_arn(bad), "{bad}");
+        }
+        let err = error_for(&format!("{GOOD}\n[notify]\nsns_topic_arn = \"alerts\"\n"));
+        assert!(err.contains("`notify.sns_topic_arn`"), "{err}");
     }
 
     #[test]

@@ -269,6 +269,7 @@ impl Reporter {
                     Removal::Removed { versions, uploads } => {
                         format!("removed ({versions} object version(s), {uploads} upload(s) aborted)")
                     }
+                    Removal::Failed(err) => format!("NOT removed: {err}"),
                     Removal::Retained { until, left } => format!(
                         "retained until {} by S3 Object Lock ({left} object version(s)); a later prune removes it",
                         until.map_or("a date S3 did not give".to_owned(), |u| u.date().to_string())

@@ -22,6 +22,17 @@ use std::time::Duration;
 
 use time::{OffsetDateTime, UtcOffset};
 
+/// How far ahead of `now` a backup's time may be (clocks differ a little)
+/// before it counts as dated in the future.
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(10);
+
+/// Whether a backup started at `at` is dated in the future at `now`: a
+/// wrong clock, or a folder backup-cloud did not write. The rules leave
+/// it alone and do not count it (it would take a keep slot forever).
+pub fn is_future(at: OffsetDateTime, now: OffsetDateTime) -> bool {
+    at > now + CLOCK_SKEW
+}
+
 /// A job's retention rules (`[retention]`, or the job's own table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rules {
@@ -143,7 +154,7 @@ impl Rules {
 /// a sort's whims.
 pub fn decide(rules: &Rules, backups: &[Backup], now: OffsetDateTime) -> Vec<Verdict> {
     let mut newest_first: Vec<usize> = (0..backups.len())
-        .filter(|&i| backups[i].complete)
+        .filter(|&i| backups[i].complete && !is_future(backups[i].at, now))
         .collect();
     newest_first.sort_by(|&a, &b| backups[b].at.cmp(&backups[a].at).then(b.cmp(&a)));
     let (expired, live): (Vec<usize>, Vec<usize>) = newest_first
@@ -185,6 +196,12 @@ pub fn decide(rules: &Rules, backups: &[Backup], now: OffsetDateTime) -> Vec<Ver
     (0..backups.len())
         .map(|i| {
             let backup = backups[i];
+            if is_future(backup.at, now) {
+                return Verdict::Keep(vec![
+                    "dated in the future: left alone (a wrong clock, or not written by backup-cloud)"
+                        .to_owned(),
+                ]);
+            }
             if !backup.complete {
                 return if now - backup.at > grace {
                     Verdict::Remove {
@@ -475,6 +492,35 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn backups_dated_in_the_future_are_left_alone_and_take_no_slot() {
+        let now = datetime!(2026-12-01 12:00 UTC);
+        let backups = [
+            complete(datetime!(2026-11-30 01:00 UTC)),
+            complete(datetime!(2030-01-01 00:00 UTC)),
+            Backup {
+                at: datetime!(2029-01-01 00:00 UTC),
+                complete: false,
+            },
+            // within the clock skew: an ordinary backup
+            complete(now + Duration::from_secs(60)),
+        ];
+        let rules = Rules {
+            keep_last: 1,
+            max_age: Some(DAY),
+            ..Rules::default()
+        };
+        let verdicts = decide(&rules, &backups, now);
+        assert!(verdicts[0].removes(), "{verdicts:?}");
+        assert!(
+            matches!(&verdicts[1], Verdict::Keep(r) if r[0].starts_with("dated in the future"))
+        );
+        assert!(
+            matches!(&verdicts[2], Verdict::Keep(r) if r[0].starts_with("dated in the future"))
+        );
+        assert!(matches!(&verdicts[3], Verdict::Keep(r) if r[0].starts_with("keep_last")));
     }
 
     #[test]

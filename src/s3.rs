@@ -115,11 +115,23 @@ pub struct ObjectLock {
 }
 
 impl ObjectLock {
-    /// The lock for an object written now, if retention is asked for.
-    pub fn new(retention: Option<Retention>) -> Option<ObjectLock> {
+    /// The lock for an object written now, if retention is asked for:
+    /// `days` from now, but never past `not_after` (the backup's hard
+    /// expiry, its `max_age`), so that no lock outlives the retention
+    /// policy; `None` too when that leaves nothing to lock.
+    pub fn new(
+        retention: Option<Retention>,
+        not_after: Option<time::OffsetDateTime>,
+    ) -> Option<ObjectLock> {
         let retention = retention?;
-        let until =
-            time::OffsetDateTime::now_utc() + time::Duration::days(i64::from(retention.days));
+        let now = time::OffsetDateTime::now_utc();
+        let mut until = now + time::Duration::days(i64::from(retention.days));
+        if let Some(limit) = not_after {
+            until = until.min(limit);
+        }
+        if until <= now {
+            return None;
+        }
         Some(ObjectLock {
             mode: match retention.mode {
                 RetentionMode::Compliance => ObjectLockMode::Compliance,
@@ -478,14 +490,19 @@ impl Bucket {
         }
     }
 
-    /// Until when `key` (its current version) is locked by an Object Lock
-    /// retention; `None` if it carries none.
-    pub async fn retained_until(&self, key: &str) -> Result<Option<time::OffsetDateTime>, S3Error> {
+    /// Until when `key` (version `version_id`, or the current one) is
+    /// locked by an Object Lock retention; `None` if it carries none.
+    pub async fn retained_until(
+        &self,
+        key: &str,
+        version_id: Option<&str>,
+    ) -> Result<Option<time::OffsetDateTime>, S3Error> {
         match self
             .client
             .get_object_retention()
             .bucket(&self.name)
             .key(key)
+            .set_version_id(version_id.map(str::to_owned))
             .send()
             .await
         {

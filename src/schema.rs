@@ -199,6 +199,14 @@ pub struct JobSpec {
     /// `None`: the bucket's default, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// No Object Lock may last past this: the backup's timestamp plus the
+    /// job's `max_age`.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retention_not_after: Option<OffsetDateTime>,
     #[serde(default)]
     pub aws_timeouts: AwsTimeouts,
 }

@@ -146,8 +146,9 @@ pub struct ObjectSink {
     /// zstd level; 0 stores the files uncompressed (before encryption).
     pub compression_level: i32,
     pub counters: TransferCounters,
-    /// Object Lock retention of every object.
+    /// Object Lock retention of every object, and its latest end.
     pub retention: Option<Retention>,
+    pub retention_not_after: Option<time::OffsetDateTime>,
 }
 
 /// What a directory dump produced.
@@ -480,7 +481,7 @@ async fn store_parts(
             Ok(ciphertext)
         }
         (Some(first), Some(second)) => {
-            let lock = ObjectLock::new(sink.retention);
+            let lock = ObjectLock::new(sink.retention, sink.retention_not_after);
             let upload = MultipartUpload::create(&sink.bucket, key, lock.as_ref()).await?;
             open_uploads.insert(&upload);
             let (forward, forwarded) = mpsc::channel(1);
@@ -545,7 +546,7 @@ fn delete_plaintext(path: &Path) -> Result<(), AgentError> {
 async fn put_object(sink: &ObjectSink, key: &str, body: Bytes) -> Result<(), DirectoryError> {
     let options = Put {
         content_type: Some(s3::PGP_ENCRYPTED),
-        lock: ObjectLock::new(sink.retention),
+        lock: ObjectLock::new(sink.retention, sink.retention_not_after),
         checksum_crc32: true,
         ..Put::default()
     };

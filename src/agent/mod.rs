@@ -449,7 +449,7 @@ async fn take_backup(
         &bucket,
         &manifest_key,
         &manifest,
-        ObjectLock::new(spec.retention),
+        ObjectLock::new(spec.retention, spec.retention_not_after),
     )
     .await?;
     Ok(manifest_key)
@@ -598,6 +598,7 @@ async fn dump(
                 compression_level: settings.compression_level,
                 counters: counters.clone(),
                 retention: spec.retention,
+                retention_not_after: spec.retention_not_after,
             };
             let layout = match settings.mode {
                 DumpMode::Mydumper => FileLayout::Mydumper,
@@ -736,7 +737,7 @@ async fn dump_stream(
         .strip_prefix(spec.backup_prefix.as_str())
         .unwrap_or(&object_key);
     counters.set_activity(&format!("dumping into {object_name}"));
-    let lock = ObjectLock::new(spec.retention);
+    let lock = ObjectLock::new(spec.retention, spec.retention_not_after);
     let upload = MultipartUpload::create(bucket, &object_key, lock.as_ref()).await?;
     let (dump_finished, dump_finished_signal) = oneshot::channel();
     let dump_started_at = OffsetDateTime::now_utc();
@@ -1159,6 +1160,7 @@ mod tests {
             heartbeat_interval_secs: 10,
             dump: Default::default(),
             retention: None,
+            retention_not_after: None,
             aws_timeouts: Default::default(),
         }
     }

@@ -106,7 +106,8 @@ impl JobPlan {
             instance_type: job.instance_type.clone(),
             heartbeat_interval_secs: (config.status.heartbeat_timeout.as_secs() / 4).max(1),
             dump: job.dump.clone(),
-            retention: job.object_lock(&config.storage),
+            retention: config.storage.retention,
+            retention_not_after: job.retention.max_age.map(|max_age| at + max_age),
             aws_timeouts: config.timeouts.aws(),
         };
         let mut tags = config.instance.tags.clone();

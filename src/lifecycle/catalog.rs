@@ -205,7 +205,7 @@ async fn read_entry(
             entry.recipients = manifest.recipients;
             if locked {
                 entry.locked_until = bucket
-                    .retained_until(&manifest_key)
+                    .retained_until(&manifest_key, None)
                     .await
                     .map_err(|e| failed("reading the retention of", &manifest_key, e))?
                     .filter(|until| *until > now);

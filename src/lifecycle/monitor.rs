@@ -1,10 +1,12 @@
 //! `check`: is every job backed up recently, and proven restorable
 //! recently? For monitoring systems and cron's `MAILTO`.
 //!
-//! Per job it reads the catalog and finds the newest complete backup and
-//! the newest `verify` and `drill` record of any of its backups, holds
-//! them to the job's thresholds (`[checks]`: `max_age_alert`,
-//! `verify_every`, `drill_every`), and reports one [`Problem`] per thing
+//! Per job it reads the catalog and holds it to the job's thresholds
+//! (`[checks]`): the newest complete backup must be younger than
+//! `max_age_alert`; some backup must have passed a `verify` within
+//! `verify_every` and a `drill` within `drill_every`; and no backup still
+//! in the bucket may have failed its newest verify or drill (a failure on
+//! one backup is not cured by another passing). One [`Problem`] per thing
 //! wrong. The exit code is the gravest problem's ([`Problem::exit`]); the
 //! per-job figures are also rendered as Prometheus gauges for
 //! node_exporter's textfile collector.
@@ -52,8 +54,14 @@ pub enum Problem {
         last: Option<String>,
         every: String,
     },
-    /// The newest `kind` failed.
-    Failed { kind: CheckKind, at: String },
+    /// The newest `kind` of the backup at `location` failed: it stays a
+    /// problem, whatever other backups passed, until that backup passes
+    /// again or is pruned.
+    Failed {
+        kind: CheckKind,
+        at: String,
+        location: String,
+    },
     /// A backup's manifest does not read.
     Unreadable { location: String },
 }
@@ -101,8 +109,12 @@ impl fmt::Display for Problem {
                     kind.as_str()
                 ),
             },
-            Problem::Failed { kind, at } => {
-                write!(f, "its newest {} ({at}) failed", kind.as_str())
+            Problem::Failed { kind, at, location } => {
+                write!(
+                    f,
+                    "the newest {} of {location} ({at}) failed",
+                    kind.as_str()
+                )
             }
             Problem::Unreadable { location } => {
                 write!(f, "the manifest of {location} does not read")
@@ -115,7 +127,7 @@ impl fmt::Display for Problem {
 pub fn assess(job: &JobConfig, entries: &[Entry], now: OffsetDateTime) -> JobHealth {
     let newest = entries
         .iter()
-        .filter(|e| e.is_complete())
+        .filter(|e| e.is_complete() && !crate::retention::is_future(e.started_at, now))
         .max_by_key(|e| e.started_at);
     let newest_of = |kind: CheckKind| {
         entries
@@ -147,15 +159,18 @@ pub fn assess(job: &JobConfig, entries: &[Entry], now: OffsetDateTime) -> JobHea
     }
     let last_verify = newest_of(CheckKind::Verify);
     let last_drill = newest_of(CheckKind::Drill);
-    for (kind, last, every) in [
-        (CheckKind::Verify, &last_verify, job.checks.verify_every),
-        (CheckKind::Drill, &last_drill, job.checks.drill_every),
+    for (kind, every) in [
+        (CheckKind::Verify, job.checks.verify_every),
+        (CheckKind::Drill, job.checks.drill_every),
     ] {
-        if let Some(last) = last.as_ref().filter(|c| c.result == CheckResult::Failed) {
-            problems.push(Problem::Failed {
-                kind,
-                at: stamp(last.at),
-            });
+        for entry in entries {
+            if let Some(failed) = entry.last(kind).filter(|c| c.result == CheckResult::Failed) {
+                problems.push(Problem::Failed {
+                    kind,
+                    at: stamp(failed.at),
+                    location: entry.location.clone(),
+                });
+            }
         }
         let passing = newest_passing(kind);
         if passing.as_ref().is_none_or(|c| now - c.at > every) {

@@ -12,7 +12,7 @@
 //! later run. Deletion under `backup/` is allowed only to the role of
 //! `policies/prune.json` (by `policies/bucket.json`); a refusal says so.
 
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 use time::OffsetDateTime;
 
 use super::catalog::{self, Entry};
@@ -48,6 +48,21 @@ pub enum Removal {
         until: Option<OffsetDateTime>,
         left: usize,
     },
+    /// It could not be removed (the error); the others were still pruned.
+    Failed(String),
+}
+
+/// The first removal that failed in `pruned`, and how many did.
+pub fn failures(pruned: &[JobPrune]) -> Option<(usize, &str)> {
+    let failed: Vec<&str> = pruned
+        .iter()
+        .flat_map(|j| &j.backups)
+        .filter_map(|p| match &p.removal {
+            Some(Removal::Failed(err)) => Some(err.as_str()),
+            _ => None,
+        })
+        .collect();
+    failed.first().map(|first| (failed.len(), *first))
 }
 
 /// The plan (and, with `remove`, the outcome) for one job.
@@ -95,14 +110,19 @@ pub async fn prune(
         let removals: Vec<Option<Removal>> = stream::iter(judged.iter().zip(&verdicts))
             .map(|(entry, verdict)| async move {
                 if remove && verdict.removes() {
-                    remove_backup(bucket, entry, now).await.map(Some)
+                    // one backup that cannot go must not keep the others
+                    Some(
+                        remove_backup(bucket, entry, now)
+                            .await
+                            .unwrap_or_else(|err| Removal::Failed(err.to_string())),
+                    )
                 } else {
-                    Ok(None)
+                    None
                 }
             })
             .buffered(catalog::CONCURRENCY)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
         let mut backups: Vec<Planned> = judged
             .into_iter()
             .zip(verdicts)
@@ -196,8 +216,10 @@ impl Deleted {
     }
 }
 
-/// Deletes `versions`; a refusal is a lock if the object is retained,
-/// otherwise the wrong role (S3 says AccessDenied for both).
+/// Deletes `versions`. S3 refuses a version under an Object Lock
+/// retention with AccessDenied, as it refuses the wrong role: each refused
+/// version's own retention tells them apart. Anything else S3 refuses, and
+/// an AccessDenied on an unlocked version, is an error.
 async fn delete(
     bucket: &Bucket,
     versions: &[ObjectVersion],
@@ -216,27 +238,33 @@ async fn delete(
             PRUNE_POLICY,
         )
     })?;
-    let Some((first, said)) = refused.first() else {
-        return Ok(Deleted {
-            deleted: versions.len(),
-            retained: None,
-        });
-    };
-    let until = bucket
-        .retained_until(&first.key)
-        .await
-        .ok()
-        .flatten()
-        .filter(|until| *until > now);
-    if until.is_none() {
-        return Err(LifecycleError::s3(
-            format!("deleting {}", bucket.location(&first.key)),
-            S3Error::refused(said),
-            PRUNE_POLICY,
-        ));
+    let mut latest: Option<OffsetDateTime> = None;
+    for (version, said) in &refused {
+        let until = if said.starts_with("AccessDenied") {
+            bucket
+                .retained_until(&version.key, Some(&version.version_id))
+                .await
+                .ok()
+                .flatten()
+                .filter(|until| *until > now)
+        } else {
+            None
+        };
+        let Some(until) = until else {
+            return Err(LifecycleError::s3(
+                format!(
+                    "deleting {} (version {})",
+                    bucket.location(&version.key),
+                    version.version_id
+                ),
+                S3Error::refused(said),
+                PRUNE_POLICY,
+            ));
+        };
+        latest = latest.max(Some(until));
     }
     Ok(Deleted {
         deleted: versions.len() - refused.len(),
-        retained: Some((refused.len(), until)),
+        retained: (!refused.is_empty()).then_some((refused.len(), latest)),
     })
 }

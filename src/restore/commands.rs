@@ -144,9 +144,7 @@ impl PickArgs {
         ))?;
         let config = Config::load(path)?;
         let job = self.job.as_deref().expect("clap requires --job");
-        crate::lifecycle::pick(&config, job, pick)
-            .await
-            .map_err(|err| RestoreError::Failed(err.to_string()))
+        Ok(crate::lifecycle::pick(&config, job, pick).await?)
     }
 }
 

@@ -44,6 +44,9 @@ pub enum RestoreError {
     Gpg(#[from] GpgError),
     #[error("{0}")]
     Failed(String),
+    /// `--latest`/`--random` could not pick a backup.
+    #[error(transparent)]
+    Pick(#[from] crate::lifecycle::LifecycleError),
     #[error("an internal task stopped unexpectedly: {0}")]
     Crashed(String),
 }
@@ -55,6 +58,7 @@ impl RestoreError {
             RestoreError::Config(_) | RestoreError::Usage(_) => Exit::Config,
             RestoreError::Store(StoreError::BadAddress(_)) => Exit::Config,
             RestoreError::Crashed(_) => Exit::Internal,
+            RestoreError::Pick(err) => err.exit(),
             _ => Exit::Unrestorable,
         }
     }
