@@ -13,6 +13,8 @@
 
 use std::fmt;
 
+use crate::schema::DumpMode;
+
 /// A database family: the server's, or the one a client tool belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -87,6 +89,15 @@ pub enum Tool {
 }
 
 impl Tool {
+    /// The tool that dumps in `mode`.
+    pub fn of(mode: DumpMode) -> Tool {
+        match mode {
+            DumpMode::PostgresCustom | DumpMode::PostgresDirectory => Tool::PgDump,
+            DumpMode::Mydumper => Tool::Mydumper,
+            DumpMode::Mysqldump => Tool::Mysqldump,
+        }
+    }
+
     pub fn program(self) -> &'static str {
         match self {
             Tool::PgDump => "pg_dump",

@@ -707,11 +707,7 @@ impl Connection {
     /// needs for this server; fails, before anything is dumped, when it
     /// cannot dump this server whole ([`compat::dump_flags`]).
     pub async fn dump_tool(&self, settings: &DumpSettings) -> Result<DumpTool, DumpError> {
-        let tool = match settings.mode {
-            DumpMode::PostgresCustom | DumpMode::PostgresDirectory => Tool::PgDump,
-            DumpMode::Mydumper => Tool::Mydumper,
-            DumpMode::Mysqldump => Tool::Mysqldump,
-        };
+        let tool = Tool::of(settings.mode);
         let program = tool.program();
         let mut command = Command::new(program);
         command.arg("--version");
@@ -791,7 +787,7 @@ impl Connection {
 }
 
 /// The dump tool as found on this machine, ready for this server.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DumpTool {
     /// Its own `--version` line, e.g. `pg_dump (PostgreSQL) 15.8`.
     pub version_line: String,

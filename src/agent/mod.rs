@@ -466,10 +466,9 @@ struct Prepared {
     databases: MysqlDatabases,
     /// mydumper: the files the dump must hold.
     catalog: Catalog,
-    /// The dump tool's own version line.
-    dump_tool: String,
-    /// What the dump tool needs for this server beyond the mode's flags.
-    flags: Vec<&'static str>,
+    /// The dump tool: its version line, and the flags it needs for this
+    /// server beyond the mode's own.
+    dump_tool: DumpTool,
     server: dump::ServerFacts,
 }
 
@@ -519,23 +518,20 @@ async fn prepare(
         }
     };
     let server = connection.server_facts(&databases).await?;
-    let DumpTool {
-        version_line: dump_tool,
-        flags,
-    } = dump_tool;
     tracing::info!(
-        "server {}; {} is {} bytes; dumping with {dump_tool} {}",
+        "server {}; {} is {} bytes; dumping with {} {}",
         server.version,
         spec.database.name,
         server.database_bytes,
-        flags.join(" ")
+        dump_tool.version_line,
+        dump_tool.flags.join(" ")
     );
     reporter
         .amend(|status| {
             status.bytes_expected = Some(server.database_bytes);
             status.set_message(&format!(
-                "dumping {} bytes with {dump_tool}",
-                server.database_bytes
+                "dumping {} bytes with {}",
+                server.database_bytes, dump_tool.version_line
             ));
         })
         .await;
@@ -547,7 +543,6 @@ async fn prepare(
         databases,
         catalog,
         dump_tool,
-        flags,
         server,
     })
 }
@@ -564,11 +559,12 @@ async fn dump(
     let Prepared {
         connection,
         databases,
-        flags,
+        dump_tool,
         server,
         encryptor,
         ..
     } = prepared;
+    let flags = &dump_tool.flags;
     let settings = &spec.dump;
     let jobs = settings.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
@@ -700,7 +696,7 @@ fn build_manifest(
         recipients: prepared.recipients,
         tool_versions: ToolVersions {
             agent: env!("CARGO_PKG_VERSION").to_owned(),
-            dump_tool: prepared.dump_tool,
+            dump_tool: prepared.dump_tool.version_line,
             gpgme: gpgme::init().version().to_owned(),
             server: prepared.server.version,
         },

@@ -12,8 +12,8 @@
 
 use object::elf;
 use object::elf::FileHeader64;
-use object::read::elf::FileHeader;
-use object::Endianness;
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::{Endian, Endianness};
 
 use crate::aws::{describe_sdk_error, AwsClients};
 use crate::schema::DumpMode;
@@ -193,7 +193,8 @@ pub struct InstanceStore {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScratchSpace {
     pub bytes: u64,
-    /// `"2 × instance store, 474 GB striped"`, `"root volume, 40 GiB"`.
+    /// `"2 × instance store, 474 GB striped (with mdadm…)"`,
+    /// `"root volume, 40 GiB …"`.
     pub what: String,
 }
 
@@ -209,12 +210,15 @@ pub fn scratch_space(
     if let Some(store) = instance.instance_store.filter(|store| store.total_gb > 0) {
         return Some(ScratchSpace {
             bytes: store.total_gb.saturating_mul(1_000_000_000),
-            what: format!(
-                "{} × instance store, {} GB{}",
-                store.devices,
-                store.total_gb,
-                if store.devices > 1 { " striped" } else { "" }
-            ),
+            what: if store.devices > 1 {
+                format!(
+                    "{} × instance store, {} GB striped (with mdadm, which Ubuntu's AMIs have; \
+                     on an AMI without it, the first device alone)",
+                    store.devices, store.total_gb
+                )
+            } else {
+                format!("1 × instance store, {} GB", store.total_gb)
+            },
         });
     }
     let gib = root_volume
@@ -309,8 +313,10 @@ pub enum PlatformError {
 }
 
 /// Reads what the executable `bytes` (named `agent` in errors) needs:
-/// refuses one that is not a 64-bit ELF for x86_64 or arm64, or needs a
-/// shared library outside [`BASE_LIBRARIES`].
+/// refuses one that is not a little-endian 64-bit ELF executable for
+/// x86_64 or arm64, one whose needs cannot be read (no section headers,
+/// yet linked dynamically), or one that needs a shared library outside
+/// [`BASE_LIBRARIES`].
 pub fn inspect_agent(agent: &str, bytes: &[u8]) -> Result<AgentPlatform, PlatformError> {
     let not_an_agent = |reason: String| PlatformError::NotAnAgent {
         agent: agent.to_owned(),
@@ -319,12 +325,36 @@ pub fn inspect_agent(agent: &str, bytes: &[u8]) -> Result<AgentPlatform, Platfor
     let header =
         FileHeader64::<Endianness>::parse(bytes).map_err(|e| not_an_agent(e.to_string()))?;
     let endian = header.endian().map_err(|e| not_an_agent(e.to_string()))?;
+    if !endian.is_little_endian() {
+        return Err(not_an_agent(
+            "it is big-endian; EC2's x86_64 and Graviton instances run little-endian code"
+                .to_owned(),
+        ));
+    }
+    let kind = header.e_type(endian);
+    if kind != elf::ET_EXEC && kind != elf::ET_DYN {
+        return Err(not_an_agent(format!(
+            "it is not an executable (ELF e_type {kind})"
+        )));
+    }
     let machine = header.e_machine(endian);
     let arch = Arch::from_elf(machine)
         .ok_or_else(|| not_an_agent(format!("its machine is ELF e_machine {}", machine.0)))?;
     let sections = header
         .sections(endian, bytes)
         .map_err(|e| not_an_agent(e.to_string()))?;
+    let interpreted = header
+        .program_headers(endian, bytes)
+        .map_err(|e| not_an_agent(e.to_string()))?
+        .iter()
+        .any(|segment| segment.p_type(endian) == elf::PT_INTERP);
+    if interpreted && sections.is_empty() {
+        return Err(not_an_agent(
+            "it is linked dynamically but has no section headers (stripped with sstrip?), \
+             so what it needs of glibc cannot be read"
+                .to_owned(),
+        ));
+    }
     let dynamic = sections
         .dynamic_table(endian, bytes)
         .map_err(|e| not_an_agent(e.to_string()))?;
@@ -603,6 +633,22 @@ mod tests {
         riscv[18..20].copy_from_slice(&243u16.to_le_bytes());
         let err = inspect_agent("agent", &riscv).unwrap_err().to_string();
         assert!(err.contains("e_machine 243"), "{err}");
+        // e_type (offset 16): a relocatable object is no executable
+        let mut object = bytes.clone();
+        object[16..18].copy_from_slice(&elf::ET_REL.0.to_le_bytes());
+        let err = inspect_agent("agent", &object).unwrap_err().to_string();
+        assert!(err.contains("not an executable (ELF e_type 1)"), "{err}");
+        // EI_DATA (offset 5) 2: big-endian
+        let mut big = bytes.clone();
+        big[5] = 2;
+        let err = inspect_agent("agent", &big).unwrap_err().to_string();
+        assert!(err.contains("big-endian"), "{err}");
+        // no section headers (e_shoff at 40, e_shnum at 60, e_shstrndx at 62)
+        let mut sstripped = bytes.clone();
+        sstripped[40..48].fill(0);
+        sstripped[60..64].fill(0);
+        let err = inspect_agent("agent", &sstripped).unwrap_err().to_string();
+        assert!(err.contains("no section headers"), "{err}");
         let err = inspect_agent("script.sh", b"#!/bin/sh\necho hi\n")
             .unwrap_err()
             .to_string();
@@ -733,7 +779,13 @@ mod tests {
         };
         let scratch = scratch_space(&m6id, None).unwrap();
         assert_eq!(scratch.bytes, 474_000_000_000);
-        assert_eq!(scratch.what, "2 × instance store, 474 GB striped");
+        assert!(
+            scratch
+                .what
+                .starts_with("2 × instance store, 474 GB striped (with mdadm"),
+            "{}",
+            scratch.what
+        );
         let t3 = instance("x86_64", &["x86_64"]);
         let scratch = scratch_space(&t3, None).unwrap();
         assert_eq!(scratch.bytes, 8 << 30, "the AMI's root snapshot");
