@@ -96,7 +96,10 @@ pub enum RestoreCommand {
     /// Copy a backup (objects, manifest, public keys) onto offline media,
     /// verifying every file; rerun to resume.
     Export {
-        backup: String,
+        #[arg(required_unless_present_any = ["latest", "random"])]
+        backup: Option<String>,
+        #[command(flatten)]
+        pick: PickArgs,
         /// The folder to copy into.
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
@@ -347,8 +350,9 @@ pub async fn run(
                 kept: keep,
             })
         }
-        RestoreCommand::Export { backup, to } => {
-            let backup = super::open(&backup, config).await?;
+        RestoreCommand::Export { backup, pick, to } => {
+            let address = pick.address(backup, config).await?;
+            let backup = super::open(&address, config).await?;
             let started = OffsetDateTime::now_utc();
             let exported = export::export(&backup, &to).await;
             record(

@@ -448,8 +448,28 @@ async fn check_says_what_is_missing_with_its_documented_codes() {
             .strip_prefix(&format!("s3://{}/", fixture.bucket))
             .unwrap(),
     );
+    // an export of the latest is recorded too, and the catalog shows it
+    let media = tempfile::tempdir().unwrap();
+    let exported = restore_side(
+        &fixture,
+        &[
+            "export",
+            "--latest",
+            "--job",
+            &job,
+            "--to",
+            media.path().to_str().unwrap(),
+        ],
+        home,
+    );
+    assert_eq!(exported.status.code(), Some(0), "{}", show(&exported));
+    let listed = fixture.backup_cloud(&["backups", "--output", "json"]);
+    let entry: Value = serde_json::from_str(stdout(&listed).lines().next().unwrap()).unwrap();
+    for kind in ["last_verify", "last_drill", "last_export"] {
+        assert_eq!(entry[kind]["result"], "passed", "{kind}: {entry}");
+    }
     let records = fixture.keys(&layout::checks(&prefix)).await;
-    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records.len(), 3, "{records:?}");
     let record: Value = serde_json::from_slice(&fixture.get(&records[0]).await).unwrap();
     assert_eq!(record["result"], "passed");
     assert!(
