@@ -32,6 +32,21 @@ use crate::restore::pipeline::{mb_per_s, Restored};
 use crate::retention::Verdict;
 use crate::schema::{Phase, Status};
 
+/// `println!`, but a reader that closed the pipe early (`backup-cloud
+/// backups | head`) is not an error: the rest is dropped, and the command
+/// still ends with its own exit code. Any other failure to write is
+/// reported on stderr.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if err.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("backup-cloud: cannot write to stdout: {err}");
+            }
+        }
+    }};
+}
+
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -155,18 +170,18 @@ impl Reporter {
         let job_id = result.job_id.as_deref().unwrap_or_default();
         match (result.outcome, &result.manifest) {
             (Outcome::Succeeded, Some(manifest)) => {
-                println!(
+                say!(
                     "job {job_id} succeeded in {}: {} object(s), {} bytes",
                     humantime::format_duration(Duration::from_secs(result.elapsed_secs)),
                     result.objects,
                     result.bytes
                 );
-                println!("manifest: {manifest}");
+                say!("manifest: {manifest}");
                 if let Some(instance) = &result.instance_id {
-                    println!("instance {instance} terminated");
+                    say!("instance {instance} terminated");
                 }
             }
-            (Outcome::Detached, _) => println!("{job_id}"),
+            (Outcome::Detached, _) => say!("{job_id}"),
             _ => {}
         }
     }
@@ -175,13 +190,19 @@ impl Reporter {
     pub fn job_statuses(&self, rows: &[JobStatus]) {
         if self.format == OutputFormat::Json {
             for row in rows {
-                println!("{}", serde_json::to_string(row).expect("rows serialise"));
+                say!("{}", serde_json::to_string(row).expect("rows serialise"));
             }
             return;
         }
-        println!(
+        say!(
             "{:<20} {:<38} {:<10} {:>10} {:>10}  {:<20} {:<13} UPDATED",
-            "JOB", "JOB ID", "PHASE", "READ MiB", "UP MiB", "INSTANCE", "STATE"
+            "JOB",
+            "JOB ID",
+            "PHASE",
+            "READ MiB",
+            "UP MiB",
+            "INSTANCE",
+            "STATE"
         );
         for row in rows {
             let mib = |b: u64| format!("{:.1}", b as f64 / MIB);
@@ -208,12 +229,18 @@ impl Reporter {
                 Some(i) => (i.instance_id.clone(), i.state_name.clone()),
                 None => ("-".into(), "-".into()),
             };
-            println!(
+            say!(
                 "{:<20} {:<38} {:<10} {:>10} {:>10}  {:<20} {:<13} {updated}",
-                row.job, job_id, phase, read, uploaded, instance, state
+                row.job,
+                job_id,
+                phase,
+                read,
+                uploaded,
+                instance,
+                state
             );
             if let Some(s) = row.status.as_ref().filter(|s| !s.message.is_empty()) {
-                println!("{:<20} └ {}", "", s.message);
+                say!("{:<20} └ {}", "", s.message);
             }
         }
     }
@@ -223,19 +250,26 @@ impl Reporter {
     pub fn backups(&self, entries: &[Entry]) {
         if self.format != OutputFormat::Human {
             for entry in entries {
-                println!(
+                say!(
                     "{}",
                     serde_json::to_string(entry).expect("entries serialise")
                 );
             }
             return;
         }
-        println!(
+        say!(
             "{:<20} {:<17} {:<11} {:>10} {:>7}  {:<18} {:<18} {:<18} LOCKED UNTIL",
-            "JOB", "TIMESTAMP", "STATE", "MiB", "OBJECTS", "FORMAT", "VERIFIED", "DRILLED"
+            "JOB",
+            "TIMESTAMP",
+            "STATE",
+            "MiB",
+            "OBJECTS",
+            "FORMAT",
+            "VERIFIED",
+            "DRILLED"
         );
         for e in entries {
-            println!(
+            say!(
                 "{:<20} {:<17} {:<11} {:>10.1} {:>7}  {:<18} {:<18} {:<18} {}",
                 e.job,
                 e.timestamp,
@@ -250,7 +284,7 @@ impl Reporter {
             );
         }
         if entries.is_empty() {
-            println!("(no backups)");
+            say!("(no backups)");
         }
     }
 
@@ -276,7 +310,7 @@ impl Reporter {
                     ),
                 });
                 if self.format != OutputFormat::Human {
-                    println!(
+                    say!(
                         "{}",
                         serde_json::json!({
                             "job": job.job,
@@ -291,7 +325,7 @@ impl Reporter {
                     );
                     continue;
                 }
-                println!(
+                say!(
                     "{:<6} {:<20} {:<17} {:<11} {}{}",
                     action.to_uppercase(),
                     job.job,
@@ -305,7 +339,7 @@ impl Reporter {
                     }
                 );
                 if let Some(outcome) = outcome {
-                    println!("{:<6} └ {outcome}", "");
+                    say!("{:<6} └ {outcome}", "");
                 }
             }
         }
@@ -316,11 +350,9 @@ impl Reporter {
                 .filter(|p| p.verdict.removes())
                 .count();
             if !removing && removals > 0 {
-                println!(
-                    "{removals} backup(s) would be removed; run again with --yes to remove them"
-                );
+                say!("{removals} backup(s) would be removed; run again with --yes to remove them");
             } else if removals == 0 {
-                println!("nothing to remove");
+                say!("nothing to remove");
             }
         }
     }
@@ -329,21 +361,21 @@ impl Reporter {
     /// JSON object per job, or Prometheus gauges.
     pub fn health(&self, health: &[JobHealth]) {
         match self.format {
-            OutputFormat::Prometheus => print!("{}", monitor::prometheus(health)),
+            OutputFormat::Prometheus => say!("{}", monitor::prometheus(health).trim_end()),
             OutputFormat::Json => {
                 for job in health {
-                    println!("{}", serde_json::to_string(job).expect("health serialises"));
+                    say!("{}", serde_json::to_string(job).expect("health serialises"));
                 }
             }
             OutputFormat::Human => {
                 for job in health {
                     for problem in &job.problems {
-                        println!("{}: {problem}", job.job);
+                        say!("{}: {problem}", job.job);
                     }
                 }
                 let problems: usize = health.iter().map(|h| h.problems.len()).sum();
                 if problems == 0 {
-                    println!(
+                    say!(
                         "all {} job(s) backed up and proven within their limits",
                         health.len()
                     );
@@ -358,19 +390,19 @@ impl Reporter {
     /// byte counts in bytes and durations in seconds.
     pub fn restore_done(&self, done: &Done) {
         if self.format == OutputFormat::Json {
-            println!("{}", restore_json(done));
+            say!("{}", restore_json(done));
             return;
         }
         match done {
             Done::Verified { location, report } => {
                 for name in &report.good {
-                    println!("ok {name}");
+                    say!("ok {name}");
                 }
                 for problem in &report.problems {
-                    println!("BAD {}: {}", problem.object, problem.problem);
+                    say!("BAD {}: {}", problem.object, problem.problem);
                 }
                 if report.problems.is_empty() {
-                    println!(
+                    say!(
                         "verified {location}: {} object(s), {} bytes, {:.1} MB/s",
                         report.good.len(),
                         report.bytes,
@@ -378,18 +410,18 @@ impl Reporter {
                     );
                 }
             }
-            Done::Wrote { path, bytes } => println!("wrote {} ({bytes} bytes)", path.display()),
+            Done::Wrote { path, bytes } => say!("wrote {} ({bytes} bytes)", path.display()),
             Done::Restored { verb, restored } => print_restored(verb, restored),
             Done::Drilled { report, kept } => {
                 print_restored("drill restored", &report.restored);
                 for problem in &report.problems {
-                    println!("BAD {problem}");
+                    say!("BAD {problem}");
                 }
                 if let Some(note) = report.note {
-                    println!("note: {note}");
+                    say!("note: {note}");
                 }
                 if report.problems.is_empty() {
-                    println!(
+                    say!(
                         "drill passed: {} table(s), {} row(s) match the dump{}",
                         report.tables,
                         report.rows,
@@ -403,12 +435,12 @@ impl Reporter {
             }
             Done::Exported { to, exported } => {
                 for name in &exported.already_present {
-                    println!("present {name}");
+                    say!("present {name}");
                 }
                 for name in &exported.copied {
-                    println!("copied {name}");
+                    say!("copied {name}");
                 }
-                println!(
+                say!(
                     "exported to {}: {} file(s) copied ({} bytes), {} already present and verified",
                     to.display(),
                     exported.copied.len(),
@@ -427,31 +459,31 @@ impl Reporter {
                 .iter()
                 .map(|(id, why)| serde_json::json!({ "instance_id": id, "reason": why }))
                 .collect();
-            println!("{}", serde_json::json!({ verb: rows }));
+            say!("{}", serde_json::json!({ verb: rows }));
             return;
         }
         if items.is_empty() {
-            println!("nothing {verb}");
+            say!("nothing {verb}");
         }
         for (id, why) in items {
             if why.is_empty() {
-                println!("{verb} {id}");
+                say!("{verb} {id}");
             } else {
-                println!("{verb} {id}: {why}");
+                say!("{verb} {id}: {why}");
             }
         }
     }
 
     /// What `config check` prints: the file, the storage and each job.
     pub fn config_summary(&self, config: &Config) {
-        println!("{}: ok", config.path.display());
-        println!(
+        say!("{}: ok", config.path.display());
+        say!(
             "storage: s3://{}/{}",
             config.storage.bucket,
             config.key_prefix()
         );
         for job in config.jobs.values() {
-            println!(
+            say!(
                 "job {}: {} {}@{}:{}/{} on {}{}, max lifetime {}",
                 job.name,
                 job.engine.as_str(),
@@ -734,7 +766,7 @@ fn restore_json(done: &Done) -> serde_json::Value {
 }
 
 fn print_restored(verb: &str, restored: &Restored) {
-    println!(
+    say!(
         "{verb} {} object(s): {} bytes encrypted, {} bytes restored in {:.1}s ({:.1} MB/s)",
         restored.objects,
         restored.ciphertext_bytes,

@@ -186,8 +186,13 @@ pub fn decide(rules: &Rules, backups: &[Backup], now: OffsetDateTime) -> Vec<Ver
             }
         }
     } else {
+        let why = if rules.max_age.is_some() {
+            "no keep rules: every backup younger than max_age is kept"
+        } else {
+            "no keep rules and no max_age: every backup is kept"
+        };
         for &i in &live {
-            reasons[i].push("no keep rules: every backup younger than max_age is kept".to_owned());
+            reasons[i].push(why.to_owned());
         }
     }
 

@@ -226,27 +226,13 @@ async fn read_entry(
     }
     let checks = layout::checks(&prefix);
     let records = bucket
-        .list(&checks)
+        .list_sized(&checks)
         .await
         .map_err(|e| failed("listing", &checks, e))?;
     for kind in [CheckKind::Verify, CheckKind::Drill, CheckKind::Export] {
-        let suffix = format!("-{}.json", kind.as_str());
-        // keys sort by their timestamp: the last one is the newest
-        let Some(key) = records.iter().rev().find(|k| k.ends_with(&suffix)) else {
-            continue;
-        };
-        let Some(object) = bucket
-            .get_if_exists(key)
+        let last = newest_record(bucket, &prefix, &records, kind, now)
             .await
-            .map_err(|e| failed("reading", key, e))?
-        else {
-            continue;
-        };
-        // a record that does not read proves nothing: as if absent
-        let Ok(record) = parse_document::<CheckRecord>(&object.body) else {
-            continue;
-        };
-        let last = Some(LastCheck::from(&record));
+            .map_err(|(key, e)| failed("reading", &key, e))?;
         match kind {
             CheckKind::Verify => entry.last_verify = last,
             CheckKind::Drill => entry.last_drill = last,
@@ -254,4 +240,59 @@ async fn read_entry(
         }
     }
     Ok(entry)
+}
+
+/// Check records are small; a larger one is not a record.
+const RECORD_MAX_BYTES: u64 = 64 * 1024;
+
+/// The newest `kind` record among `records` (keys and sizes under the
+/// backup at `prefix`'s `checks/`). Only keys of the layout's form count,
+/// and none dated in the future (a machine with a wrong clock would hide
+/// every later check). A newest record that does not read, is too large,
+/// or says another kind or backup than its key counts as a failed check:
+/// it proves nothing, and must not let an older one stand in for it.
+async fn newest_record(
+    bucket: &Bucket,
+    prefix: &str,
+    records: &[(String, u64)],
+    kind: CheckKind,
+    now: OffsetDateTime,
+) -> Result<Option<LastCheck>, (String, crate::s3::S3Error)> {
+    let suffix = format!("-{}.json", kind.as_str());
+    let checks = layout::checks(prefix);
+    let newest = records
+        .iter()
+        .filter(|(key, _)| key.ends_with(&suffix) && layout::is_check_record(prefix, key))
+        .filter_map(|(key, size)| {
+            let stamp = &key[checks.len()..key.len() - suffix.len()];
+            let at = layout::parse_timestamp(stamp)?;
+            (!crate::retention::is_future(at, now)).then_some((at, key, *size))
+        })
+        .max_by_key(|(at, key, _)| (*at, key.as_str()));
+    let Some((at, key, size)) = newest else {
+        return Ok(None);
+    };
+    let unreadable = |why: &str| LastCheck {
+        at,
+        result: CheckResult::Failed,
+        ran_by: format!("unknown: the record {why}"),
+        findings: 1,
+    };
+    if size > RECORD_MAX_BYTES {
+        return Ok(Some(unreadable("is too large to be one")));
+    }
+    let Some(object) = bucket
+        .get_if_exists(key)
+        .await
+        .map_err(|e| (key.clone(), e))?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(match parse_document::<CheckRecord>(&object.body) {
+        Ok(record) if record.kind == kind && record.manifest_key == layout::manifest(prefix) => {
+            LastCheck::from(&record)
+        }
+        Ok(_) => unreadable("names another kind or backup than its key"),
+        Err(_) => unreadable("does not read"),
+    }))
 }

@@ -37,16 +37,18 @@ pub enum LifecycleError {
         source: S3Error,
         hint: &'static str,
     },
-    /// The command line asked for something impossible.
+    /// `--latest`/`--random` found no backup to take: there is nothing
+    /// to prove restorable.
     #[error("{0}")]
-    Usage(String),
+    NoBackup(String),
 }
 
 impl LifecycleError {
     /// The documented exit code for this outcome.
     pub fn exit(&self) -> Exit {
         match self {
-            LifecycleError::Config(_) | LifecycleError::Usage(_) => Exit::Config,
+            LifecycleError::Config(_) => Exit::Config,
+            LifecycleError::NoBackup(_) => Exit::Unrestorable,
             LifecycleError::S3 { .. } => Exit::Internal,
         }
     }
@@ -154,7 +156,12 @@ pub async fn check(
 pub async fn pick(config: &Config, job: &str, pick: Pick) -> Result<String, LifecycleError> {
     let entries = backups(config, Some(job)).await?;
     let now = OffsetDateTime::now_utc();
-    let complete: Vec<&catalog::Entry> = entries.iter().filter(|e| e.is_complete()).collect();
+    // a backup dated in the future is no candidate: the rules and
+    // `check` leave it alone too
+    let complete: Vec<&catalog::Entry> = entries
+        .iter()
+        .filter(|e| e.is_complete() && !crate::retention::is_future(e.started_at, now))
+        .collect();
     let chosen = match pick {
         Pick::Latest => complete.first().copied(),
         Pick::Random { within } => {
@@ -166,7 +173,7 @@ pub async fn pick(config: &Config, job: &str, pick: Pick) -> Result<String, Life
         }
     };
     chosen.map(|e| e.location.clone()).ok_or_else(|| {
-        LifecycleError::Usage(match pick {
+        LifecycleError::NoBackup(match pick {
             Pick::Latest => format!("job `{job}` has no complete backup"),
             Pick::Random { within } => format!(
                 "job `{job}` has no complete backup started within {}",

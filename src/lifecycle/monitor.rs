@@ -150,8 +150,10 @@ pub fn assess(job: &JobConfig, entries: &[Entry], now: OffsetDateTime) -> JobHea
         Some(entry) => {
             let age = now - entry.started_at;
             if age > job.checks.max_age_alert {
+                // to the minute: nanoseconds help nobody
+                let minutes = age.whole_minutes().unsigned_abs();
                 problems.push(Problem::TooOld {
-                    age: shown(age.unsigned_abs()),
+                    age: shown(std::time::Duration::from_secs(minutes * 60)),
                     limit: shown(job.checks.max_age_alert),
                 });
             }

@@ -498,6 +498,35 @@ async fn check_says_what_is_missing_with_its_documented_codes() {
     assert_eq!(sample("backup_cloud_check_problems"), 0.0, "{parsed}");
     assert_eq!(sample("backup_cloud_complete_backups"), 1.0, "{parsed}");
 
+    // a newest record that does not read proves nothing: it is a failure,
+    // not a gap an older passing record fills
+    use backup_cloud::schema::CheckKind;
+    let soon = OffsetDateTime::now_utc() + time::Duration::minutes(1);
+    let garbage = layout::check_record(&prefix, soon, CheckKind::Verify);
+    put(&fixture, &garbage, "{ cut short".into()).await;
+    let (code, said, all) = check(&fixture, &[]);
+    assert_eq!(code, Some(12), "{all}");
+    assert!(said.contains("the newest verify of"), "{said}");
+    fixture
+        .aws
+        .s3
+        .delete_object()
+        .bucket(&fixture.bucket)
+        .key(&garbage)
+        .send()
+        .await
+        .unwrap();
+    // a passing drill record dated a year ahead (a wrong clock) counts
+    // for nothing, so it cannot hide the failure below
+    let drill_record = records.iter().find(|k| k.ends_with("-drill.json")).unwrap();
+    let ahead = layout::check_record(
+        &prefix,
+        OffsetDateTime::now_utc() + DAY * 365_i32,
+        CheckKind::Drill,
+    );
+    let body = String::from_utf8(fixture.get(drill_record).await).unwrap();
+    put(&fixture, &ahead, body).await;
+
     // a drill that fails (an object altered under the backup) is named
     let dump = fixture
         .keys(&prefix)
