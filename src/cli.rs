@@ -366,29 +366,21 @@ async fn lifecycle_command(command: Command, config: &Config, reporter: &Reporte
                     Exit::Success
                 })
         }
-        Command::Prune { job, yes } => {
-            let run = async {
-                let jobs = lifecycle::jobs(config, job.as_deref())?;
-                let (bucket, _) = lifecycle::bucket(config).await;
-                let now = time::OffsetDateTime::now_utc();
-                lifecycle::prune::prune(config, &bucket, &jobs, yes, now).await
-            };
-            match run.await {
-                Ok(pruned) => {
-                    reporter.pruned(&pruned, yes);
-                    if let Some((count, first)) = lifecycle::prune::failures(&pruned) {
-                        return fail(
-                            Exit::Internal,
-                            anyhow::anyhow!(
-                                "{count} backup(s) could not be removed; the first: {first}"
-                            ),
-                        );
-                    }
-                    Ok(Exit::Success)
+        Command::Prune { job, yes } => match lifecycle::prune(config, job.as_deref(), yes).await {
+            Ok(pruned) => {
+                reporter.pruned(&pruned, yes);
+                if let Some((count, first)) = lifecycle::prune::failures(&pruned) {
+                    return fail(
+                        Exit::Internal,
+                        anyhow::anyhow!(
+                            "{count} backup(s) could not be removed; the first: {first}"
+                        ),
+                    );
                 }
-                Err(err) => Err(err),
+                Ok(Exit::Success)
             }
-        }
+            Err(err) => Err(err),
+        },
         Command::Check { job } => lifecycle::check(config, job.as_deref())
             .await
             .map(|health| {

@@ -151,7 +151,7 @@ impl Reporter {
                 out,
                 "{:<24} {:<16} {:>4} {:>9} {:>12}  {detail}",
                 r.job,
-                outcome_word(r.outcome),
+                r.outcome.word(),
                 r.exit_code,
                 humantime::format_duration(Duration::from_secs(r.elapsed_secs)).to_string(),
                 r.bytes
@@ -637,7 +637,7 @@ impl Report for Reporter {
             (outcome, reason) => format!(
                 "job {} {}: {}",
                 result.job_id.as_deref().unwrap_or(&result.job),
-                outcome_word(*outcome),
+                outcome.word(),
                 reason.as_deref().unwrap_or("no reason given")
             ),
         };
@@ -657,20 +657,6 @@ fn last_check(check: Option<&LastCheck>) -> String {
             }
         )
     })
-}
-
-fn outcome_word(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Succeeded => "succeeded",
-        Outcome::Failed => "failed",
-        Outcome::TimedOut => "timed out",
-        Outcome::Interrupted => "interrupted",
-        Outcome::Detached => "left running",
-        Outcome::ConfigError => "config error",
-        Outcome::LaunchFailed => "launch failed",
-        Outcome::AlreadyRunning => "already running",
-        Outcome::InternalError => "internal error",
-    }
 }
 
 /// One line of progress: phase, bytes, share of the expected size, rate and

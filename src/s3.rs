@@ -534,13 +534,9 @@ impl Bucket {
         Ok(request.uri().to_owned())
     }
 
-    /// Aborts every incomplete multipart upload under `prefix` and returns
-    /// the keys it aborted. Call only when nobody can be writing there.
-    pub async fn abort_incomplete_uploads(
-        &self,
-        prefix: &str,
-    ) -> Result<Vec<String>, (Option<String>, S3Error)> {
-        let mut aborted = Vec::new();
+    /// Every incomplete multipart upload under `prefix`: (key, upload id).
+    pub async fn open_uploads(&self, prefix: &str) -> Result<Vec<(String, String)>, S3Error> {
+        let mut uploads = Vec::new();
         let mut key_marker: Option<String> = None;
         let mut upload_id_marker: Option<String> = None;
         loop {
@@ -553,25 +549,36 @@ impl Bucket {
                 .set_upload_id_marker(upload_id_marker.take())
                 .send()
                 .await
-                .map_err(|err| (None, S3Error::from_sdk(err)))?;
-            for upload in page.uploads() {
-                let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else {
-                    continue;
-                };
-                self.abort_upload(key, upload_id)
-                    .await
-                    .map_err(|err| (Some(key.to_owned()), err))?;
-                aborted.push(key.to_owned());
-            }
+                .map_err(S3Error::from_sdk)?;
+            uploads.extend(page.uploads().iter().filter_map(|upload| {
+                Some((upload.key()?.to_owned(), upload.upload_id()?.to_owned()))
+            }));
             if page.is_truncated() != Some(true) {
-                return Ok(aborted);
+                return Ok(uploads);
             }
             key_marker = page.next_key_marker().map(str::to_owned);
             upload_id_marker = page.next_upload_id_marker().map(str::to_owned);
             if key_marker.is_none() && upload_id_marker.is_none() {
-                return Ok(aborted);
+                return Ok(uploads);
             }
         }
+    }
+
+    /// Aborts every incomplete multipart upload under `prefix` and returns
+    /// the keys it aborted. Call only when nobody can be writing there.
+    pub async fn abort_incomplete_uploads(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<String>, (Option<String>, S3Error)> {
+        let uploads = self.open_uploads(prefix).await.map_err(|err| (None, err))?;
+        let mut aborted = Vec::new();
+        for (key, upload_id) in uploads {
+            self.abort_upload(&key, &upload_id)
+                .await
+                .map_err(|err| (Some(key.clone()), err))?;
+            aborted.push(key);
+        }
+        Ok(aborted)
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), S3Error> {

@@ -337,10 +337,7 @@ impl Controller {
             Outcome::Failed | Outcome::TimedOut | Outcome::LaunchFailed | Outcome::InternalError
         );
         if let Some(notifier) = self.notifier.as_ref().filter(|_| failed) {
-            let outcome = serde_json::to_value(result.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
+            let outcome = result.outcome.word();
             let message = format!(
                 "backup-cloud job {} ended {outcome} (exit {}).\njob id: {}\ninstance: {}\nafter: {} s\nreason: {}\nconfig: {}",
                 result.job,

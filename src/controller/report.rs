@@ -46,6 +46,21 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome as people read it (`timed out`, `left running`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed out",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Detached => "left running",
+            Outcome::ConfigError => "config error",
+            Outcome::LaunchFailed => "launch failed",
+            Outcome::AlreadyRunning => "already running",
+            Outcome::InternalError => "internal error",
+        }
+    }
+
     /// The documented exit code for this outcome.
     pub fn exit(self) -> Exit {
         match self {

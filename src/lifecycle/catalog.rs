@@ -103,6 +103,34 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An incomplete backup of `job` at `prefix` in `bucket`, with nothing
+    /// known of it yet but its time.
+    pub fn incomplete(
+        bucket: &Bucket,
+        job: &str,
+        prefix: String,
+        timestamp: String,
+        started_at: OffsetDateTime,
+    ) -> Entry {
+        Entry {
+            job: job.to_owned(),
+            timestamp,
+            started_at,
+            location: bucket.location(&prefix),
+            state: State::Incomplete,
+            locked_until: None,
+            size_bytes: 0,
+            objects: 0,
+            format: None,
+            recipients: Vec::new(),
+            last_verify: None,
+            last_drill: None,
+            last_export: None,
+            problem: None,
+            prefix,
+        }
+    }
+
     /// Whether it has a manifest that reads (complete, expired or not).
     pub fn is_complete(&self) -> bool {
         matches!(self.state, State::Complete | State::Expired)
@@ -175,23 +203,7 @@ async fn read_entry(
         .get_if_exists(&manifest_key)
         .await
         .map_err(|e| failed("reading", &manifest_key, e))?;
-    let mut entry = Entry {
-        job: job.name.clone(),
-        timestamp,
-        started_at,
-        location: bucket.location(&prefix),
-        state: State::Incomplete,
-        locked_until: None,
-        size_bytes: 0,
-        objects: 0,
-        format: None,
-        recipients: Vec::new(),
-        last_verify: None,
-        last_drill: None,
-        last_export: None,
-        problem: None,
-        prefix: prefix.clone(),
-    };
+    let mut entry = Entry::incomplete(bucket, &job.name, prefix.clone(), timestamp, started_at);
     match manifest.map(|m| parse_document::<Manifest>(&m.body)) {
         Some(Ok(manifest)) => {
             entry.state = if job.retention.expired(started_at, now) {

@@ -106,7 +106,7 @@ pub async fn backups(
     job: Option<&str>,
 ) -> Result<Vec<catalog::Entry>, LifecycleError> {
     let (bucket, _) = bucket(config).await;
-    let locked = object_lock(&bucket).await?;
+    let locked = object_lock(&bucket, READ_POLICY).await?;
     let now = OffsetDateTime::now_utc();
     let mut entries = Vec::new();
     for job in jobs(config, job)? {
@@ -121,7 +121,7 @@ pub async fn check(
     job: Option<&str>,
 ) -> Result<Vec<monitor::JobHealth>, LifecycleError> {
     let (bucket, clients) = bucket(config).await;
-    let locked = object_lock(&bucket).await?;
+    let locked = object_lock(&bucket, READ_POLICY).await?;
     let now = OffsetDateTime::now_utc();
     let notifier = Notifier::new(&clients, config.notify.sns_topic_arn.as_deref());
     let mut health = Vec::new();
@@ -183,7 +183,22 @@ pub async fn pick(config: &Config, job: &str, pick: Pick) -> Result<String, Life
     })
 }
 
-async fn object_lock(bucket: &Bucket) -> Result<bool, LifecycleError> {
+/// `prune`: the plan for `job` (or every job), carried out with `remove`.
+pub async fn prune(
+    config: &Config,
+    job: Option<&str>,
+    remove: bool,
+) -> Result<Vec<prune::JobPrune>, LifecycleError> {
+    let jobs = jobs(config, job)?;
+    let (bucket, _) = bucket(config).await;
+    prune::prune(config, &bucket, &jobs, remove, OffsetDateTime::now_utc()).await
+}
+
+/// Whether `bucket` has Object Lock; a refusal adds `policy`'s hint.
+pub(crate) async fn object_lock(
+    bucket: &Bucket,
+    policy: &'static str,
+) -> Result<bool, LifecycleError> {
     bucket.object_lock_enabled().await.map_err(|e| {
         LifecycleError::s3(
             format!(
@@ -191,7 +206,7 @@ async fn object_lock(bucket: &Bucket) -> Result<bool, LifecycleError> {
                 bucket.name()
             ),
             e,
-            READ_POLICY,
+            policy,
         )
     })
 }
