@@ -489,7 +489,7 @@ impl Validator<'_> {
                 "notify.sns_topic_arn",
                 topic,
                 is_sns_topic_arn,
-                "an SNS topic ARN such as `arn:aws:sns:eu-west-1:123456789012:backup-cloud-alerts`",
+                "a standard (not FIFO) SNS topic ARN such as `arn:aws:sns:eu-west-1:123456789012:backup-cloud-alerts`",
             )?;
         }
         let instance = self.instance(raw.instance)?;
@@ -1262,13 +1262,14 @@ fn all_chars(value: &str, allowed: impl Fn(char) -> bool) -> bool {
 }
 
 /// `arn:<partition>:sns:<region>:<12-digit account>:<topic>`, the topic
-/// name 1-256 letters, digits, `-` and `_` (`.fifo` allowed at its end).
+/// name 1-256 letters, digits, `-` and `_`. Not a FIFO topic (`.fifo`):
+/// SNS refuses a publish to one without a message group, and alerts need
+/// no ordering.
 fn is_sns_topic_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    let [scheme, partition, service, region, account, topic] = parts[..] else {
+    let [scheme, partition, service, region, account, name] = parts[..] else {
         return false;
     };
-    let name = topic.strip_suffix(".fifo").unwrap_or(topic);
     scheme == "arn"
         && partition.starts_with("aws")
         && service == "sns"
@@ -1737,7 +1738,7 @@ password_parameter = "/backup-cloud/orders/password"
             "arn:aws:sns:eu-west-1:123456789012:backup-cloud-alerts"
         ));
         assert!(is_sns_topic_arn(
-            "arn:aws:sns:us-east-1:123456789012:backup-cloud_alerts.fifo"
+            "arn:aws:sns:us-east-1:123456789012:backup-cloud_alerts"
         ));
         for bad in [
             "backup-cloud-alerts",
@@ -1746,6 +1747,7 @@ password_parameter = "/backup-cloud/orders/password"
             "arn:aws:sns:eu-west-1:123456789012:",
             "arn:aws:sns:eu-west-1:123456789012:a b",
             "arn:aws:sns:eu-west-1:123456789012:a:b",
+            "arn:aws:sns:eu-west-1:123456789012:alerts.fifo",
         ] {
             assert!(!is_sns_topic_arn(bad), "{bad}");
         }

@@ -81,19 +81,11 @@ pub async fn prune(
     remove: bool,
     now: OffsetDateTime,
 ) -> Result<Vec<JobPrune>, LifecycleError> {
-    let locked = bucket.object_lock_enabled().await.map_err(|e| {
-        LifecycleError::s3(
-            format!(
-                "reading the Object Lock configuration of s3://{}",
-                bucket.name()
-            ),
-            e,
-            PRUNE_POLICY,
-        )
-    })?;
+    let locked = super::object_lock(bucket, PRUNE_POLICY).await?;
     let mut pruned = Vec::new();
     for job in jobs {
-        let entries = catalog::list(bucket, &config.storage.prefix, job, locked, now).await?;
+        let mut entries = catalog::list(bucket, &config.storage.prefix, job, locked, now).await?;
+        entries.extend(upload_only(bucket, &config.storage.prefix, &job.name, &entries).await?);
         // unreadable manifests are left alone: nothing is decided on them
         let (judged, unreadable): (Vec<Entry>, Vec<Entry>) = entries
             .into_iter()
@@ -147,6 +139,47 @@ pub async fn prune(
         });
     }
     Ok(pruned)
+}
+
+/// The incomplete backups of `job` that hold nothing but open multipart
+/// uploads (a streamed dump is one upload until it completes): a listing
+/// of objects does not show them, and their parts cost money until they
+/// are aborted. `listed`: the backups the catalog found.
+async fn upload_only(
+    bucket: &Bucket,
+    prefix: &str,
+    job: &str,
+    listed: &[Entry],
+) -> Result<Vec<Entry>, LifecycleError> {
+    let folder = layout::backups(prefix, job);
+    let uploads = bucket.open_uploads(&folder).await.map_err(|e| {
+        LifecycleError::s3(
+            format!("listing the uploads under {}", bucket.location(&folder)),
+            e,
+            PRUNE_POLICY,
+        )
+    })?;
+    let mut found: Vec<Entry> = Vec::new();
+    for (key, _) in &uploads {
+        let Some(backup) = layout::backup_of_object(job, key) else {
+            continue;
+        };
+        let known = listed.iter().chain(&found).any(|e| e.prefix == backup);
+        let Some(parsed) = layout::parse_backup(backup).filter(|_| !known) else {
+            continue;
+        };
+        let Some(at) = layout::parse_timestamp(&parsed.timestamp) else {
+            continue;
+        };
+        found.push(Entry::incomplete(
+            bucket,
+            job,
+            backup.to_owned(),
+            parsed.timestamp,
+            at,
+        ));
+    }
+    Ok(found)
 }
 
 /// Removes one backup: manifest, uploads, the rest.

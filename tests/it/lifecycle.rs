@@ -181,6 +181,22 @@ async fn a_year_of_backups_is_pruned_to_exactly_what_the_rules_keep() {
         .await;
     let stale = incomplete_backup(&fixture, now - DAY * 3_i32).await;
     let fresh = incomplete_backup(&fixture, now - time::Duration::hours(1)).await;
+    // a streamed dump abandoned before its upload completed: no object at
+    // all, only an open multipart upload, which a listing does not show
+    let upload_only = layout::backup(
+        &fixture.prefix,
+        &fixture.job,
+        &layout::timestamp(now - DAY * 4_i32),
+    );
+    fixture
+        .aws
+        .s3
+        .create_multipart_upload()
+        .bucket(&fixture.bucket)
+        .key(format!("{upload_only}pg_dump.custom.zst.gpg"))
+        .send()
+        .await
+        .unwrap();
     let (before, complete_before) = folders(&fixture).await;
     assert_eq!((before.len(), complete_before.len()), (403, 401));
 
@@ -203,7 +219,7 @@ async fn a_year_of_backups_is_pruned_to_exactly_what_the_rules_keep() {
     // the plan alone removes nothing
     let plan = fixture.backup_cloud(&["prune"]);
     assert_eq!(plan.status.code(), Some(0), "{}", show(&plan));
-    let removals = complete_before.len() - expected.len() + 1;
+    let removals = complete_before.len() - expected.len() + 2;
     assert!(
         stdout(&plan).contains(&format!("{removals} backup(s) would be removed")),
         "{}",
@@ -244,6 +260,11 @@ async fn a_year_of_backups_is_pruned_to_exactly_what_the_rules_keep() {
         open_uploads(&fixture, &fresh).await,
         1,
         "the fresh one's left"
+    );
+    assert_eq!(
+        open_uploads(&fixture, &upload_only).await,
+        0,
+        "found and aborted"
     );
 
     // the catalog lists what is left, newest first, one JSON object each
