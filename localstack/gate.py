@@ -36,6 +36,11 @@ fault proxies — meets these rules, in this order:
 6. **SSM throttle**: PutParameter through one token bucket for all callers
    (``ThrottlingException``).
 
+RDS requests (SigV4 scope service ``rds``) and ``/__rds/`` control calls go
+to the RDS world (localstack/rds.py, ``--rds-upstream``) instead of
+LocalStack, after 1-3 like the rest; their resource tags for
+``aws:ResourceTag/*`` are looked up there.
+
 Every decision is logged (actor ARN, action, resource, decision):
 ``GET /__gate/log``. Usage: ``gate.py --upstream URL [--port N] --evaluator
 PATH``; prints ``listening on PORT``. Control API (under ``/__gate/``, which
@@ -251,8 +256,9 @@ class World:
     """Admin lookups in LocalStack (direct, not through the gate), with short-lived caches."""
 
     TTL = 5.0
+    RDS_TAGS_TTL = 1.0
 
-    def __init__(self, upstream_url):
+    def __init__(self, upstream_url, rds_url=None):
         cfg = botocore.config.Config(region_name="us-east-1", retries={"max_attempts": 2},
                                      connect_timeout=5, read_timeout=30)
         kw = dict(endpoint_url=upstream_url, region_name="us-east-1", aws_access_key_id="test",
@@ -262,6 +268,7 @@ class World:
         self.ec2 = boto3.client("ec2", **kw)
         self.ssm = boto3.client("ssm", **kw)
         self.kms = boto3.client("kms", **kw)
+        self.rds = boto3.client("rds", **dict(kw, endpoint_url=rds_url or upstream_url))
         self.lock = threading.Lock()
         self.cache = {}
         self.upload_keys = {}  # multipart upload id -> KMS key ARN of a customer-managed key
@@ -379,6 +386,24 @@ class World:
                 return p.get("KeyId") or "alias/aws/ssm"
         return None
 
+    def rds_tags(self, resource_arn):
+        """``{key: value}`` of an RDS resource (empty when it does not exist). Cached briefly:
+        every RDS write through the gate forgets the cache, and a change made around the
+        gate (directly on the RDS world) shows within ``RDS_TAGS_TTL`` seconds."""
+        key = ("rds", resource_arn)
+        with self.lock:
+            hit = self.cache.get(key)
+            if hit and hit[0] > time.monotonic():
+                return hit[1]
+        try:
+            tags = {t["Key"]: t.get("Value", "") for t in
+                    self.rds.list_tags_for_resource(ResourceName=resource_arn).get("TagList", [])}
+        except botocore.exceptions.ClientError:
+            tags = {}
+        with self.lock:
+            self.cache[key] = (time.monotonic() + self.RDS_TAGS_TTL, tags)
+        return tags
+
     def instance_tags(self, ids):
         """``{instance id: {key: value}}`` for the ids EC2 knows."""
         if not ids:
@@ -445,14 +470,16 @@ def iso(dt):
 class Gate:
     """Everything the handler threads share."""
 
-    def __init__(self, upstream, evaluator_path):
+    def __init__(self, upstream, evaluator_path, rds_upstream=None):
         self.upstream_url = upstream
         self.upstream = urllib.parse.urlsplit(upstream)
+        self.rds_upstream_url = rds_upstream or upstream
+        self.rds_upstream = urllib.parse.urlsplit(self.rds_upstream_url)
         self.settings = Settings()
         self.log = Log()
         self.evaluator = Evaluator(evaluator_path)
         self.sessions = Sessions()
-        self.world = World(upstream)
+        self.world = World(upstream, self.rds_upstream_url)
         self.launches = Launches(self.settings)
         self.put_parameter_bucket = TokenBucket(self.settings)
 
@@ -485,7 +512,15 @@ class Gate:
         """Adds what only the world knows; returns an error reply or None."""
         for need in call.needs:
             kind = need[0]
-            if kind == "instance-tags":
+            if kind == "rds-tags":
+                for check in call.checks:
+                    if check.resource not in need[1]:
+                        continue
+                    legacy = gr.RDS_TAG_KEY.get(gr.rds_arn_kind(check.resource))
+                    for k, v in self.world.rds_tags(check.resource).items():
+                        check.context[f"aws:ResourceTag/{k}"] = v
+                        check.context[f"rds:{legacy}/{k}"] = v
+            elif kind == "instance-tags":
                 tags = self.world.instance_tags(need[1])
                 for check in call.checks:
                     iid = check.resource.rsplit("/", 1)[-1]
@@ -630,6 +665,10 @@ def denial(call, principal, check, decision, deny_source):
                          f"Encoded authorization failure message: {encoded}", 403)
     if call.protocol == "json":
         return json_error("AccessDeniedException", message, 400)
+    if call.service == "rds":
+        status, headers, body = query_error("AccessDenied", message, 403)
+        return status, headers, body.replace(b"<ErrorResponse>",
+                                             b'<ErrorResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/">')
     return query_error("AccessDenied", message, 403)
 
 
@@ -674,6 +713,9 @@ class Handler(ProxyHandler):
             self.control(url.path[len(CONTROL):], urllib.parse.parse_qs(url.query))
             return
         body = self.read_body()
+        if url.path.startswith("/__rds/"):
+            self.forward_and_relay(gate.rds_upstream, body)
+            return
         if url.path.startswith("/_localstack/"):
             self.forward_and_relay(gate.upstream, body)
             return
@@ -766,6 +808,11 @@ class Handler(ProxyHandler):
                 if response is not None:
                     self.relay_without(response, gate.launches.hidden_all())
                 return
+        if call.service == "rds":
+            response = self.forward_and_relay(gate.rds_upstream, body)
+            if response is not None and not op.startswith(("Describe", "List")):
+                gate.world.forget("rds")
+            return
         if call.service == "ssm" and op == "PutParameter" and not gate.put_parameter_bucket.take():
             self.reply(*json_error("ThrottlingException", "Rate exceeded", 400))
             return
@@ -847,7 +894,7 @@ class Handler(ProxyHandler):
         status, reply = 200, {}
         try:
             if what == "health" and self.command == "GET":
-                reply = {"ok": True, "upstream": gate.upstream_url}
+                reply = {"ok": True, "upstream": gate.upstream_url, "rds_upstream": gate.rds_upstream_url}
             elif what == "settings" and self.command == "GET":
                 reply = gate.settings.to_json()
             elif what == "settings" and self.command in ("PUT", "POST"):
@@ -883,11 +930,14 @@ def main():
     parser.add_argument("--evaluator", default=os.environ.get(
         "BACKUP_CLOUD_GATE_EVALUATOR", os.path.join(os.path.dirname(here), ".state", "iam-eval", "release",
                                                     "iam-eval")))
+    parser.add_argument("--rds-upstream", default=os.environ.get("BACKUP_CLOUD_GATE_RDS_UPSTREAM",
+                                                                  "http://127.0.0.1:4568"),
+                        help="the RDS world (localstack/rds.py)")
     args = parser.parse_args()
     if not os.access(args.evaluator, os.X_OK):
         sys.exit(f"gate: no iam-eval binary at {args.evaluator} (localstack/up builds it)")
     server = Server(("127.0.0.1", args.port), Handler)
-    server.gate = Gate(args.upstream, args.evaluator)
+    server.gate = Gate(args.upstream, args.evaluator, args.rds_upstream)
     return serve(server)
 
 

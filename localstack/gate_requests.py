@@ -9,11 +9,28 @@ profile, the KMS key of an object or a parameter) is added by gate.py from
 the ``needs`` each :class:`Call` lists.
 
 Sources: the Service Authorization Reference ("Actions, resources, and
-condition keys" for Amazon S3, EC2, Systems Manager, KMS) and the EC2 guide's
+condition keys" for Amazon S3, EC2, Systems Manager, KMS, Amazon RDS —
+https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonrds.html)
+and the EC2 guide's
 "Resource-level permissions for RunInstances" (a RunInstances authorizes
 the instance, volume, network interface, security group, subnet, image,
 key pair and, for spot, the spot-instances-request; tags given at launch
 also need ec2:CreateTags with ``ec2:CreateAction``).
+
+RDS (the RDS world, localstack/rds.py): every ARN an operation names is
+checked, ``arn:aws:rds:REGION:ACCOUNT:db:ID``, ``snapshot:ID``, ``cluster:ID``,
+``cluster-snapshot:ID``, ``subgrp:NAME``, ``pg:NAME``, ``cluster-pg:NAME``,
+``og:NAME``, ``secgrp:NAME`` (a Describe without an identifier: ``db:*`` etc.).
+A resource the call creates carries ``aws:RequestTag/K``, ``aws:TagKeys``
+and the legacy ``rds:req-tag/K``; a create or restore with ``Tags`` also
+needs ``rds:AddTagsToResource`` on the new resource with the same keys.
+Existing db/snapshot/cluster/cluster-snapshot resources get
+``aws:ResourceTag/K`` and the legacy ``rds:db-tag/K``, ``rds:snapshot-tag/K``,
+``rds:cluster-tag/K``, ``rds:cluster-snapshot-tag/K`` from a lookup by the
+gate (need ``("rds-tags", [arns])``). Create/restore of an instance also
+carries ``rds:DatabaseEngine``, ``rds:DatabaseClass``, ``rds:MultiAz``,
+``rds:StorageSize`` when given. A DeleteDBInstance/DeleteDBCluster with a final
+snapshot also needs ``rds:CreateDBSnapshot``/``rds:CreateDBClusterSnapshot`` on it.
 
 An operation this module does not know maps to ``action=None``: the gate
 refuses it for every non-admin principal (fail closed) and logs it as
@@ -135,6 +152,8 @@ def parse(method, path, query, headers, body, signer):
         service = signer.service or "ec2"
         if service == "ec2":
             return _ec2_call(form, region)
+        if service == "rds":
+            return _rds_call(form, region)
         call = Call(service, first(form, "Action"), "query", form)
         if (service, call.operation) != ("sts", "GetCallerIdentity"):  # needs no permission on AWS
             call.check(f"{service}:{call.operation}", _topic_or_star(service, first(form, "TopicArn")))
@@ -333,6 +352,173 @@ def _run_instances_checks(call, region):
         call.check("ec2:CreateTags", arn("ec2", region, f"{rtype}/*"), context)
     if profile:
         call.needs.append(("pass-role", profile))
+
+
+# --- RDS --------------------------------------------------------------------------------
+
+# legacy per-type tag keys (rds:db-tag/K ...) of the resource types whose tags the gate looks up
+RDS_TAG_KEY = {"db": "db-tag", "snapshot": "snapshot-tag", "cluster": "cluster-tag",
+               "cluster-snapshot": "cluster-snapshot-tag"}
+
+
+def rds_arn(region, kind, ident):
+    """The ARN of an RDS resource named by identifier or ARN."""
+    if ident.startswith("arn:"):
+        return ident
+    return arn("rds", region, f"{kind}:{ident}")
+
+
+def rds_arn_kind(resource_arn):
+    """``db``, ``snapshot``, ``cluster``... of an RDS ARN."""
+    parts = resource_arn.split(":")
+    return parts[5] if len(parts) > 6 else None
+
+
+def rds_request_tags(params):
+    """``{key: value}`` of ``Tags.Tag.N`` (what botocore sends) or ``Tags.member.N``."""
+    tags = {}
+    for style in ("Tag", "member"):
+        n = 1
+        while f"Tags.{style}.{n}.Key" in params:
+            tags[first(params, f"Tags.{style}.{n}.Key")] = first(params, f"Tags.{style}.{n}.Value", "")
+            n += 1
+    return tags
+
+
+def _rds_call(form, region):
+    op = first(form, "Action")
+    call = Call("rds", op, "query", form)
+    p = lambda name: first(form, name)  # noqa: E731
+    tags = rds_request_tags(form)
+    looked_up = []
+
+    def existing(action, kind, ident):
+        resource = rds_arn(region, kind, ident)
+        if ident != "*" and rds_arn_kind(resource) in RDS_TAG_KEY:
+            looked_up.append(resource)
+        return call.check(action, resource)
+
+    def created(action, kind, ident, extra=None):
+        context = dict(extra or {})
+        _request_tags(context, tags)
+        for k, v in tags.items():
+            context[f"rds:req-tag/{k}"] = v
+        return call.check(action, rds_arn(region, kind, ident or "*"), context)
+
+    def tag_on_create(kind, ident):
+        if tags:
+            created("rds:AddTagsToResource", kind, ident)
+
+    def groups(action, cluster=False):
+        for name, kind in (("DBSubnetGroupName", "subgrp"), ("OptionGroupName", "og"),
+                           ("DBClusterParameterGroupName" if cluster else "DBParameterGroupName",
+                            "cluster-pg" if cluster else "pg")):
+            if p(name):
+                call.check(action, rds_arn(region, kind, p(name)))
+        for group in (indexed(form, "DBSecurityGroups.DBSecurityGroupName")
+                      + indexed(form, "DBSecurityGroups.member")):
+            call.check(action, rds_arn(region, "secgrp", group))
+
+    def instance_keys():
+        context = {}
+        for key, name in (("rds:DatabaseEngine", "Engine"), ("rds:DatabaseClass", "DBInstanceClass"),
+                          ("rds:MultiAz", "MultiAZ"), ("rds:StorageSize", "AllocatedStorage")):
+            if p(name) is not None:
+                context[key] = p(name)
+        return context
+
+    action = f"rds:{op}"
+    if op == "DescribeDBInstances":
+        existing(action, "db", p("DBInstanceIdentifier") or "*")
+    elif op == "DescribeDBSnapshots":
+        existing(action, "snapshot", p("DBSnapshotIdentifier") or "*")
+        if p("DBInstanceIdentifier"):
+            existing(action, "db", p("DBInstanceIdentifier"))
+    elif op == "DescribeDBClusters":
+        existing(action, "cluster", p("DBClusterIdentifier") or "*")
+    elif op == "DescribeDBClusterSnapshots":
+        existing(action, "cluster-snapshot", p("DBClusterSnapshotIdentifier") or "*")
+        if p("DBClusterIdentifier"):
+            existing(action, "cluster", p("DBClusterIdentifier"))
+    elif op == "CreateDBInstance":
+        created(action, "db", p("DBInstanceIdentifier"), instance_keys())
+        groups(action)
+        if p("DBClusterIdentifier"):
+            existing(action, "cluster", p("DBClusterIdentifier"))
+        tag_on_create("db", p("DBInstanceIdentifier"))
+    elif op == "RestoreDBInstanceFromDBSnapshot":
+        created(action, "db", p("DBInstanceIdentifier"), instance_keys())
+        existing(action, "snapshot", p("DBSnapshotIdentifier") or "*")
+        groups(action)
+        tag_on_create("db", p("DBInstanceIdentifier"))
+    elif op == "RestoreDBInstanceToPointInTime":
+        created(action, "db", p("TargetDBInstanceIdentifier"), instance_keys())
+        if p("SourceDBInstanceIdentifier"):
+            existing(action, "db", p("SourceDBInstanceIdentifier"))
+        elif p("SourceDBInstanceAutomatedBackupsArn"):
+            call.check(action, p("SourceDBInstanceAutomatedBackupsArn"))
+        else:
+            existing(action, "db", "*")
+        groups(action)
+        tag_on_create("db", p("TargetDBInstanceIdentifier"))
+    elif op == "CreateDBCluster":
+        created(action, "cluster", p("DBClusterIdentifier"),
+                {"rds:DatabaseEngine": p("Engine")} if p("Engine") else None)
+        groups(action, cluster=True)
+        tag_on_create("cluster", p("DBClusterIdentifier"))
+    elif op == "RestoreDBClusterToPointInTime":
+        created(action, "cluster", p("DBClusterIdentifier"))
+        existing(action, "cluster", p("SourceDBClusterIdentifier") or "*")
+        groups(action, cluster=True)
+        tag_on_create("cluster", p("DBClusterIdentifier"))
+    elif op == "RestoreDBClusterFromSnapshot":
+        created(action, "cluster", p("DBClusterIdentifier"))
+        existing(action, "cluster-snapshot", p("SnapshotIdentifier") or "*")
+        groups(action, cluster=True)
+        tag_on_create("cluster", p("DBClusterIdentifier"))
+    elif op == "ModifyDBInstance":
+        existing(action, "db", p("DBInstanceIdentifier") or "*")
+        groups(action)
+    elif op == "ModifyDBCluster":
+        existing(action, "cluster", p("DBClusterIdentifier") or "*")
+        groups(action, cluster=True)
+    elif op == "DeleteDBInstance":
+        existing(action, "db", p("DBInstanceIdentifier") or "*")
+        if p("FinalDBSnapshotIdentifier"):
+            created("rds:CreateDBSnapshot", "snapshot", p("FinalDBSnapshotIdentifier"))
+    elif op == "DeleteDBCluster":
+        existing(action, "cluster", p("DBClusterIdentifier") or "*")
+        if p("FinalDBSnapshotIdentifier"):
+            created("rds:CreateDBClusterSnapshot", "cluster-snapshot", p("FinalDBSnapshotIdentifier"))
+    elif op == "CreateDBSnapshot":
+        existing(action, "db", p("DBInstanceIdentifier") or "*")
+        created(action, "snapshot", p("DBSnapshotIdentifier"))
+        tag_on_create("snapshot", p("DBSnapshotIdentifier"))
+    elif op == "DeleteDBSnapshot":
+        existing(action, "snapshot", p("DBSnapshotIdentifier") or "*")
+    elif op == "DeleteDBClusterSnapshot":
+        existing(action, "cluster-snapshot", p("DBClusterSnapshotIdentifier") or "*")
+    elif op == "CreateDBClusterSnapshot":
+        existing(action, "cluster", p("DBClusterIdentifier") or "*")
+        created(action, "cluster-snapshot", p("DBClusterSnapshotIdentifier"))
+        tag_on_create("cluster-snapshot", p("DBClusterSnapshotIdentifier"))
+    elif op == "AddTagsToResource":
+        check = existing(action, "db", p("ResourceName") or "*")
+        _request_tags(check.context, tags)
+        for k, v in tags.items():
+            check.context[f"rds:req-tag/{k}"] = v
+    elif op == "RemoveTagsFromResource":
+        check = existing(action, "db", p("ResourceName") or "*")
+        keys = indexed(form, "TagKeys.member")
+        if keys:
+            check.context["aws:TagKeys"] = sorted(keys)
+    elif op == "ListTagsForResource":
+        existing(action, "db", p("ResourceName") or "*")
+    else:
+        call.check(None, "*")  # unmapped: refused for principals
+    if looked_up:
+        call.needs.append(("rds-tags", looked_up))
+    return call
 
 
 # --- S3 ---------------------------------------------------------------------------

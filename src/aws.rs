@@ -1,7 +1,7 @@
 //! One place that turns configuration into AWS clients.
 //!
 //! The controller and the agent both talk to S3, SSM and (the controller)
-//! EC2. Endpoint overrides for LocalStack, path-style addressing and the
+//! EC2 and RDS. Endpoint overrides for LocalStack, path-style addressing and the
 //! standard credential chain are decided here once, so both sides agree.
 
 use std::time::Duration;
@@ -32,6 +32,7 @@ pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub sts: aws_sdk_sts::Client,
     pub sns: aws_sdk_sns::Client,
+    pub rds: aws_sdk_rds::Client,
     pub region: Option<String>,
     /// Where the clients' credentials come from.
     credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
@@ -111,6 +112,7 @@ impl AwsClients {
             ec2: aws_sdk_ec2::Client::new(sdk),
             sts: aws_sdk_sts::Client::new(sdk),
             sns: aws_sdk_sns::Client::new(sdk),
+            rds: aws_sdk_rds::Client::new(sdk),
             region: sdk.region().map(|r| r.to_string()),
             credentials: sdk.credentials_provider(),
         }

@@ -166,6 +166,9 @@ pub struct TimeoutSettings {
     pub interrupt_prompt: Duration,
     /// For the dump tools to connect to the database.
     pub database_connect: Duration,
+    /// How long a temporary database (`source = "snapshot"` or
+    /// `"point-in-time"`) may take to become available, and to be deleted.
+    pub temporary_database: Duration,
     /// For the instance to download the agent, per attempt.
     pub agent_download: Duration,
     /// For one attempt of an AWS call.
@@ -195,13 +198,11 @@ pub struct UploadConfig {
 pub struct JobConfig {
     pub name: String,
     pub engine: Engine,
-    pub host: String,
-    pub port: u16,
-    pub user: String,
+    /// Where the data is read from (`source`).
+    pub source: Source,
     /// PostgreSQL: the database. MySQL: the databases dumped, joined by
     /// `,`, or `*` for all of them (for logs and the manifest).
     pub database: String,
-    pub password_parameter: String,
     pub dump: DumpSettings,
     pub instance_type: String,
     pub max_lifetime: Duration,
@@ -213,6 +214,93 @@ pub struct JobConfig {
     /// job can be in the writing.
     pub retention: Rules,
     pub checks: Checks,
+}
+
+/// Where a job's data is read from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// `source = "live"` (the default): the production server itself.
+    Live(LiveDatabase),
+    /// `source = "snapshot"` or `"point-in-time"`: a temporary copy the
+    /// controller restores for the job and deletes after it.
+    Rds(RdsSource),
+}
+
+/// How to reach and log in to a live database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveDatabase {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The SSM SecureString parameter holding the password.
+    pub password_parameter: String,
+}
+
+/// A temporary RDS database restored for each backup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RdsSource {
+    /// The production DB instance or Aurora DB cluster.
+    pub database: RdsDatabase,
+    pub restore: RestoreFrom,
+    /// `temp_instance_class`; `None`: the production database's own class.
+    pub instance_class: Option<String>,
+    /// `db_subnet_group_name`; `None`: the production database's.
+    pub db_subnet_group_name: Option<String>,
+    /// `vpc_security_group_ids`: groups that admit the backup instance;
+    /// empty: the production database's.
+    pub vpc_security_group_ids: Vec<String>,
+    /// `temp_hourly_price_usd`: what the temporary database costs per hour,
+    /// for `plan`'s estimate.
+    pub hourly_price_usd: Option<f64>,
+}
+
+impl RdsSource {
+    /// The source in words, e.g. `a temporary copy of RDS DB instance
+    /// orders (its newest snapshot)`.
+    pub fn describe(&self) -> String {
+        let what = match &self.database {
+            RdsDatabase::Instance(id) => format!("RDS DB instance {id}"),
+            RdsDatabase::Cluster(id) => format!("Aurora DB cluster {id}"),
+        };
+        let when = match &self.restore {
+            RestoreFrom::Snapshot(None) => "its newest snapshot".to_owned(),
+            RestoreFrom::Snapshot(Some(id)) => format!("snapshot {id}"),
+            RestoreFrom::PointInTime(None) => "its latest restorable time".to_owned(),
+            RestoreFrom::PointInTime(Some(at)) => format!(
+                "as of {}",
+                at.format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default()
+            ),
+        };
+        format!("a temporary copy of {what} ({when})")
+    }
+}
+
+/// `db_instance_identifier` or `db_cluster_identifier`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RdsDatabase {
+    Instance(String),
+    Cluster(String),
+}
+
+impl RdsDatabase {
+    /// The production database's identifier.
+    pub fn identifier(&self) -> &str {
+        match self {
+            RdsDatabase::Instance(id) | RdsDatabase::Cluster(id) => id,
+        }
+    }
+}
+
+/// What moment the temporary database holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreFrom {
+    /// `source = "snapshot"`: the newest available automated or manual
+    /// snapshot (`None`), or `snapshot_identifier`.
+    Snapshot(Option<String>),
+    /// `source = "point-in-time"`: `restore_time = "latest"` (`None`, the
+    /// default) or an RFC 3339 time.
+    PointInTime(Option<time::OffsetDateTime>),
 }
 
 // ---- raw, as written in the file -------------------------------------------
@@ -297,6 +385,7 @@ struct RawTimeouts {
     lifetime_grace: Option<String>,
     interrupt_prompt: Option<String>,
     database_connect: Option<String>,
+    temporary_database: Option<String>,
     agent_download: Option<String>,
     aws_attempt: Option<String>,
     aws_operation: Option<String>,
@@ -313,12 +402,22 @@ struct RawUpload {
 #[serde(deny_unknown_fields)]
 struct RawJob {
     engine: Engine,
-    host: String,
+    #[serde(default)]
+    source: RawSource,
+    host: Option<String>,
     port: Option<u16>,
-    user: String,
+    user: Option<String>,
     database: Option<String>,
     databases: Option<Vec<String>>,
-    password_parameter: String,
+    password_parameter: Option<String>,
+    db_instance_identifier: Option<String>,
+    db_cluster_identifier: Option<String>,
+    snapshot_identifier: Option<String>,
+    restore_time: Option<String>,
+    temp_instance_class: Option<String>,
+    db_subnet_group_name: Option<String>,
+    vpc_security_group_ids: Option<Vec<String>>,
+    temp_hourly_price_usd: Option<f64>,
     format: Option<PostgresFormat>,
     mode: Option<MysqlMode>,
     jobs: Option<u32>,
@@ -335,6 +434,16 @@ struct RawJob {
     spot: Option<bool>,
     retention: Option<RawRetention>,
     checks: Option<RawChecks>,
+}
+
+/// `source` of a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawSource {
+    #[default]
+    Live,
+    Snapshot,
+    PointInTime,
 }
 
 /// `format` of a PostgreSQL job.
@@ -732,6 +841,12 @@ impl Validator<'_> {
                 secs(DEFAULT_DATABASE_CONNECT_SECS),
                 secs(2)..=secs(600),
             )?,
+            temporary_database: self.duration(
+                "timeouts.temporary_database",
+                raw.temporary_database.as_deref(),
+                secs(2 * 3600),
+                secs(60)..=secs(24 * 3600),
+            )?,
             agent_download: self.duration(
                 "timeouts.agent_download",
                 raw.agent_download.as_deref(),
@@ -780,33 +895,11 @@ impl Validator<'_> {
                 "a name of 1-64 letters, digits, `_` and `-`, starting with a letter or digit",
             ));
         }
-        self.check(
-            &key("host"),
-            &raw.host,
-            is_host,
-            "a DNS name or IP address (letters, digits, `.`, `-`, `:`)",
-        )?;
-        let default_port = match raw.engine {
-            Engine::Postgres => 5432,
-            Engine::Mysql => 3306,
+        let source = match raw.source {
+            RawSource::Live => Source::Live(self.live_database(name, &raw)?),
+            _ => Source::Rds(self.rds_source(name, &raw)?),
         };
-        let port = raw.port.unwrap_or(default_port);
-        if port == 0 {
-            return Err(self.invalid(&key("port"), "is 0", "a TCP port from 1 to 65535"));
-        }
-        self.check(
-            &key("user"),
-            &raw.user,
-            is_db_identifier,
-            "a user name of 1-63 bytes without control characters",
-        )?;
         let (database, dump) = self.dump_settings(name, &raw)?;
-        self.check(
-            &key("password_parameter"),
-            &raw.password_parameter,
-            is_ssm_name,
-            "the name of an SSM SecureString parameter (letters, digits and `_.-/`), not the password itself",
-        )?;
         let instance_type = match raw.instance_type {
             Some(t) => {
                 self.instance_type(&key("instance_type"), &t)?;
@@ -831,12 +924,9 @@ impl Validator<'_> {
             name: name.to_owned(),
             root_volume_gib,
             engine: raw.engine,
-            host: raw.host,
-            port,
-            user: raw.user,
+            source,
             database,
             dump,
-            password_parameter: raw.password_parameter,
             instance_type,
             max_lifetime,
             spot: raw.spot.unwrap_or(instance.spot),
@@ -846,6 +936,221 @@ impl Validator<'_> {
                 verify_every: DEFAULT_VERIFY_EVERY,
                 drill_every: DEFAULT_DRILL_EVERY,
             },
+        })
+    }
+
+    /// `host`, `port`, `user` and `password_parameter` of a live job;
+    /// the keys of the RDS sources are refused.
+    fn live_database(&self, name: &str, raw: &RawJob) -> Result<LiveDatabase, ConfigError> {
+        let key = |field: &str| format!("jobs.{name}.{field}");
+        let rds_keys = [
+            (
+                "db_instance_identifier",
+                raw.db_instance_identifier.is_some(),
+            ),
+            ("db_cluster_identifier", raw.db_cluster_identifier.is_some()),
+            ("snapshot_identifier", raw.snapshot_identifier.is_some()),
+            ("restore_time", raw.restore_time.is_some()),
+            ("temp_instance_class", raw.temp_instance_class.is_some()),
+            ("db_subnet_group_name", raw.db_subnet_group_name.is_some()),
+            (
+                "vpc_security_group_ids",
+                raw.vpc_security_group_ids.is_some(),
+            ),
+            ("temp_hourly_price_usd", raw.temp_hourly_price_usd.is_some()),
+        ];
+        if let Some((field, _)) = rds_keys.iter().find(|(_, set)| *set) {
+            return Err(self.invalid(
+                &key(field),
+                "is set, but the job's source is `live`",
+                "no such key, or `source = \"snapshot\"` or `\"point-in-time\"` (the keys of a temporary RDS database)",
+            ));
+        }
+        let required = |field: &str, value: &Option<String>| {
+            value.clone().ok_or_else(|| {
+                self.invalid(
+                    &key(field),
+                    "is missing",
+                    "a value: a job with `source = \"live\"` (the default) connects to its database itself",
+                )
+            })
+        };
+        let host = required("host", &raw.host)?;
+        self.check(
+            &key("host"),
+            &host,
+            is_host,
+            "a DNS name or IP address (letters, digits, `.`, `-`, `:`)",
+        )?;
+        let port = raw.port.unwrap_or(match raw.engine {
+            Engine::Postgres => 5432,
+            Engine::Mysql => 3306,
+        });
+        if port == 0 {
+            return Err(self.invalid(&key("port"), "is 0", "a TCP port from 1 to 65535"));
+        }
+        let user = required("user", &raw.user)?;
+        self.check(
+            &key("user"),
+            &user,
+            is_db_identifier,
+            "a user name of 1-63 bytes without control characters",
+        )?;
+        let password_parameter = required("password_parameter", &raw.password_parameter)?;
+        self.check(
+            &key("password_parameter"),
+            &password_parameter,
+            is_ssm_name,
+            "the name of an SSM SecureString parameter (letters, digits and `_.-/`), not the password itself",
+        )?;
+        Ok(LiveDatabase {
+            host,
+            port,
+            user,
+            password_parameter,
+        })
+    }
+
+    /// The keys of a job whose source is a temporary RDS database. The
+    /// keys of a live connection are refused: the controller takes the
+    /// endpoint from the temporary database and gives it a fresh master
+    /// password, so no production password is involved.
+    fn rds_source(&self, name: &str, raw: &RawJob) -> Result<RdsSource, ConfigError> {
+        let key = |field: &str| format!("jobs.{name}.{field}");
+        let live_keys = [
+            ("host", raw.host.is_some()),
+            ("port", raw.port.is_some()),
+            ("user", raw.user.is_some()),
+            ("password_parameter", raw.password_parameter.is_some()),
+        ];
+        if let Some((field, _)) = live_keys.iter().find(|(_, set)| *set) {
+            return Err(self.invalid(
+                &key(field),
+                "is set, but the job reads a temporary RDS database",
+                "no such key: the endpoint is the temporary database's, and the agent logs in as its master user with a password made for the job",
+            ));
+        }
+        let database = match (&raw.db_instance_identifier, &raw.db_cluster_identifier) {
+            (Some(id), None) => {
+                self.check(
+                    &key("db_instance_identifier"),
+                    id,
+                    is_rds_identifier,
+                    "an RDS DB instance identifier (1-63 letters, digits and `-`, starting with a letter)",
+                )?;
+                RdsDatabase::Instance(id.clone())
+            }
+            (None, Some(id)) => {
+                self.check(
+                    &key("db_cluster_identifier"),
+                    id,
+                    is_rds_identifier,
+                    "an Aurora DB cluster identifier (1-63 letters, digits and `-`, starting with a letter)",
+                )?;
+                RdsDatabase::Cluster(id.clone())
+            }
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    &key("db_cluster_identifier"),
+                    "is set together with db_instance_identifier",
+                    "one of them: `db_instance_identifier` for RDS, `db_cluster_identifier` for Aurora",
+                ))
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    &key("db_instance_identifier"),
+                    "is missing",
+                    "the production database: `db_instance_identifier` for RDS, or `db_cluster_identifier` for Aurora",
+                ))
+            }
+        };
+        let restore = if raw.source == RawSource::Snapshot {
+            if raw.restore_time.is_some() {
+                return Err(self.invalid(
+                    &key("restore_time"),
+                    "is set, but the source is `snapshot`",
+                    "no such key, or `source = \"point-in-time\"`",
+                ));
+            }
+            if let Some(id) = &raw.snapshot_identifier {
+                self.check(
+                    &key("snapshot_identifier"),
+                    id,
+                    |v| is_rds_identifier(v) || is_rds_arn(v),
+                    "a DB snapshot identifier or ARN (letters, digits, `-` and `:`)",
+                )?;
+            }
+            RestoreFrom::Snapshot(raw.snapshot_identifier.clone())
+        } else {
+            if raw.snapshot_identifier.is_some() {
+                return Err(self.invalid(
+                    &key("snapshot_identifier"),
+                    "is set, but the source is `point-in-time`",
+                    "no such key, or `source = \"snapshot\"`",
+                ));
+            }
+            let time = match raw.restore_time.as_deref() {
+                None | Some("latest") => None,
+                Some(text) => Some(
+                    time::OffsetDateTime::parse(
+                        text,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .map_err(|_| {
+                        self.invalid(
+                            &key("restore_time"),
+                            format!("is {}", describe(text)),
+                            "`latest` or an RFC 3339 time within the backup retention window, such as `2026-11-30T03:00:00Z`",
+                        )
+                    })?,
+                ),
+            };
+            RestoreFrom::PointInTime(time)
+        };
+        if let Some(class) = &raw.temp_instance_class {
+            self.check(
+                &key("temp_instance_class"),
+                class,
+                |v| v.starts_with("db.") && is_instance_type(&v[3..]),
+                "a DB instance class such as `db.r6g.large`",
+            )?;
+        }
+        if let Some(group) = &raw.db_subnet_group_name {
+            self.check(
+                &key("db_subnet_group_name"),
+                group,
+                |v| {
+                    (1..=255).contains(&v.len())
+                        && all_chars(v, |c| c.is_ascii_alphanumeric() || " ._-".contains(c))
+                },
+                "a DB subnet group name (letters, digits, spaces, `.`, `_` and `-`)",
+            )?;
+        }
+        let vpc_security_group_ids = raw.vpc_security_group_ids.clone().unwrap_or_default();
+        for (i, group) in vpc_security_group_ids.iter().enumerate() {
+            self.check(
+                &format!("{}[{i}]", key("vpc_security_group_ids")),
+                group,
+                |v| is_aws_id(v, "sg-"),
+                "security group ids such as `sg-0123456789abcdef0`",
+            )?;
+        }
+        if let Some(price) = raw.temp_hourly_price_usd {
+            if !(price.is_finite() && price >= 0.0) {
+                return Err(self.invalid(
+                    &key("temp_hourly_price_usd"),
+                    format!("is {price}"),
+                    "a price in USD per hour, 0 or more",
+                ));
+            }
+        }
+        Ok(RdsSource {
+            database,
+            restore,
+            instance_class: raw.temp_instance_class.clone(),
+            db_subnet_group_name: raw.db_subnet_group_name.clone(),
+            vpc_security_group_ids,
+            hourly_price_usd: raw.temp_hourly_price_usd,
         })
     }
 
@@ -1227,6 +1532,7 @@ fn dotted_key(path: &serde_path_to_error::Path) -> Option<String> {
 fn enum_choices(key: &str) -> Option<&'static str> {
     match key.rsplit('.').next()? {
         "engine" => Some("`postgres` or `mysql`"),
+        "source" => Some("`live`, `snapshot` or `point-in-time`"),
         "format" => Some("`custom` or `directory`"),
         "mode" if key.starts_with("storage.retention") => Some("`compliance` or `governance`"),
         "mode" => Some("`mydumper` or `mysqldump`"),
@@ -1387,6 +1693,24 @@ fn is_mysql_database_name(value: &str) -> bool {
         && all_chars(value, |c| !c.is_control() && u32::from(c) <= 0xFFFF)
 }
 
+/// RDS identifiers (DB instances, clusters, snapshots): 1 to 63 letters,
+/// digits or hyphens, starting with a letter, with no two hyphens in a row
+/// and none at the end ("Naming constraints in Amazon RDS").
+fn is_rds_identifier(value: &str) -> bool {
+    (1..=63).contains(&value.len())
+        && value.starts_with(|c: char| c.is_ascii_alphabetic())
+        && all_chars(value, |c| c.is_ascii_alphanumeric() || c == '-')
+        && !value.contains("--")
+        && !value.ends_with('-')
+}
+
+/// The ARN of a DB snapshot shared from another account.
+fn is_rds_arn(value: &str) -> bool {
+    value.starts_with("arn:aws")
+        && value.len() <= 1011
+        && all_chars(value, |c| c.is_ascii_alphanumeric() || "-:".contains(c))
+}
+
 fn is_db_identifier(value: &str) -> bool {
     (1..=63).contains(&value.len()) && !value.chars().any(char::is_control)
 }
@@ -1432,10 +1756,58 @@ password_parameter = "/backup-cloud/orders/password"
     }
 
     #[test]
+    fn a_job_reads_a_temporary_rds_database_with_its_own_keys_only() {
+        let rds = |keys: &str| {
+            GOOD.replace(
+                "host = \"db.internal\"\nuser = \"backup\"\n",
+                &format!("{keys}\n"),
+            )
+            .replace(
+                "password_parameter = \"/backup-cloud/orders/password\"\n",
+                "",
+            )
+        };
+        let config = parse(&rds(
+            "source = \"point-in-time\"\ndb_cluster_identifier = \"orders\"\nrestore_time = \"2026-11-30T03:00:00Z\"\ntemp_instance_class = \"db.r6g.large\"",
+        ))
+        .unwrap();
+        let Source::Rds(source) = &config.job("orders").unwrap().source else {
+            panic!("an RDS source")
+        };
+        assert_eq!(source.database, RdsDatabase::Cluster("orders".into()));
+        assert_eq!(
+            source.restore,
+            RestoreFrom::PointInTime(Some(time::macros::datetime!(2026-11-30 03:00 UTC)))
+        );
+        assert!(source.describe().contains("Aurora DB cluster orders"));
+        for (keys, named, expected) in [
+            // the live connection's keys have no place here
+            ("source = \"snapshot\"\ndb_instance_identifier = \"o\"\nuser = \"backup\"", "jobs.orders.user", "master user"),
+            // nor RDS's on a live job
+            ("host = \"db\"\nuser = \"u\"\npassword_parameter = \"/p\"\nsnapshot_identifier = \"s\"", "jobs.orders.snapshot_identifier", "source = \"snapshot\""),
+            ("source = \"snapshot\"", "jobs.orders.db_instance_identifier", "db_cluster_identifier"),
+            ("source = \"snapshot\"\ndb_instance_identifier = \"a\"\ndb_cluster_identifier = \"b\"", "jobs.orders.db_cluster_identifier", "one of them"),
+            ("source = \"snapshot\"\ndb_instance_identifier = \"o\"\nrestore_time = \"latest\"", "jobs.orders.restore_time", "point-in-time"),
+            ("source = \"point-in-time\"\ndb_instance_identifier = \"o\"\nrestore_time = \"yesterday\"", "jobs.orders.restore_time", "RFC 3339"),
+            ("source = \"snapshot\"\ndb_instance_identifier = \"prod--1\"", "jobs.orders.db_instance_identifier", "RDS DB instance identifier"),
+            ("source = \"snapshot\"\ndb_instance_identifier = \"o\"\ntemp_instance_class = \"r6g.large\"", "jobs.orders.temp_instance_class", "db.r6g.large"),
+            ("source = \"copy\"\ndb_instance_identifier = \"o\"", "jobs.orders.source", "one of `live`, `snapshot`, `point-in-time`"),
+            ("host = \"db\"\npassword_parameter = \"/p\"", "jobs.orders.user", "is missing"),
+        ] {
+            let err = error_for(&rds(keys));
+            assert!(err.contains(named), "{keys}: {err}");
+            assert!(err.contains(expected), "{keys}: {err}");
+        }
+    }
+
+    #[test]
     fn a_good_config_parses_with_defaults_applied() {
         let config = parse(GOOD).unwrap();
         let job = config.job("orders").unwrap();
-        assert_eq!(job.port, 5432);
+        let Source::Live(live) = &job.source else {
+            panic!("a live job: {:?}", job.source)
+        };
+        assert_eq!(live.port, 5432);
         assert_eq!(job.instance_type, DEFAULT_INSTANCE_TYPE);
         assert_eq!(job.max_lifetime, Duration::from_secs(7200));
         assert_eq!(config.status.poll_interval, Duration::from_secs(2));

@@ -19,7 +19,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::controller::report::Report;
 pub use crate::controller::report::{JobResult, Outcome};
 use crate::controller::JobStatus;
@@ -483,13 +483,14 @@ impl Reporter {
             config.key_prefix()
         );
         for job in config.jobs.values() {
+            let from = match &job.source {
+                Source::Live(live) => format!("{}@{}:{}", live.user, live.host, live.port),
+                Source::Rds(rds) => rds.describe(),
+            };
             say!(
-                "job {}: {} {}@{}:{}/{} on {}{}, max lifetime {}",
+                "job {}: {} {from}/{} on {}{}, max lifetime {}",
                 job.name,
                 job.engine.as_str(),
-                job.user,
-                job.host,
-                job.port,
                 job.database,
                 job.instance_type,
                 if job.spot { " (spot)" } else { "" },

@@ -209,6 +209,46 @@ pub struct JobSpec {
     pub retention_not_after: Option<OffsetDateTime>,
     #[serde(default)]
     pub aws_timeouts: AwsTimeouts,
+    /// What the agent dumps: the live database, or a temporary copy the
+    /// controller restored for this job.
+    #[serde(default, skip_serializing_if = "DataSource::is_live")]
+    pub source: DataSource,
+}
+
+/// What a backup was dumped from, and so what moment it represents.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum DataSource {
+    /// The configured database itself, as of the dump's own snapshot.
+    #[default]
+    Live,
+    /// A temporary RDS DB instance (or Aurora DB cluster) restored from a
+    /// DB snapshot: the data as of `snapshot_time`.
+    Snapshot {
+        /// The snapshot's ARN (`DBSnapshotArn`/`DBClusterSnapshotArn`).
+        snapshot_arn: String,
+        #[serde(with = "time::serde::rfc3339")]
+        snapshot_time: OffsetDateTime,
+        /// The temporary database's identifier (deleted after the job).
+        temporary_database: String,
+    },
+    /// A temporary RDS DB instance restored, or an Aurora DB cluster
+    /// cloned, to a point in time of `source_database`: the data as of
+    /// `restore_time`.
+    PointInTime {
+        /// The production DB instance or cluster identifier.
+        source_database: String,
+        #[serde(with = "time::serde::rfc3339")]
+        restore_time: OffsetDateTime,
+        temporary_database: String,
+    },
+}
+
+impl DataSource {
+    /// Whether this is [`DataSource::Live`].
+    pub fn is_live(&self) -> bool {
+        *self == DataSource::Live
+    }
 }
 
 /// How objects are locked against deletion (`storage.retention`).
@@ -418,6 +458,9 @@ pub struct Manifest {
     /// `exclude`), by database: not in the backup, nor in its facts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub excluded: BTreeMap<String, Vec<String>>,
+    /// What was dumped (from the job spec): absent for the live database.
+    #[serde(default, skip_serializing_if = "DataSource::is_live")]
+    pub source: DataSource,
 }
 
 /// Facts about the dumped data that a drill compares a restore against.

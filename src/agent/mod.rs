@@ -709,6 +709,7 @@ fn build_manifest(
         dump_finished_at: Some(dumped.dump_finished_at),
         facts,
         excluded: spec.dump.exclude.clone(),
+        source: spec.source.clone(),
     }
 }
 
@@ -1158,6 +1159,7 @@ mod tests {
             retention: None,
             retention_not_after: None,
             aws_timeouts: Default::default(),
+            source: Default::default(),
         }
     }
 

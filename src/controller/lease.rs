@@ -70,7 +70,13 @@ pub fn lease_is_alive(
     }
     match status.map(|s| (s.phase, s)) {
         Some((phase, _)) if phase.is_terminal() => false,
-        Some((Phase::Launching | Phase::Booting, _)) | None => age <= limits.boot_timeout,
+        // a controller restoring a temporary database heartbeats while
+        // the job is still launching
+        Some((Phase::Launching | Phase::Booting, status)) => {
+            age <= limits.boot_timeout
+                || positive(now - status.updated_at) <= limits.heartbeat_timeout
+        }
+        None => age <= limits.boot_timeout,
         Some((_, status)) => positive(now - status.updated_at) <= limits.heartbeat_timeout,
     }
 }

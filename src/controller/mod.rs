@@ -18,6 +18,7 @@ pub mod plan;
 pub mod platform;
 pub mod reap;
 pub mod report;
+pub mod temporary;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -32,7 +33,7 @@ use tokio::sync::{watch as signal, OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use crate::aws::AwsClients;
-use crate::config::{Config, ConfigError, JobConfig};
+use crate::config::{Config, ConfigError, JobConfig, RdsDatabase, Source};
 use crate::layout;
 use crate::notify::Notifier;
 use crate::s3::{Bucket, Condition};
@@ -87,6 +88,8 @@ pub enum RunError {
         basis: String,
         max_lifetime: String,
     },
+    #[error(transparent)]
+    Temporary(#[from] temporary::TemporaryError),
     #[error("job {job_id} ended ({outcome}) but its instance could not be confirmed terminated: {source}")]
     Cleanup {
         job_id: String,
@@ -110,6 +113,10 @@ impl RunError {
             RunError::TimedOut { .. } => Outcome::TimedOut,
             RunError::Interrupted { .. } | RunError::NotLaunched { .. } => Outcome::Interrupted,
             RunError::Cleanup { .. } => Outcome::InternalError,
+            RunError::Temporary(temporary::TemporaryError::Interrupted { .. }) => {
+                Outcome::Interrupted
+            }
+            RunError::Temporary(_) => Outcome::LaunchFailed,
         }
     }
 }
@@ -164,6 +171,11 @@ impl Interrupts {
     pub fn unhandled() -> Interrupts {
         let (_, receiver) = signal::channel(Interrupt::NotPressed);
         Interrupts { receiver }
+    }
+
+    /// Whether the operator answered Ctrl-C with "leave them running".
+    fn detached(&self) -> bool {
+        *self.receiver.borrow() == Interrupt::Answered(OnInterrupt::Detach)
     }
 
     /// Whether the operator has pressed Ctrl-C, answered or not.
@@ -267,6 +279,20 @@ pub struct Controller {
     claims: Mutex<HashMap<String, String>>,
     /// Where failed jobs are announced (`notify.sns_topic_arn`).
     notifier: Option<Notifier>,
+    /// The temporary database each job of this controller has asked RDS
+    /// for, by job name: deleted when the job ends.
+    temporaries: Mutex<HashMap<String, Temporary>>,
+}
+
+/// A temporary database a job asked RDS for.
+#[derive(Debug, Clone)]
+struct Temporary {
+    job_id: String,
+    identifier: String,
+    /// An Aurora DB cluster, or a DB instance.
+    cluster: bool,
+    /// Where its master password is kept while the job runs.
+    password_parameter: String,
 }
 
 impl Controller {
@@ -293,6 +319,7 @@ impl Controller {
             agent_binary: OnceCell::new(),
             agent: OnceCell::new(),
             claims: Mutex::new(HashMap::new()),
+            temporaries: Mutex::new(HashMap::new()),
         }
     }
 
@@ -325,8 +352,218 @@ impl Controller {
             result.elapsed_secs = started.elapsed().as_secs();
         }
         self.claims.lock().expect("claims lock").remove(job_name);
+        if self.job_ended(&result) {
+            let job_id = result.job_id.clone();
+            self.end_temporaries(job_name, job_id.as_deref(), &mut result)
+                .await;
+        }
         self.finished(&result).await;
         result
+    }
+
+    /// Whether the run behind `result` is over, so that what it made goes:
+    /// not when it was left running (detached on purpose or at the
+    /// operator's Ctrl-C answer), nor when it was another run's.
+    fn job_ended(&self, result: &JobResult) -> bool {
+        !matches!(result.outcome, Outcome::Detached | Outcome::AlreadyRunning)
+            && !self.interrupts.detached()
+    }
+
+    /// Deletes the temporary databases of `job`'s run `job_id` (the one
+    /// this controller made, and any RDS lists with the job id's tag, such
+    /// as one a detached run made), and their password parameters. One that
+    /// cannot be confirmed deleted turns `result` into an internal error
+    /// naming it.
+    async fn end_temporaries(&self, job: &str, job_id: Option<&str>, result: &mut JobResult) {
+        let mut ending: Vec<Temporary> = self
+            .temporaries
+            .lock()
+            .expect("temporaries lock")
+            .remove(job)
+            .into_iter()
+            .collect();
+        let rds_job = self
+            .config
+            .jobs
+            .get(job)
+            .is_some_and(|j| matches!(j.source, Source::Rds(_)));
+        if let (Some(job_id), true) = (job_id, rds_job) {
+            match self
+                .rds()
+                .list_ours(plan::TAG_MANAGED, plan::TAG_JOB, plan::TAG_JOB_ID)
+                .await
+            {
+                Ok(listed) => {
+                    for db in listed {
+                        if db.job_id.as_deref() == Some(job_id)
+                            && !ending.iter().any(|t| t.identifier == db.identifier)
+                        {
+                            ending.push(Temporary {
+                                job_id: job_id.to_owned(),
+                                identifier: db.identifier,
+                                cluster: db.cluster,
+                                password_parameter: plan::temporary_password_parameter(
+                                    &self.config.status_parameter(job),
+                                ),
+                            });
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!("temporary databases of {job_id} not listed: {err}"),
+            }
+        }
+        for temporary in ending {
+            if let Err(err) = self.delete_temporary(&temporary).await {
+                let reason = result.reason.take().unwrap_or_default();
+                let lead = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("{reason}; ")
+                };
+                result.reason = Some(format!(
+                    "{lead}its temporary database {} could not be confirmed deleted: {err}",
+                    temporary.identifier
+                ));
+                result.outcome = Outcome::InternalError;
+                result.exit_code = Outcome::InternalError.exit() as u8;
+            }
+        }
+    }
+
+    /// Deletes one temporary database and its password parameter.
+    async fn delete_temporary(&self, temporary: &Temporary) -> Result<(), RunError> {
+        tracing::info!(identifier = %temporary.identifier, job_id = %temporary.job_id, "deleting the temporary database");
+        self.rds()
+            .delete(
+                &temporary.identifier,
+                temporary.cluster,
+                self.config.timeouts.temporary_database,
+            )
+            .await?;
+        temporary::forget_password(&self.aws.ssm, &temporary.password_parameter).await?;
+        Ok(())
+    }
+
+    fn rds(&self) -> temporary::Rds {
+        temporary::Rds::new(self.aws.rds.clone())
+    }
+
+    /// Restores the job's temporary database, gives it a fresh master
+    /// password (kept in the job's SecureString parameter) and points
+    /// `plan`'s spec at it. The job's status says what is being restored
+    /// meanwhile, refreshed as a heartbeat, so the lease stays alive and
+    /// `reap` leaves the database alone. A failure marks the job failed.
+    async fn prepare_temporary(
+        &self,
+        job: &JobConfig,
+        plan: &mut JobPlan,
+        restore: &temporary::Restore,
+    ) -> Result<(), RunError> {
+        let made = self.make_temporary(job, plan, restore).await;
+        if let Err(err) = &made {
+            self.mark_failed(
+                &plan.spec.status_parameter,
+                &plan.spec.job_id,
+                &err.to_string(),
+            )
+            .await;
+        }
+        made
+    }
+
+    async fn make_temporary(
+        &self,
+        job: &JobConfig,
+        plan: &mut JobPlan,
+        restore: &temporary::Restore,
+    ) -> Result<(), RunError> {
+        let rds = self.rds();
+        let identifier = temporary::identifier(&plan.spec.job_id);
+        let cluster = matches!(restore.database, RdsDatabase::Cluster(_));
+        let parameter = plan.spec.status_parameter.clone();
+        let what = format!(
+            "restoring {} into temporary database {identifier}",
+            restore.describe()
+        );
+        let mut status = Status::new(&plan.spec.job_id, Phase::Launching);
+        status.message = what.clone();
+        status_store::write_patiently(
+            &self.store,
+            &parameter,
+            &status,
+            status_store::CONTROLLER_PATIENCE,
+        )
+        .await?;
+        self.reporter.progress(&job.name, &status);
+        self.temporaries.lock().expect("temporaries lock").insert(
+            job.name.clone(),
+            Temporary {
+                job_id: plan.spec.job_id.clone(),
+                identifier: identifier.clone(),
+                cluster,
+                password_parameter: plan.spec.password_parameter.clone(),
+            },
+        );
+        let tags: Vec<(String, String)> = plan
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let limit = self.config.timeouts.temporary_database;
+        rds.create(restore, &identifier, &tags, limit).await?;
+        let heartbeat = (self.config.status.heartbeat_timeout / 4).max(Duration::from_secs(1));
+        let started = Instant::now();
+        let mut written = Instant::now();
+        let mut interrupts = self.interrupts.clone();
+        let endpoint = loop {
+            match rds.readiness(&identifier).await? {
+                temporary::Readiness::Ready(endpoint) => break endpoint,
+                temporary::Readiness::Creating(state) => {
+                    let message = format!("{what}: {state}");
+                    if message != status.message || written.elapsed() >= heartbeat {
+                        status.message = message;
+                        status.updated_at = OffsetDateTime::now_utc();
+                        // best effort: a missed heartbeat is made up next time
+                        if let Err(err) = self.store.write(&parameter, &status).await {
+                            tracing::warn!("status not updated: {err}");
+                        }
+                        self.reporter.progress(&job.name, &status);
+                        written = Instant::now();
+                    }
+                }
+            }
+            temporary::deadline(&identifier, "available", started, limit)?;
+            tokio::select! {
+                _ = tokio::time::sleep(temporary::POLL) => {}
+                _ = interrupts.wait() => {
+                    return Err(temporary::TemporaryError::Interrupted { identifier }.into())
+                }
+            }
+        };
+        let password = zeroize::Zeroizing::new(temporary::new_password());
+        temporary::store_password(
+            &self.aws.ssm,
+            &plan.spec.password_parameter,
+            &password,
+            status_store::CONTROLLER_PATIENCE,
+        )
+        .await?;
+        status.message =
+            format!("setting a new master password on temporary database {identifier}");
+        status.updated_at = OffsetDateTime::now_utc();
+        if let Err(err) = self.store.write(&parameter, &status).await {
+            tracing::warn!("status not updated: {err}");
+        }
+        self.reporter.progress(&job.name, &status);
+        rds.reset_password(&identifier, cluster, &password, limit)
+            .await?;
+        plan.read_from(
+            &endpoint.host,
+            endpoint.port,
+            &endpoint.master_user,
+            restore.data_source(&identifier),
+        );
+        Ok(())
     }
 
     /// Reports `result`, and announces it when the job failed.
@@ -403,6 +640,7 @@ impl Controller {
             // releases the lease at once.
             self.mark_failed(&self.config.status_parameter(&job), &job_id, &reason)
                 .await;
+            self.end_temporaries(&job, Some(&job_id), &mut result).await;
             result.job_id = Some(job_id);
         }
         self.finished(&result).await;
@@ -466,6 +704,34 @@ impl Controller {
             instance.instance_type,
             instance.type_archs.join(", "),
         );
+        if let Source::Rds(source) = &job.source {
+            let restore = self.rds().resolve(source, job.engine).await?;
+            println!(
+                "source:           {}, restored into a temporary {} named {} (subnet group {}, security groups {}), deleted after the job",
+                restore.describe(),
+                restore.instance_class,
+                temporary::identifier(&plan.spec.job_id),
+                restore.db_subnet_group_name.as_deref().unwrap_or("the default"),
+                if restore.vpc_security_group_ids.is_empty() {
+                    "the VPC's default".to_owned()
+                } else {
+                    restore.vpc_security_group_ids.join(", ")
+                },
+            );
+            let hours = sized
+                .as_ref()
+                .map(|(_, _, e)| e.duration.as_secs_f64() / 3600.0);
+            match (hours, source.hourly_price_usd) {
+                (Some(hours), Some(price)) => println!(
+                    "temporary cost:   ≈ ${:.4} for the backup's {hours:.2} h at ${price}/h, plus the hours the restore takes (RDS bills a started hour's seconds, 10 minutes at least)",
+                    hours * price
+                ),
+                _ => println!(
+                    "temporary cost:   the temporary {} for the restore and the backup's hours; set jobs.{}.temp_hourly_price_usd (and give a size) for an estimate",
+                    restore.instance_class, job.name
+                ),
+            }
+        }
         if job.dump.mode.is_directory() {
             if let Some(scratch) = platform::scratch_space(&instance, plan.root_volume.as_ref()) {
                 println!("scratch:          {}", scratch.what);
@@ -547,6 +813,11 @@ impl Controller {
         } else {
             Some(self.check_platform(job, &ami_id, options).await?)
         };
+        // read-only, before the lease: a missing snapshot fails fast
+        let restore = match &job.source {
+            Source::Rds(source) => Some(self.rds().resolve(source, job.engine).await?),
+            Source::Live(_) => None,
+        };
         let mut plan = JobPlan::new(&self.config, job, &ami_id, OffsetDateTime::now_utc());
         if let Err(held) = self.acquire_lease(job, &plan).await {
             return match held {
@@ -564,6 +835,9 @@ impl Controller {
             None => self.check_platform(job, &ami_id, options).await?,
         };
         plan.root_volume = root_volume;
+        if let Some(restore) = &restore {
+            self.prepare_temporary(job, &mut plan, restore).await?;
+        }
 
         let agent = self.publish_agent(&plan, agent).await?;
         // Signed per launch, valid for this launch's boot window: a URL
@@ -926,6 +1200,7 @@ impl Controller {
 
     /// `wait JOB`: watches the job's current run to its end.
     pub async fn wait(&self, job_name: &str) -> JobResult {
+        let mut watched = None;
         let result = async {
             let job = self.config.job(job_name)?;
             let status = self
@@ -936,12 +1211,17 @@ impl Controller {
                     job: job_name.to_owned(),
                 })?;
             let running = self.running_job(job, &status.job_id).await?;
+            watched = Some(status.job_id);
             self.watch_to_end(&running).await
         }
         .await;
-        let result = result.unwrap_or_else(|err| {
+        let mut result = result.unwrap_or_else(|err| {
             JobResult::without_backup(job_name, err.outcome(), err.to_string())
         });
+        if let Some(job_id) = watched.filter(|_| self.job_ended(&result)) {
+            self.end_temporaries(job_name, Some(&job_id), &mut result)
+                .await;
+        }
         self.finished(&result).await;
         result
     }
@@ -1136,6 +1416,74 @@ impl Controller {
             reaped.push((
                 instance.instance_id.clone(),
                 format!("{job} ({job_id}): {reason}"),
+            ));
+        }
+        // After the instances: a job whose instance was just reaped is
+        // failed now, and its temporary database goes in the same run.
+        if self
+            .config
+            .jobs
+            .values()
+            .any(|j| matches!(j.source, Source::Rds(_)))
+        {
+            reaped.extend(self.reap_temporaries(older_than).await?);
+        }
+        Ok(reaped)
+    }
+
+    /// `reap`'s second half: deletes our temporary databases whose job is
+    /// over ([`reap::temporary_reap_reason`]).
+    async fn reap_temporaries(
+        &self,
+        older_than: Option<Duration>,
+    ) -> Result<Vec<(String, String)>, RunError> {
+        let mut reaped = Vec::new();
+        let listed = self
+            .rds()
+            .list_ours(plan::TAG_MANAGED, plan::TAG_JOB, plan::TAG_JOB_ID)
+            .await?;
+        for db in listed {
+            let (Some(job), Some(job_id), Some(created)) = (&db.job, &db.job_id, db.created) else {
+                continue;
+            };
+            if !crate::config::is_job_name(job) {
+                continue;
+            }
+            let managed = reap::ManagedInstance {
+                instance_id: db.identifier.clone(),
+                job: job.clone(),
+                job_id: job_id.clone(),
+                launched_at: created,
+            };
+            let now = OffsetDateTime::now_utc();
+            let parameter = self.config.status_parameter(job);
+            let reason = match self.config.jobs.get(job) {
+                Some(configured) => {
+                    let status = self.store.read(&parameter).await?;
+                    reap::temporary_reap_reason(
+                        &managed,
+                        status.as_ref(),
+                        now,
+                        &self.limits(configured),
+                        self.config.timeouts.temporary_database,
+                        older_than,
+                    )
+                }
+                None => reap::foreign_reap_reason(&managed, now, older_than),
+            };
+            let Some(reason) = reason else {
+                continue;
+            };
+            self.delete_temporary(&Temporary {
+                job_id: job_id.clone(),
+                identifier: db.identifier.clone(),
+                cluster: db.cluster,
+                password_parameter: plan::temporary_password_parameter(&parameter),
+            })
+            .await?;
+            reaped.push((
+                db.identifier.clone(),
+                format!("{job} ({job_id}): temporary database: {reason}"),
             ));
         }
         Ok(reaped)

@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use rand::Rng;
 use time::OffsetDateTime;
 
-use crate::config::{Config, JobConfig};
+use crate::config::{Config, JobConfig, Source};
 use crate::controller::platform::RootVolume;
 use crate::layout;
-use crate::schema::{DatabaseTarget, JobSpec, UploadSettings, SCHEMA_VERSION};
+use crate::schema::{DataSource, DatabaseTarget, JobSpec, UploadSettings, SCHEMA_VERSION};
 use crate::userdata::UserData;
 
 /// Tag marking resources backup-cloud manages (and may terminate).
@@ -48,6 +48,13 @@ pub fn set_up_time(boot_timeout: std::time::Duration) -> std::time::Duration {
         .max(std::time::Duration::from_secs(60))
 }
 
+/// The SSM SecureString parameter holding the master password made for a
+/// job's temporary database, beside the job's status parameter (which the
+/// instance role may read) for as long as the job runs.
+pub fn temporary_password_parameter(status_parameter: &str) -> String {
+    format!("{status_parameter}/temporary-database-password")
+}
+
 /// A job id: the job name, the launch time and a random suffix, so two
 /// launches in the same second never collide.
 pub fn new_job_id(job_name: &str, at: OffsetDateTime) -> String {
@@ -81,23 +88,37 @@ impl JobPlan {
         let prefix = &config.storage.prefix;
         let backup_prefix = layout::backup(prefix, &job.name, &layout::timestamp(at));
         let spec_key = layout::job_spec(prefix, &job.name, &job_id);
+        let status_parameter = config.status_parameter(&job.name);
+        // A temporary database's endpoint and master user are known once
+        // it is restored ([`JobPlan::read_from`]); its password is made for
+        // the job and kept beside the job's status.
+        let (target, password_parameter) = match &job.source {
+            Source::Live(live) => (
+                (live.host.clone(), live.port, live.user.clone()),
+                live.password_parameter.clone(),
+            ),
+            Source::Rds(_) => (
+                (String::new(), 0, String::new()),
+                temporary_password_parameter(&status_parameter),
+            ),
+        };
         let spec = JobSpec {
             schema_version: SCHEMA_VERSION,
             job_name: job.name.clone(),
             job_id: job_id.clone(),
             engine: job.engine,
             database: DatabaseTarget {
-                host: job.host.clone(),
-                port: job.port,
-                user: job.user.clone(),
+                host: target.0,
+                port: target.1,
+                user: target.2,
                 name: job.database.clone(),
                 connect_timeout_secs: config.timeouts.database_connect.as_secs(),
             },
-            password_parameter: job.password_parameter.clone(),
+            password_parameter,
             bucket: config.storage.bucket.clone(),
             prefix: config.storage.prefix.clone(),
             backup_prefix,
-            status_parameter: config.status_parameter(&job.name),
+            status_parameter,
             upload: UploadSettings {
                 part_size_bytes: config.upload.part_size_mib * 1024 * 1024,
                 concurrency: config.upload.concurrency,
@@ -109,6 +130,7 @@ impl JobPlan {
             retention: config.storage.retention,
             retention_not_after: job.retention.max_age.map(|max_age| at + max_age),
             aws_timeouts: config.timeouts.aws(),
+            source: DataSource::Live,
         };
         let mut tags = config.instance.tags.clone();
         tags.insert("Name".to_owned(), format!("backup-cloud {}", job.name));
@@ -125,6 +147,15 @@ impl JobPlan {
             set_up_secs: set_up_time(config.status.boot_timeout).as_secs(),
             root_volume: None,
         }
+    }
+
+    /// Points the agent at the temporary database restored for this job:
+    /// its endpoint, its master user, and what it holds.
+    pub fn read_from(&mut self, host: &str, port: u16, master_user: &str, source: DataSource) {
+        self.spec.database.host = host.to_owned();
+        self.spec.database.port = port;
+        self.spec.database.user = master_user.to_owned();
+        self.spec.source = source;
     }
 
     /// Key of the agent binary with the given SHA-256.

@@ -2,8 +2,9 @@
 //!
 //! `backup-cloud reap` lists every instance carrying our managed tag and
 //! terminates those whose job is finished, failed, stale, superseded or past
-//! its lifetime. [`reap_reason`] is the pure decision, table-tested; the
-//! controller acts on it.
+//! its lifetime, and deletes the temporary databases whose job is over.
+//! [`reap_reason`] and [`temporary_reap_reason`] are the pure decisions,
+//! table-tested; the controller acts on them.
 
 use std::time::Duration;
 
@@ -81,6 +82,70 @@ pub fn reap_reason(
     }
 }
 
+/// Why a temporary database (`instance` standing for it: its identifier,
+/// job tags and creation time) should be deleted, or `None` to leave it.
+/// It lives from before its job's instance is launched (restoring for up
+/// to `restore_limit`) until the job ends, so it goes once the job's status
+/// is another run's or terminal, once it is older than the longest its job
+/// can run, or when older than `older_than`. While the job is still
+/// restoring, the status's heartbeat keeps it (see [`crate::controller::lease`]).
+pub fn temporary_reap_reason(
+    database: &ManagedInstance,
+    status: Option<&Status>,
+    now: OffsetDateTime,
+    limits: &Limits,
+    restore_limit: Duration,
+    older_than: Option<Duration>,
+) -> Option<String> {
+    let age: Duration = (now - database.launched_at)
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    let fmt =
+        |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs())).to_string();
+    let longest = restore_limit + limits.boot_timeout + limits.max_lifetime + limits.lifetime_grace;
+    if age > longest {
+        return Some(format!(
+            "existing for {}, longer than its job can run ({})",
+            fmt(age),
+            fmt(longest)
+        ));
+    }
+    if let Some(limit) = older_than.filter(|limit| age > *limit) {
+        return Some(format!(
+            "existing for {}, older than {}",
+            fmt(age),
+            fmt(limit)
+        ));
+    }
+    match status {
+        Some(status) if status.job_id != database.job_id => Some(format!(
+            "its job is over: the job's status belongs to {}",
+            status.job_id
+        )),
+        Some(status) if status.phase.is_terminal() => {
+            Some(format!("its job already {}", status.phase.as_str()))
+        }
+        // The controller heartbeats while it restores, and the agent
+        // starts within the boot window once launched: silence beyond both
+        // is a controller that died before its job got going.
+        Some(status) if status.phase == Phase::Launching => {
+            let silent: Duration = (now - status.updated_at)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            (silent > limits.heartbeat_timeout + limits.boot_timeout).then(|| {
+                format!(
+                    "its job stopped while launching: no status for {}",
+                    fmt(silent)
+                )
+            })
+        }
+        Some(_) => None,
+        None => {
+            (age > restore_limit + limits.boot_timeout).then(|| "its job has no status".to_owned())
+        }
+    }
+}
+
 /// Why an instance of a job this configuration does not know should be
 /// terminated: only an explicit `--older-than` judges it, since its status
 /// parameter, lifetime and timeouts live in another configuration.
@@ -103,6 +168,68 @@ pub fn foreign_reap_reason(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_database_goes_when_its_job_is_over_or_too_old() {
+        let db = ManagedInstance {
+            instance_id: "backup-cloud-orders-1".into(),
+            job: "orders".into(),
+            job_id: "orders-1".into(),
+            launched_at: at(0),
+        };
+        let restore = Duration::from_secs(3600);
+        let status = |job_id: &str, phase| Status {
+            updated_at: at(100),
+            ..Status::new(job_id, phase)
+        };
+        let reason = |status: Option<&Status>, now| {
+            temporary_reap_reason(&db, status, at(now), &LIMITS, restore, None)
+        };
+        // restoring (heartbeating), then running: left alone
+        let heartbeat = |now: i64| Status {
+            updated_at: at(now - 5),
+            ..Status::new("orders-1", Phase::Launching)
+        };
+        assert_eq!(reason(Some(&heartbeat(3000)), 3000), None);
+        // restoring, but the controller went silent
+        let silent = (LIMITS.heartbeat_timeout + LIMITS.boot_timeout).as_secs() as i64 + 101;
+        assert!(reason(Some(&status("orders-1", Phase::Launching)), silent)
+            .unwrap()
+            .contains("stopped while launching"));
+        assert_eq!(
+            reason(Some(&status("orders-1", Phase::Dumping)), 3000),
+            None
+        );
+        // over
+        assert!(reason(Some(&status("orders-1", Phase::Failed)), 60)
+            .unwrap()
+            .contains("already failed"));
+        assert!(reason(Some(&status("orders-2", Phase::Dumping)), 60)
+            .unwrap()
+            .contains("belongs to orders-2"));
+        // never got a status: after the restore and boot windows
+        assert_eq!(reason(None, 60), None);
+        let late = (restore + LIMITS.boot_timeout).as_secs() as i64 + 1;
+        assert!(reason(None, late).unwrap().contains("no status"));
+        // past the longest its job can run, whatever the status says
+        let longest = (restore + LIMITS.boot_timeout + LIMITS.max_lifetime + LIMITS.lifetime_grace)
+            .as_secs() as i64;
+        assert!(
+            reason(Some(&status("orders-1", Phase::Dumping)), longest + 1)
+                .unwrap()
+                .contains("longer than its job can run")
+        );
+        assert!(temporary_reap_reason(
+            &db,
+            Some(&status("orders-1", Phase::Dumping)),
+            at(600),
+            &LIMITS,
+            restore,
+            Some(Duration::from_secs(300))
+        )
+        .unwrap()
+        .contains("older than 5m"));
+    }
     use crate::controller::watch::test_support::{at, LIMITS};
 
     fn instance() -> ManagedInstance {

@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use backup_cloud::config::{Config, ConfigError};
+use backup_cloud::config::{Config, ConfigError, Source};
 use backup_cloud::controller::plan::JobPlan;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -468,7 +468,10 @@ proptest! {
                 let job = config.jobs.values().next().unwrap();
                 match field {
                     Field::Database => prop_assert_eq!(&job.database, &value),
-                    Field::User => prop_assert_eq!(&job.user, &value),
+                    Field::User => match &job.source {
+                        Source::Live(live) => prop_assert_eq!(&live.user, &value),
+                        other => prop_assert!(false, "a live job: {:?}", other),
+                    },
                     Field::TagValue => prop_assert_eq!(&config.instance.tags["team"], &value),
                     _ => {}
                 }

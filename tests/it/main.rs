@@ -31,3 +31,4 @@ mod restore;
 mod restore_formats;
 mod retention;
 mod secrets;
+mod snapshots;

@@ -8,10 +8,11 @@
 //! this test runs the real flows — a spot backup under a customer-managed
 //! KMS key with retention, one that fails mid-upload, verify/restore/drill,
 //! a detached launch ended by `terminate`, `plan`, `status`, `list`,
-//! `reap` — as the three actors, under the AWS gate's enforcement
-//! (`localstack/README.md`), and reads the gate's log: every request was
-//! allowed, and every action each policy statement grants was needed by
-//! some request it allowed. The shape checks below keep what a log cannot
+//! `reap`, backups from temporary RDS and Aurora databases — as the
+//! actors, under the AWS gate's enforcement (`localstack/README.md`), and
+//! reads the gate's log: every request was allowed, and every action each
+//! policy statement grants was needed by some request it allowed. The
+//! shape checks below keep what a log cannot
 //! show: the conditions that confine each grant.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use std::path::Path;
 
 use crate::common::config::Notify;
 use crate::common::faultproxy::FaultProxy;
+use crate::common::rds::Production;
 use crate::common::*;
 use backup_cloud::schema::{Retention, RetentionMode};
 use serde_json::{json, Value};
@@ -160,6 +162,66 @@ fn the_controller_launches_tags_and_terminates_only_managed_instances() {
             Some(&Value::from("ec2.amazonaws.com")),
             "{statement}"
         );
+    }
+}
+
+#[test]
+fn the_controller_may_modify_or_delete_only_its_tagged_temporary_databases() {
+    let document = policy("policies/controller.json");
+    let production = "arn:aws:rds:us-east-1:ACCOUNT:db:orders-prod";
+    let temporary =
+        "arn:aws:rds:us-east-1:ACCOUNT:db:backup-cloud-orders-20261201t031000z-0a1b2c3d";
+    for action in [
+        "rds:ModifyDBInstance",
+        "rds:DeleteDBInstance",
+        "rds:ModifyDBCluster",
+        "rds:DeleteDBCluster",
+        "rds:RebootDBInstance",
+        "rds:StopDBInstance",
+        "rds:PromoteReadReplica",
+    ] {
+        let cluster = production.replace(":db:", ":cluster:");
+        assert!(
+            granting(&document, action, production).is_empty()
+                && granting(&document, action, &cluster).is_empty(),
+            "{action} on a database not named as ours: never"
+        );
+        for statement in granting(&document, action, temporary) {
+            assert_eq!(
+                condition(
+                    statement,
+                    "StringEquals",
+                    "aws:ResourceTag/backup-cloud:managed"
+                ),
+                Some(&Value::from("true")),
+                "{action} only on a database tagged as ours: {statement}"
+            );
+        }
+    }
+    // Every grant that can create a database from a snapshot, or tag one,
+    // asks for the managed tag on it. A point-in-time restore authorizes the
+    // production database and the new one as the same resource type, and
+    // only the new one carries the request's tags: its grant cannot ask for
+    // them, and what it creates untagged the controller can neither modify
+    // nor delete.
+    for action in [
+        "rds:RestoreDBInstanceFromDBSnapshot",
+        "rds:CreateDBInstance",
+        "rds:AddTagsToResource",
+    ] {
+        for resource in [production, temporary] {
+            for statement in granting(&document, action, resource) {
+                assert_eq!(
+                    condition(
+                        statement,
+                        "StringEquals",
+                        "aws:RequestTag/backup-cloud:managed"
+                    ),
+                    Some(&Value::from("true")),
+                    "{action} on {resource}: {statement}"
+                );
+            }
+        }
     }
 }
 
@@ -480,6 +542,28 @@ async fn every_request_of_the_real_flows_was_allowed_and_every_grant_was_needed(
     expect(&fixture, &["check", "--job", &never], home, 10);
     fixture.write(&config);
     assert!(fixture.keys(&abandoned).await.is_empty(), "pruned");
+    // Backups from temporary RDS databases: a DB instance's snapshot and
+    // point in time, an Aurora cluster's snapshot and clone; plan and reap.
+    let instance = Production::instance(&fixture.aws, "postgres").await;
+    instance.snapshot(&fixture.aws).await;
+    let cluster = Production::cluster(&fixture.aws, "aurora-postgresql").await;
+    cluster.snapshot(&fixture.aws).await;
+    for (production, source) in [
+        (&instance, "snapshot"),
+        (&instance, "point-in-time"),
+        (&cluster, "snapshot"),
+        (&cluster, "point-in-time"),
+    ] {
+        let mut restored = config.clone();
+        restored
+            .jobs
+            .insert(job.clone(), production.job(&fixture, &[("source", source)]));
+        fixture.write(&restored);
+        expect(&fixture, &["plan", "--job", &job], home, 0);
+        expect(&fixture, &["run", "--job", &job], home, 0);
+        expect(&fixture, &["reap"], home, 0);
+    }
+    fixture.write(&config);
     // The operator's commands.
     expect(&fixture, &["plan", "--job", &job], home, 0);
     expect(&fixture, &["status"], home, 0);

@@ -4,13 +4,18 @@
 //! in everything an operator, a log shipper or an attacker with read
 //! access could see: the user-data, the job spec, the tags, the status
 //! parameter, the manifest, the instance's console log, and the
-//! controller's output at `RUST_LOG=trace`.
+//! controller's output at `RUST_LOG=trace`. The same for the master
+//! password the controller makes for a temporary RDS database.
 
 use std::process::Output;
+use std::time::Duration;
 
 use base64::Engine as _;
 
 use crate::common::config::Job;
+use crate::common::rds::{
+    assert_nothing_left, restored_rows, temporary_password_parameter, Production,
+};
 use crate::common::*;
 
 /// Fails naming `place` if `text` holds the password in any encoding.
@@ -148,4 +153,70 @@ async fn the_password_appears_nowhere() {
     for (place, text) in &surfaces {
         assert_clean(place, text, &password);
     }
+}
+
+/// The latest restorable time, for PostgreSQL: everything written before
+/// the backup is there. The password made for the temporary database,
+/// caught while the job runs, appears nowhere an operator or attacker
+/// could look: controller output at trace level, job spec, status,
+/// manifest, user-data and tags.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_point_in_time_backup_of_the_latest_time_never_shows_its_password() {
+    require_services();
+    let holder = KeyHolder::generate("holder");
+    let fixture = Fixture::new(&holder, "unused", "unused").await;
+    let production = Production::instance(&fixture.aws, "postgres").await;
+    production.sql(
+        Some(&production.database),
+        "INSERT INTO t VALUES (4, 'before the backup')",
+    );
+    fixture.write(&fixture.config(production.job(&fixture, &[("source", "point-in-time")])));
+
+    let run = Streaming::spawn(
+        fixture
+            .command(&["run", "--job", &fixture.job])
+            .env("RUST_LOG", "trace"),
+    );
+    let parameter = temporary_password_parameter(&fixture);
+    let password = eventually("the temporary password", Duration::from_secs(180), || {
+        let ssm = fixture.aws.ssm.clone();
+        let parameter = parameter.clone();
+        async move {
+            let out = ssm
+                .get_parameter()
+                .name(parameter)
+                .with_decryption(true)
+                .send()
+                .await
+                .ok()?;
+            out.parameter()?.value().map(str::to_owned)
+        }
+    })
+    .await;
+    let output = run.wait_with_output();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_ne!(password, production.password);
+
+    let status = fixture.status().await;
+    let manifest_key = status["manifest_key"].as_str().unwrap().to_owned();
+    let manifest = fixture.get(&manifest_key).await;
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(parsed["source"]["kind"], "point-in-time", "{parsed}");
+    let mut surfaces: Vec<(String, Vec<u8>)> = vec![
+        ("the controller's stdout".into(), output.stdout.clone()),
+        ("the controller's stderr".into(), output.stderr.clone()),
+        ("the status".into(), status.to_string().into_bytes()),
+        ("the manifest".into(), manifest),
+    ];
+    for key in fixture.keys(&format!("{}/jobs/", fixture.prefix)).await {
+        surfaces.push((key.clone(), fixture.get(&key).await));
+    }
+    surfaces.extend(instance_surfaces(&fixture).await);
+    for (place, text) in &surfaces {
+        assert_clean(place, text, &password);
+    }
+    assert_nothing_left(&fixture).await;
+
+    let address = format!("s3://{}/{manifest_key}", fixture.bucket);
+    assert_eq!(restored_rows(&fixture, &holder, &address), "1,2,3,4");
 }

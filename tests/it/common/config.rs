@@ -134,14 +134,24 @@ pub struct Upload {
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
     pub engine: Engine,
+    /// The live connection: left out when empty (0), as a job whose
+    /// `source` is a temporary RDS database must.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub host: String,
+    #[serde(skip_serializing_if = "is_zero")]
     pub port: u16,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub user: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub databases: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub password_parameter: String,
+    /// `source`, `db_instance_identifier`, `restore_time`, ...: the keys
+    /// of a job backed up from a temporary RDS database, as written.
+    #[serde(flatten)]
+    pub rds: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<PostgresFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +207,10 @@ impl ConfigFile {
         let text = toml::to_string(self).expect("a config renders as TOML");
         std::fs::write(path, text).unwrap();
     }
+}
+
+fn is_zero(port: &u16) -> bool {
+    *port == 0
 }
 
 /// A duration as the config writes it, e.g. `90s` or `20m`.

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod faultproxy;
 pub mod gate;
+pub mod rds;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -349,6 +350,11 @@ impl Streaming {
         .await;
     }
 
+    /// The process id of the command.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the command to exit; everything it printed.
     pub fn wait_with_output(mut self) -> Output {
         let status = self.child.wait().unwrap();
@@ -645,6 +651,7 @@ impl Fixture {
             database: Some(database.to_owned()),
             databases: None,
             password_parameter: self.password_parameter.clone(),
+            rds: BTreeMap::new(),
             format: None,
             mode: None,
             jobs: None,
