@@ -1,10 +1,12 @@
 # backup-cloud developer / CI entry points.
-#   make deps           system packages (scripts/install-deps)
+#   make deps           system packages and the glibc 2.31 sysroot every x86_64 build
+#                       links against (scripts/install-deps, scripts/glibc-floor-up)
 #   make services       LocalStack behind the AWS gate + instance simulator + PostgreSQL (this
 #                       machine's, and a newer one) + MariaDB (idempotent)
 #   make services-down  stop them all
-#   make test           services, the root filesystem the boot tests boot (tests/harness/
-#                       rootfs-up, cached in .state/rootfs), the test world's own tests
+#   make test           services, the root filesystems the boot tests boot (tests/harness/
+#                       rootfs-up: this machine's Debian and Debian 11, cached in
+#                       .state/rootfs), the test world's own tests
 #                       (localstack/tests: the AWS gate, its evaluator, IMDS), then
 #                       cargo test with the env below
 #   make lint           cargo fmt --check, clippy -D warnings
@@ -59,6 +61,7 @@ services-down:
 
 test: services
 	tests/harness/rootfs-up
+	tests/harness/rootfs-up debian-bullseye
 	.state/venv/bin/python -m unittest discover -s localstack/tests
 	cargo test --all-targets --no-fail-fast
 

@@ -97,12 +97,13 @@ pub fn default_agent(exe: &std::path::Path, image_arch: &str) -> std::path::Path
 /// The glibc of the AMI families whose names say which they are, by
 /// name prefix or infix: Amazon Linux 2023 (its release notes: glibc
 /// 2.34), Ubuntu 24.04 and 22.04 (their `libc6` packages: 2.39, 2.35) and
-/// Debian 12 (`libc6` 2.36).
-const AMI_GLIBC: [(&str, &str, (u32, u32)); 4] = [
+/// Debian 12 and 11 (`libc6` 2.36, 2.31).
+const AMI_GLIBC: [(&str, &str, (u32, u32)); 5] = [
     ("al2023-ami-", "Amazon Linux 2023", (2, 34)),
     ("ubuntu-noble-24.04", "Ubuntu 24.04", (2, 39)),
     ("ubuntu-jammy-22.04", "Ubuntu 22.04", (2, 35)),
     ("debian-12-", "Debian 12", (2, 36)),
+    ("debian-11-", "Debian 11", (2, 31)),
 ];
 
 /// The glibc of the AMI named `name`, when its family is known.
@@ -577,6 +578,13 @@ mod tests {
             glibc <= ami_glibc("al2023-ami-2023").unwrap(),
             "a build here runs on Amazon Linux 2023: {glibc:?}"
         );
+        if cfg!(target_arch = "x86_64") {
+            // linked against Debian 11's glibc (.cargo/config.toml)
+            assert!(
+                glibc <= ami_glibc("debian-11-amd64").unwrap(),
+                "an x86_64 build runs on Debian 11: {glibc:?}"
+            );
+        }
     }
 
     /// Rewrites one byte string of an executable into another of the same
@@ -822,8 +830,10 @@ mod tests {
             runs_on(&agent(Some((2, 36)))),
             ["Debian 12", "Ubuntu 24.04"]
         );
+        assert_eq!(runs_on(&agent(Some((2, 31)))).len(), 5);
+        assert_eq!(runs_on(&agent(Some((2, 31))))[0], "Debian 11");
         assert!(runs_on(&agent(Some((2, 40)))).is_empty());
-        assert_eq!(runs_on(&agent(None)).len(), 4);
+        assert_eq!(runs_on(&agent(None)).len(), 5);
     }
 
     #[test]

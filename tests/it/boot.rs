@@ -5,15 +5,20 @@
 //! Ubuntu, first-boot jobs hold apt's lists lock for the first 30 seconds
 //! and dpkg's locks for the first 90 (long enough that set-up meets both
 //! however slowly the agent downloads beside the other tests). The agent, fetched before any package, takes the
-//! backup, or reports in the job's status why set-up failed.
+//! backup, or reports in the job's status why set-up failed. A second
+//! root filesystem, Debian 11's, has a glibc (2.31) older than that of any
+//! machine that builds the agent here: the agent built by this very build
+//! backs up from it.
 
 use crate::common::config::{ConfigFile, Job, MysqlMode};
 use crate::common::*;
 use aws_sdk_ssm::types::ParameterType;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
-/// The root filesystem `tests/harness/rootfs-up` builds by default.
+/// The root filesystem `tests/harness/rootfs-up` builds by default: this
+/// machine's Debian release.
 fn rootfs_name() -> String {
     let release = std::fs::read_to_string("/etc/os-release").unwrap();
     let codename = release
@@ -31,26 +36,25 @@ fn state_dir() -> PathBuf {
         .into()
 }
 
-/// Registers an AMI that the simulator boots in the root filesystem, with
-/// the simulator's image `tags` besides, and names it in a parameter under
-/// `/backup-cloud/amis/`, as for an AMI of one's own. Returns the
-/// parameter's name.
-async fn rootfs_ami(fixture: &Fixture, tags: &[(&str, &str)]) -> String {
-    let name = rootfs_name();
+/// Registers an AMI that the simulator boots in the root filesystem `name`
+/// (`debian-<release>`), with the simulator's image `tags` besides, and
+/// names it in a parameter under `/backup-cloud/amis/`, as for an AMI of
+/// one's own. Returns the parameter's name.
+async fn rootfs_ami(fixture: &Fixture, name: &str, tags: &[(&str, &str)]) -> String {
     let stamp = state_dir()
         .join("rootfs")
-        .join(&name)
+        .join(name)
         .join(".backup-cloud-rootfs");
     assert!(
         stamp.exists(),
-        "the root filesystem {name} is not built: run tests/harness/rootfs-up (make test does)"
+        "the root filesystem {name} is not built: run tests/harness/rootfs-up {name} (make test does)"
     );
     let ec2 = &fixture.aws.ec2;
     let image = copy_localstack_ami(&fixture.aws, &unique("backup-cloud-sim-")).await;
     let mut request = ec2.create_tags().resources(&image).tags(
         aws_sdk_ec2::types::Tag::builder()
             .key("backup-cloud-sim:rootfs")
-            .value(&name)
+            .value(name)
             .build(),
     );
     for (key, value) in tags {
@@ -101,6 +105,7 @@ async fn a_fresh_debian_installs_the_real_tools_under_first_boot_locks_and_backs
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
     let ami = rootfs_ami(
         &fixture,
+        &rootfs_name(),
         &[("backup-cloud-sim:first-boot-apt-seconds", "90")],
     )
     .await;
@@ -175,6 +180,102 @@ async fn a_fresh_debian_installs_the_real_tools_under_first_boot_locks_and_backs
     assert_eq!(table_digests(&restored), table_digests(&database));
 }
 
+/// `(2, 31)` of what `getconf GNU_LIBC_VERSION` prints in the root
+/// filesystem `root` (`/` for this machine).
+fn glibc_of(root: &std::path::Path) -> (u32, u32) {
+    let output = run_ok(
+        Command::new("chroot")
+            .arg(root)
+            .args(["getconf", "GNU_LIBC_VERSION"]),
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text
+        .trim()
+        .strip_prefix("glibc ")
+        .unwrap_or_else(|| panic!("{text}"));
+    let (major, minor) = version.split_once('.').unwrap();
+    (major.parse().unwrap(), minor.parse().unwrap())
+}
+
+/// The newest glibc version this build's executable needs, as
+/// `backup-cloud inspect-agent` reads it: `(2, 30)`.
+fn this_build_needs_glibc() -> (u32, u32) {
+    let output = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
+            .args(["inspect-agent", env!("CARGO_BIN_EXE_backup-cloud")]),
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let needs = text
+        .split("needs glibc ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("{text}"));
+    let (major, minor) = needs.split_once('.').unwrap();
+    (major.parse().unwrap(), minor.parse().unwrap())
+}
+
+/// Every x86_64 build links against Debian 11's glibc (.cargo/config.toml,
+/// scripts/cc-glibc-floor), so this build's own executable, which the
+/// controller ships as the agent, backs up from a Debian 11 whose glibc is
+/// older than this machine's: with Debian 11's real mydumper and gpg,
+/// installed by the real apt-get at boot.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_built_here_backs_up_from_an_older_glibc_debian_11() {
+    require_mysql_services();
+    let older = "debian-bullseye";
+    let root = state_dir().join("rootfs").join(older);
+    let (here, there) = (glibc_of(std::path::Path::new("/")), glibc_of(&root));
+    assert!(
+        there < here,
+        "Debian 11's glibc {there:?} is older than this machine's {here:?}"
+    );
+    let needs = this_build_needs_glibc();
+    assert!(
+        needs <= there,
+        "this build needs {needs:?}, Debian 11 has {there:?}"
+    );
+
+    let holder = KeyHolder::generate("holder");
+    let database = unique("boot_older_");
+    create_mysql_sample_database(&database, 2_000);
+    let before = mysql_checksums(&[&database]);
+    let fixture = Fixture::new(&holder, "unused", &mysql_backup_password()).await;
+    let ami = rootfs_ami(&fixture, older, &[]).await;
+    let config = booting(
+        &fixture,
+        fixture.mysql_job(MysqlMode::Mydumper, &[&database]),
+        ami,
+    );
+    fixture.write(&config);
+    let output = fixture.run_job();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    assert_instances_gone(&fixture).await;
+    let console = console(&fixture).await;
+    for expected in ["Setting up mydumper ", "Setting up gnupg "] {
+        assert!(console.contains(expected), "{expected:?} in:\n{console}");
+    }
+
+    let status = fixture.status().await;
+    let manifest_key = status["manifest_key"].as_str().unwrap().to_owned();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fixture.get(&manifest_key).await).unwrap();
+    // Debian 11's mydumper, built against its MariaDB 10.5, did the dump
+    let tool = manifest["tool_versions"]["dump_tool"].as_str().unwrap();
+    assert!(tool.contains("against MySQL 10.5."), "{tool}");
+    let work = tempfile::tempdir().unwrap();
+    let dump = work.path().join("dump");
+    restore_directory(&fixture, &holder, &manifest, &dump).await;
+    drop_mysql_databases(&[&database]);
+    run_ok(
+        Command::new("myloader")
+            .arg(format!("--socket={}", mysql_socket().display()))
+            .args(["--user=root", "--threads=2", "--directory"])
+            .arg(&dump),
+    );
+    assert_eq!(mysql_checksums(&[&database]), before);
+    drop_mysql_databases(&[&database]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_set_up_that_fails_is_reported_by_the_agent_in_apt_s_own_words() {
     require_services();
@@ -183,7 +284,12 @@ async fn a_set_up_that_fails_is_reported_by_the_agent_in_apt_s_own_words() {
     create_sample_database(&database, 100);
     let fixture = Fixture::new(&holder, &database, &pg_backup_password()).await;
     // a private subnet with no mirror: nothing can be installed
-    let ami = rootfs_ami(&fixture, &[("backup-cloud-sim:apt-sources", "none")]).await;
+    let ami = rootfs_ami(
+        &fixture,
+        &rootfs_name(),
+        &[("backup-cloud-sim:apt-sources", "none")],
+    )
+    .await;
     fixture.write(&booting(&fixture, fixture.postgres_job(&database), ami));
 
     let output = fixture.run_job();
@@ -266,12 +372,14 @@ async fn an_instance_that_cannot_run_the_agent_is_refused_before_launch() {
     config = fixture.config(fixture.postgres_job(&database));
     fixture.write(&config);
     let agent = std::fs::read(env!("CARGO_BIN_EXE_backup-cloud")).unwrap();
+    let (major, minor) = this_build_needs_glibc();
+    let newest = format!("GLIBC_{major}.{minor}\0").into_bytes();
     let at = agent
-        .windows(11)
-        .position(|w| w == b"GLIBC_2.34\0")
-        .expect("the agent refers to GLIBC_2.34");
+        .windows(newest.len())
+        .position(|w| w == newest)
+        .expect("the agent refers to its newest glibc version");
     let mut newer = agent.clone();
-    newer[at..at + 11].copy_from_slice(b"GLIBC_2.39\0");
+    newer[at..at + newest.len()].copy_from_slice(b"GLIBC_2.39\0");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("backup-cloud");
     std::fs::write(&path, newer).unwrap();
