@@ -119,6 +119,19 @@ impl RunError {
             RunError::Temporary(_) => Outcome::LaunchFailed,
         }
     }
+
+    /// The job id of the run this error ended (for `AlreadyRunning`, the
+    /// other run's), when the run had one.
+    pub fn job_id(&self) -> Option<&str> {
+        match self {
+            RunError::AlreadyRunning { job_id, .. }
+            | RunError::Failed { job_id, .. }
+            | RunError::TimedOut { job_id, .. }
+            | RunError::Interrupted { job_id, .. }
+            | RunError::Cleanup { job_id, .. } => Some(job_id),
+            _ => None,
+        }
+    }
 }
 
 /// What to do with running jobs when the operator presses Ctrl-C.
@@ -291,8 +304,9 @@ struct Temporary {
     identifier: String,
     /// An Aurora DB cluster, or a DB instance.
     cluster: bool,
-    /// Where its master password is kept while the job runs.
-    password_parameter: String,
+    /// Where its master password is kept while the job runs; `None` when
+    /// that parameter now holds a newer run's password.
+    password_parameter: Option<String>,
 }
 
 impl Controller {
@@ -341,12 +355,11 @@ impl Controller {
             }
             Err(err) => Err(err),
         };
-        let mut result = result.unwrap_or_else(|err| {
-            let mut result = JobResult::without_backup(job_name, err.outcome(), err.to_string());
-            if let RunError::AlreadyRunning { job_id, .. } = &err {
-                result.job_id = Some(job_id.clone());
-            }
-            result
+        // the job id, so that an attached run's temporary database, which
+        // another controller made, is found by its tag and ends too
+        let mut result = result.unwrap_or_else(|err| JobResult {
+            job_id: err.job_id().map(str::to_owned),
+            ..JobResult::without_backup(job_name, err.outcome(), err.to_string())
         });
         if result.elapsed_secs == 0 {
             result.elapsed_secs = started.elapsed().as_secs();
@@ -362,11 +375,14 @@ impl Controller {
     }
 
     /// Whether the run behind `result` is over, so that what it made goes:
-    /// not when it was left running (detached on purpose or at the
-    /// operator's Ctrl-C answer), nor when it was another run's.
+    /// not when it was left running (detached on purpose, or an instance
+    /// left at the operator's Ctrl-C answer), nor when it was another
+    /// run's. A run the answer caught before it had an instance is over:
+    /// nothing would ever use its temporary database.
     fn job_ended(&self, result: &JobResult) -> bool {
-        !matches!(result.outcome, Outcome::Detached | Outcome::AlreadyRunning)
-            && !self.interrupts.detached()
+        let left_running = matches!(result.outcome, Outcome::Detached | Outcome::AlreadyRunning)
+            || (self.interrupts.detached() && result.instance_id.is_some());
+        !left_running
     }
 
     /// Deletes the temporary databases of `job`'s run `job_id` (the one
@@ -402,9 +418,9 @@ impl Controller {
                                 job_id: job_id.to_owned(),
                                 identifier: db.identifier,
                                 cluster: db.cluster,
-                                password_parameter: plan::temporary_password_parameter(
+                                password_parameter: Some(plan::temporary_password_parameter(
                                     &self.config.status_parameter(job),
-                                ),
+                                )),
                             });
                         }
                     }
@@ -440,7 +456,9 @@ impl Controller {
                 self.config.timeouts.temporary_database,
             )
             .await?;
-        temporary::forget_password(&self.aws.ssm, &temporary.password_parameter).await?;
+        if let Some(parameter) = &temporary.password_parameter {
+            temporary::forget_password(&self.aws.ssm, parameter).await?;
+        }
         Ok(())
     }
 
@@ -501,7 +519,7 @@ impl Controller {
                 job_id: plan.spec.job_id.clone(),
                 identifier: identifier.clone(),
                 cluster,
-                password_parameter: plan.spec.password_parameter.clone(),
+                password_parameter: Some(plan.spec.password_parameter.clone()),
             },
         );
         let tags: Vec<(String, String)> = plan
@@ -510,14 +528,21 @@ impl Controller {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let limit = self.config.timeouts.temporary_database;
-        rds.create(restore, &identifier, &tags, limit).await?;
+        rds.create(restore, &identifier, &tags).await?;
         let heartbeat = (self.config.status.heartbeat_timeout / 4).max(Duration::from_secs(1));
         let started = Instant::now();
         let mut written = Instant::now();
         let mut interrupts = self.interrupts.clone();
+        // an Aurora cluster first, then the instance it needs
+        let mut cluster_only = cluster;
         let endpoint = loop {
-            match rds.readiness(&identifier).await? {
+            match rds.readiness(&identifier, cluster_only).await? {
                 temporary::Readiness::Ready(endpoint) => break endpoint,
+                temporary::Readiness::ClusterAvailable => {
+                    rds.add_instance(restore, &identifier, &tags).await?;
+                    cluster_only = false;
+                    continue;
+                }
                 temporary::Readiness::Creating(state) => {
                     let message = format!("{what}: {state}");
                     if message != status.message || written.elapsed() >= heartbeat {
@@ -1457,9 +1482,15 @@ impl Controller {
             };
             let now = OffsetDateTime::now_utc();
             let parameter = self.config.status_parameter(job);
+            // the password parameter is the job's, not the run's: it is
+            // left to a newer run that is still going
+            let mut newer_run = false;
             let reason = match self.config.jobs.get(job) {
                 Some(configured) => {
                     let status = self.store.read(&parameter).await?;
+                    newer_run = status
+                        .as_ref()
+                        .is_some_and(|s| s.job_id != *job_id && !s.phase.is_terminal());
                     reap::temporary_reap_reason(
                         &managed,
                         status.as_ref(),
@@ -1478,7 +1509,8 @@ impl Controller {
                 job_id: job_id.clone(),
                 identifier: db.identifier.clone(),
                 cluster: db.cluster,
-                password_parameter: plan::temporary_password_parameter(&parameter),
+                password_parameter: Some(plan::temporary_password_parameter(&parameter))
+                    .filter(|_| !newer_run),
             })
             .await?;
             reaped.push((

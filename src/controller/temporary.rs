@@ -268,11 +268,27 @@ pub struct Endpoint {
     pub master_user: String,
 }
 
+/// The statuses of a DB instance or cluster that a restore does not
+/// recover from (RDS User Guide, "Viewing Amazon RDS DB instance status"
+/// and "Viewing DB cluster status").
+const FAILED_STATES: [&str; 7] = [
+    "failed",
+    "incompatible-restore",
+    "incompatible-parameters",
+    "incompatible-network",
+    "storage-full",
+    "inaccessible-encryption-credentials",
+    "deleting",
+];
+
 /// See [`Rds::readiness`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     /// Not yet usable: RDS's status, e.g. `creating`, `backing-up`.
     Creating(String),
+    /// The restored Aurora cluster is available and waits for its
+    /// instance ([`Rds::add_instance`]).
+    ClusterAvailable,
     Ready(Endpoint),
 }
 
@@ -564,13 +580,13 @@ impl Rds {
     /// Asks RDS to restore `restore` as `identifier`, tagged with `tags`,
     /// never publicly accessible, without deletion protection and (for a
     /// DB instance) in a single Availability Zone. Returns at once; the
-    /// database is `creating`.
+    /// database (for Aurora, the cluster, which then needs
+    /// [`Rds::add_instance`]) is `creating`.
     pub async fn create(
         &self,
         restore: &Restore,
         identifier: &str,
         tags: &[(String, String)],
-        limit: Duration,
     ) -> Result<(), TemporaryError> {
         let tags: Vec<Tag> = tags
             .iter()
@@ -672,61 +688,72 @@ impl Rds {
                             .map_err(rds_error("RestoreDBClusterToPointInTime", identifier))?;
                     }
                 }
-                // A cluster serves nothing without an instance in it, and
-                // takes one only once it is available ("RestoreDBClusterFromSnapshot",
-                // "RestoreDBClusterToPointInTime": instances can be created
-                // "only after the operation has completed and the DB cluster
-                // is available").
-                self.wait_cluster_available(identifier, limit).await?;
-                self.client
-                    .create_db_instance()
-                    .db_instance_identifier(identifier)
-                    .db_cluster_identifier(identifier)
-                    .engine(&restore.engine)
-                    .db_instance_class(&restore.instance_class)
-                    .publicly_accessible(false)
-                    .set_tags(Some(tags))
-                    .send()
-                    .await
-                    .map_err(rds_error("CreateDBInstance", identifier))?;
             }
         }
         Ok(())
     }
 
-    /// Waits until the restored cluster `identifier` is available, for
-    /// at most `limit`.
-    async fn wait_cluster_available(
+    /// Adds the DB instance that serves the restored Aurora cluster
+    /// `identifier` (named alike, tagged with `tags`). A cluster serves
+    /// nothing without an instance in it, and takes one only once it is
+    /// available ("RestoreDBClusterFromSnapshot",
+    /// "RestoreDBClusterToPointInTime": instances can be created "only after
+    /// the operation has completed and the DB cluster is available"), which
+    /// [`Rds::readiness`] says with [`Readiness::ClusterAvailable`].
+    pub async fn add_instance(
         &self,
+        restore: &Restore,
         identifier: &str,
-        limit: Duration,
+        tags: &[(String, String)],
     ) -> Result<(), TemporaryError> {
-        let started = Instant::now();
-        loop {
-            if let Some(cluster) = self.cluster(identifier).await? {
-                match cluster.status().unwrap_or_default() {
-                    "available" => return Ok(()),
-                    status @ ("failed" | "inaccessible-encryption-credentials" | "incompatible-restore"
-                    | "incompatible-parameters" | "incompatible-network" | "deleting") => {
-                        return Err(TemporaryError::Unusable {
-                            identifier: identifier.to_owned(),
-                            status: status.to_owned(),
-                            hint: "RDS could not restore it; its events (`aws rds describe-events`) say why",
-                        })
-                    }
-                    _ => {}
-                }
-            }
-            deadline(identifier, "available", started, limit)?;
-            tokio::time::sleep(POLL).await;
-        }
+        let tags: Vec<Tag> = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        self.client
+            .create_db_instance()
+            .db_instance_identifier(identifier)
+            .db_cluster_identifier(identifier)
+            .engine(&restore.engine)
+            .db_instance_class(&restore.instance_class)
+            .publicly_accessible(false)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(rds_error("CreateDBInstance", identifier))?;
+        Ok(())
     }
 
     /// Where the temporary database stands: its status while RDS is still
-    /// making it, or its endpoint once it is available. RDS may not list a
-    /// database for a moment after the restore was accepted: that reads as
-    /// `creating`, not as an answer.
-    pub async fn readiness(&self, identifier: &str) -> Result<Readiness, TemporaryError> {
+    /// making it, or its endpoint once it is available. With
+    /// `cluster_only` (an Aurora cluster restored, its instance not yet
+    /// asked for), the cluster's: [`Readiness::ClusterAvailable`] once it
+    /// takes an instance. RDS may not list a database for a moment after
+    /// the restore was accepted: that reads as `creating`, not as an
+    /// answer.
+    pub async fn readiness(
+        &self,
+        identifier: &str,
+        cluster_only: bool,
+    ) -> Result<Readiness, TemporaryError> {
+        let unusable = |status: String| {
+            Err(TemporaryError::Unusable {
+                identifier: identifier.to_owned(),
+                status,
+                hint: "RDS could not restore it; its events (`aws rds describe-events`) say why",
+            })
+        };
+        if cluster_only {
+            let Some(cluster) = self.cluster(identifier).await? else {
+                return Ok(Readiness::Creating("creating".to_owned()));
+            };
+            let status = cluster.status().unwrap_or("creating").to_owned();
+            return match status.as_str() {
+                "available" => Ok(Readiness::ClusterAvailable),
+                s if FAILED_STATES.contains(&s) => unusable(status),
+                _ => Ok(Readiness::Creating(status)),
+            };
+        }
         let Some(db) = self.instance(identifier).await? else {
             return Ok(Readiness::Creating("creating".to_owned()));
         };
@@ -736,17 +763,7 @@ impl Rds {
                 Some(endpoint) => Readiness::Ready(endpoint),
                 None => Readiness::Creating(status),
             }),
-            "failed"
-            | "incompatible-restore"
-            | "incompatible-parameters"
-            | "incompatible-network"
-            | "storage-full"
-            | "inaccessible-encryption-credentials"
-            | "deleting" => Err(TemporaryError::Unusable {
-                identifier: identifier.to_owned(),
-                status,
-                hint: "RDS could not restore it; its events (`aws rds describe-events`) say why",
-            }),
+            s if FAILED_STATES.contains(&s) => unusable(status),
             _ => Ok(Readiness::Creating(status)),
         }
     }

@@ -15,14 +15,23 @@ const SIGINT: i32 = 2;
 
 /// `backup-cloud ARGS --config <fixture config>`, its output piped.
 fn start(fixture: &Fixture, args: &[&str]) -> Child {
-    fixture
-        .command(args)
+    let mut command = fixture.command(args);
+    command
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::piped());
+    // Ctrl-C as a terminal delivers it: a test run started in the
+    // background of a shell (`make test &`) ignores SIGINT, and its
+    // children would inherit that
+    // SAFETY: signal() is async-signal-safe, as pre_exec requires
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    command.spawn().unwrap()
 }
 
 fn interrupt(child: &Child) {
