@@ -1482,24 +1482,25 @@ impl Controller {
             };
             let now = OffsetDateTime::now_utc();
             let parameter = self.config.status_parameter(job);
+            let configured = self.config.jobs.get(job);
+            let status = match configured {
+                Some(_) => self.store.read(&parameter).await?,
+                None => None,
+            };
             // the password parameter is the job's, not the run's: it is
             // left to a newer run that is still going
-            let mut newer_run = false;
-            let reason = match self.config.jobs.get(job) {
-                Some(configured) => {
-                    let status = self.store.read(&parameter).await?;
-                    newer_run = status
-                        .as_ref()
-                        .is_some_and(|s| s.job_id != *job_id && !s.phase.is_terminal());
-                    reap::temporary_reap_reason(
-                        &managed,
-                        status.as_ref(),
-                        now,
-                        &self.limits(configured),
-                        self.config.timeouts.temporary_database,
-                        older_than,
-                    )
-                }
+            let newer_run = status
+                .as_ref()
+                .is_some_and(|s| s.job_id != *job_id && !s.phase.is_terminal());
+            let reason = match configured {
+                Some(configured) => reap::temporary_reap_reason(
+                    &managed,
+                    status.as_ref(),
+                    now,
+                    &self.limits(configured),
+                    self.config.timeouts.temporary_database,
+                    older_than,
+                ),
                 None => reap::foreign_reap_reason(&managed, now, older_than),
             };
             let Some(reason) = reason else {

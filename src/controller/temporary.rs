@@ -281,6 +281,13 @@ const FAILED_STATES: [&str; 7] = [
     "deleting",
 ];
 
+/// RDS's tags of `(key, value)` pairs.
+fn rds_tags(tags: &[(String, String)]) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
 /// See [`Rds::readiness`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
@@ -588,10 +595,7 @@ impl Rds {
         identifier: &str,
         tags: &[(String, String)],
     ) -> Result<(), TemporaryError> {
-        let tags: Vec<Tag> = tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
+        let tags = rds_tags(tags);
         let groups = Some(restore.vpc_security_group_ids.clone()).filter(|g| !g.is_empty());
         match (&restore.database, &restore.point) {
             (
@@ -706,10 +710,7 @@ impl Rds {
         identifier: &str,
         tags: &[(String, String)],
     ) -> Result<(), TemporaryError> {
-        let tags: Vec<Tag> = tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect();
+        let tags = rds_tags(tags);
         self.client
             .create_db_instance()
             .db_instance_identifier(identifier)

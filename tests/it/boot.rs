@@ -198,20 +198,13 @@ fn glibc_of(root: &std::path::Path) -> (u32, u32) {
 }
 
 /// The newest glibc version this build's executable needs, as
-/// `backup-cloud inspect-agent` reads it: `(2, 30)`.
+/// `inspect-agent` reads it: `(2, 30)`.
 fn this_build_needs_glibc() -> (u32, u32) {
-    let output = run_ok(
-        Command::new(env!("CARGO_BIN_EXE_backup-cloud"))
-            .args(["inspect-agent", env!("CARGO_BIN_EXE_backup-cloud")]),
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let needs = text
-        .split("needs glibc ")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_else(|| panic!("{text}"));
-    let (major, minor) = needs.split_once('.').unwrap();
-    (major.parse().unwrap(), minor.parse().unwrap())
+    let agent = env!("CARGO_BIN_EXE_backup-cloud");
+    backup_cloud::controller::platform::inspect_agent(agent, &std::fs::read(agent).unwrap())
+        .unwrap()
+        .glibc
+        .expect("a glibc build")
 }
 
 /// Every x86_64 build links against Debian 11's glibc (.cargo/config.toml,
