@@ -24,6 +24,28 @@ async fn backed_up(fixture: &Fixture) -> (serde_json::Value, String) {
     (manifest["source"].clone(), address)
 }
 
+/// Restores the MySQL-family backup at `address` into the test MariaDB
+/// with `backup-cloud restore`, and returns the ids of the restored
+/// `database`'s table `t` (`1,2,3`), dropping it afterwards.
+fn restored_mysql_rows(
+    fixture: &Fixture,
+    holder: &KeyHolder,
+    address: &str,
+    database: &str,
+) -> String {
+    let output = restore_side(
+        fixture,
+        &["restore", address, "--to", &mysql_root_url()],
+        holder.home.path(),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let rows = mariadb(&format!(
+        "SELECT GROUP_CONCAT(id ORDER BY id) FROM {database}.t"
+    ));
+    drop_mysql_databases(&[database]);
+    rows.lines().last().unwrap_or_default().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_snapshot_backup_holds_the_data_as_of_the_snapshot_and_spares_production() {
     require_services();
@@ -100,18 +122,47 @@ async fn a_mariadb_point_in_time_backup_holds_the_data_as_of_that_time() {
     );
     assert_nothing_left(&fixture).await;
 
-    let output = restore_side(
-        &fixture,
-        &["restore", &address, "--to", &mysql_root_url()],
-        holder.home.path(),
+    assert_eq!(
+        restored_mysql_rows(&fixture, &holder, &address, &production.database),
+        "1,2,3"
     );
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let rows = mariadb(&format!(
-        "SELECT GROUP_CONCAT(id ORDER BY id) FROM {}.t",
-        production.database
-    ));
-    assert_eq!(rows.lines().last(), Some("1,2,3"), "{rows}");
-    drop_mysql_databases(&[&production.database]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mariadb_snapshot_backup_holds_the_data_as_of_the_snapshot() {
+    require_services();
+    require_mysql_services();
+    let holder = KeyHolder::generate("holder");
+    let fixture = Fixture::new(&holder, "unused", "unused").await;
+    let production = Production::instance(&fixture.aws, "mariadb").await;
+    let snapshot = production.snapshot(&fixture.aws).await;
+    production.sql(
+        Some(&production.database),
+        "INSERT INTO t VALUES (4, 'after the snapshot')",
+    );
+    fixture.write(&fixture.config(production.job(&fixture, &[("source", "snapshot")])));
+
+    let before = production.connections();
+    let (source, address) = backed_up(&fixture).await;
+    assert_eq!(
+        production.connections(),
+        before,
+        "the agent connected to production"
+    );
+    assert_eq!(source["kind"], "snapshot", "{source}");
+    assert!(
+        source["snapshot_arn"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":snapshot:{snapshot}")),
+        "{source}"
+    );
+    assert_nothing_left(&fixture).await;
+
+    assert_eq!(
+        restored_mysql_rows(&fixture, &holder, &address, &production.database),
+        "1,2,3"
+    );
 }
 
 /// Aurora: a DB cluster restored from a cluster snapshot (PostgreSQL),
@@ -158,18 +209,10 @@ async fn aurora_clusters_back_up_from_a_snapshot_and_from_a_clone() {
     );
     assert_eq!(source["kind"], "point-in-time", "{source}");
     assert_nothing_left(&fixture).await;
-    let output = restore_side(
-        &fixture,
-        &["restore", &address, "--to", &mysql_root_url()],
-        holder.home.path(),
+    assert_eq!(
+        restored_mysql_rows(&fixture, &holder, &address, &mysql.database),
+        "1,2,3,4"
     );
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let rows = mariadb(&format!(
-        "SELECT GROUP_CONCAT(id ORDER BY id) FROM {}.t",
-        mysql.database
-    ));
-    assert_eq!(rows.lines().last(), Some("1,2,3,4"), "{rows}");
-    drop_mysql_databases(&[&mysql.database]);
 }
 
 /// A dump that fails (the job names a database the snapshot does not
