@@ -20,6 +20,7 @@ pub mod mysql_batch;
 pub mod notify;
 pub mod openpgp;
 pub mod output;
+pub mod pg_archive;
 pub mod process;
 pub mod restore;
 pub mod retention;

@@ -8,8 +8,8 @@
 //! written on a thread of its own while the output is read, so neither
 //! side ever waits for the other.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::process::{Command, ExitStatus, Output, Stdio};
 
 /// Runs `command` with `input` on its stdin and returns its exit status,
 /// stdout and stderr (all of them, as bytes).
@@ -18,27 +18,69 @@ use std::process::{Command, Output, Stdio};
 ///
 /// # Errors
 ///
-/// The child cannot be started or waited for. A child that exits before
-/// reading all of its input is not an error here: its exit status says
-/// what happened. Any other failure to write its input is returned once
-/// the child has been waited for.
-pub fn run_with_input(mut command: Command, input: &[u8]) -> std::io::Result<Output> {
+/// As [`run_with_input_streamed`].
+pub fn run_with_input(command: Command, input: &[u8]) -> std::io::Result<Output> {
+    let mut stdout = Vec::new();
+    let (status, stderr) =
+        run_with_input_streamed(command, input, |chunk| stdout.extend_from_slice(chunk))?;
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Runs `command` with `input` on its stdin, handing its stdout to
+/// `stdout` chunk by chunk as it arrives (so output of any size passes
+/// through in constant memory); returns its exit status and stderr.
+///
+/// Blocking: call it from a blocking thread in async code.
+///
+/// # Errors
+///
+/// The child cannot be started, read or waited for. A child that exits
+/// before reading all of its input is not an error here: its exit status
+/// says what happened. Any other failure to write its input is returned
+/// once the child has been waited for.
+pub fn run_with_input_streamed(
+    mut command: Command,
+    input: &[u8],
+    mut stdout: impl FnMut(&[u8]),
+) -> std::io::Result<(ExitStatus, Vec<u8>)> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
     let mut stdin = child.stdin.take().expect("stdin was piped");
+    let mut output = child.stdout.take().expect("stdout was piped");
+    let mut errors = child.stderr.take().expect("stderr was piped");
     std::thread::scope(|scope| {
         let feeder = scope.spawn(move || match stdin.write_all(input) {
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
             other => other,
         });
-        let output = child.wait_with_output();
+        let complaints = scope.spawn(move || {
+            let mut said = Vec::new();
+            errors.read_to_end(&mut said).map(|_| said)
+        });
+        let mut buffer = vec![0; 64 * 1024];
+        let read = loop {
+            match output.read(&mut buffer) {
+                Ok(0) => break Ok(()),
+                Ok(n) => stdout(&buffer[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        drop(output);
+        let status = child.wait();
         let fed = feeder.join().expect("the stdin feeder does not panic");
-        let output = output?;
+        let said = complaints.join().expect("the stderr reader does not panic");
+        read?;
+        let status = status?;
         fed?;
-        Ok(output)
+        Ok((status, said?))
     })
 }
 

@@ -468,9 +468,14 @@ pub struct Manifest {
 pub struct DumpFacts {
     /// How the checksums were computed, e.g. `postgres-row-hash-sum-v3`.
     pub method: String,
-    /// The snapshot the facts and the dump share, when there is one.
+    /// The snapshot the facts and the dump shared (facts an older agent
+    /// computed on the server beside the dump).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// The session settings that shaped the dump's COPY text, by name
+    /// (`crate::facts::COPY_TEXT_SETTINGS`), which a drill sets again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
     pub tables: Vec<TableFacts>,
 }
 
@@ -481,6 +486,11 @@ pub struct TableFacts {
     pub table: String,
     pub rows: u64,
     pub checksum: String,
+    /// The columns in the order the dump's COPY text lists them (facts
+    /// taken from the dump stream), which a drill reads back in the same
+    /// order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<Vec<String>>,
 }
 
 /// One encrypted object of a backup.

@@ -38,12 +38,15 @@ use tokio::task::JoinSet;
 
 use super::dump::DumpCommand;
 use super::encrypt::{CiphertextSummary, CountingReader, PartWriter};
+use super::facts::Tap;
 use super::part_size::PartSizer;
 use super::progress::TransferCounters;
 use super::{crashed, AgentError};
+use crate::facts::{CopyDigest, CopyRows, FactsError};
 use crate::openpgp::Encryptor;
+use crate::pg_archive::{directory_toc, Toc};
 use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
-use crate::schema::{ManifestObject, Retention, UploadSettings};
+use crate::schema::{DumpFacts, ManifestObject, Retention, UploadSettings};
 
 /// Parts of one file's multipart upload in flight at once; several files
 /// upload side by side, so each needs only a little parallelism of its own.
@@ -78,8 +81,13 @@ pub enum FileLayout {
     /// `metadata` (written last, via `metadata.partial`).
     Mydumper,
     /// `<dump id>.dat` per table, `toc.dat` written and reopened last;
-    /// all of `database`.
-    PostgresDirectory { database: String },
+    /// all of `database`. Each table's file is digested on its way up for
+    /// the facts, taken with the dump session's `copy_settings` (see
+    /// [`super::dump::ServerFacts::copy_settings`]).
+    PostgresDirectory {
+        database: String,
+        copy_settings: BTreeMap<String, String>,
+    },
 }
 
 impl FileLayout {
@@ -97,7 +105,18 @@ impl FileLayout {
     pub fn labels(&self, relative: &str) -> (Option<String>, Option<String>) {
         match self {
             FileLayout::Mydumper => mydumper_labels(relative),
-            FileLayout::PostgresDirectory { database } => (Some(database.clone()), None),
+            FileLayout::PostgresDirectory { database, .. } => (Some(database.clone()), None),
+        }
+    }
+
+    /// Whether a file holds a table's COPY text (`<dump id>.dat`), whose
+    /// rows the facts digest.
+    fn holds_table_data(&self, relative: &str) -> bool {
+        match self {
+            FileLayout::Mydumper => false,
+            FileLayout::PostgresDirectory { .. } => relative
+                .strip_suffix(".dat")
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())),
         }
     }
 }
@@ -149,6 +168,8 @@ pub struct ObjectSink {
     /// Object Lock retention of every object, and its latest end.
     pub retention: Option<Retention>,
     pub retention_not_after: Option<time::OffsetDateTime>,
+    /// The digest of each table data file stored, by its path.
+    pub copy_digests: Arc<Mutex<BTreeMap<String, CopyDigest>>>,
 }
 
 /// What a directory dump produced.
@@ -156,6 +177,8 @@ pub struct DirectoryDump {
     pub objects: Vec<ManifestObject>,
     pub dump_started_at: OffsetDateTime,
     pub dump_finished_at: OffsetDateTime,
+    /// The table facts read from the dump itself (pg_dump).
+    pub facts: Option<DumpFacts>,
 }
 
 /// Multipart uploads in progress, so a failure can abort every one.
@@ -295,9 +318,9 @@ async fn run(
     tracing::info!("{program} finished; uploading the files it left");
     drop(events);
     // read toc.dat before the sweep uploads (and deletes) it
-    let table_files = match layout {
-        FileLayout::PostgresDirectory { .. } => postgres_table_files(dir).await,
-        FileLayout::Mydumper => BTreeMap::new(),
+    let toc = match layout {
+        FileLayout::PostgresDirectory { .. } => Some(read_toc(dir)?),
+        FileLayout::Mydumper => None,
     };
 
     for relative in list_files(dir)? {
@@ -316,16 +339,36 @@ async fn run(
             objects.extend(finished.map_err(|err| crashed("file upload", err))??);
         }
     }
-    for object in &mut objects {
-        if let Some(table) = object.path.as_ref().and_then(|path| table_files.get(path)) {
-            object.table = Some(table.clone());
+    let mut facts = None;
+    if let (Some(toc), FileLayout::PostgresDirectory { copy_settings, .. }) = (&toc, layout) {
+        let table_files: BTreeMap<&str, String> = toc
+            .table_data()
+            .filter_map(|entry| {
+                let name = format!(
+                    "{}.{}",
+                    entry.namespace.as_deref().unwrap_or_default(),
+                    entry.tag
+                );
+                Some((entry.filename.as_deref()?, name))
+            })
+            .collect();
+        for object in &mut objects {
+            if let Some(table) = object.path.as_deref().and_then(|p| table_files.get(p)) {
+                object.table = Some(table.clone());
+            }
         }
+        let digests = sink
+            .copy_digests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        facts = Some(super::facts::directory_facts(toc, &digests, copy_settings)?);
     }
     objects.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(DirectoryDump {
         objects,
         dump_started_at,
         dump_finished_at,
+        facts,
     })
 }
 
@@ -405,7 +448,8 @@ async fn upload_file(
         if compressed { ".zst.gpg" } else { ".gpg" }
     );
     let file_bytes = Arc::new(AtomicU64::new(0));
-    let (parts, encryption) = encrypt_file(sink, file, file_bytes.clone());
+    let digest_as = layout.holds_table_data(&relative).then(|| relative.clone());
+    let (parts, encryption) = encrypt_file(sink, file, file_bytes.clone(), digest_as);
     let ciphertext = store_parts(sink, &key, parts, encryption, open_uploads, &relative).await?;
     delete_plaintext(path)?;
     sink.counters.objects_done.fetch_add(1, Ordering::Relaxed);
@@ -426,12 +470,14 @@ async fn upload_file(
 
 /// Compresses and encrypts `file` on a blocking thread into parts sized
 /// for its upload, counting its plaintext bytes into `file_bytes` (and the
-/// job's total). The parts arrive on the receiver; the task's result says
-/// whether the whole file was encrypted.
+/// job's total) and, with `digest_as`, digesting its COPY rows into the
+/// sink's digests under that name. The parts arrive on the receiver; the
+/// task's result says whether the whole file was encrypted.
 fn encrypt_file(
     sink: &ObjectSink,
     file: File,
     file_bytes: Arc<AtomicU64>,
+    digest_as: Option<String>,
 ) -> (
     mpsc::Receiver<Bytes>,
     tokio::task::JoinHandle<Result<CiphertextSummary, AgentError>>,
@@ -443,11 +489,26 @@ fn encrypt_file(
     let encryptor = sink.encryptor.clone();
     let level = sink.compression_level;
     let total_bytes = sink.counters.plaintext_bytes.clone();
+    let digests = sink.copy_digests.clone();
     let encryption = tokio::task::spawn_blocking(move || {
-        let plaintext = CountingReader::new(CountingReader::new(file, file_bytes), total_bytes);
+        let mut rows = digest_as.is_some().then(CopyRows::default);
+        let counted = CountingReader::new(CountingReader::new(file, file_bytes), total_bytes);
+        let plaintext = Tap::new(counted, |bytes| {
+            if let Some(rows) = rows.as_mut() {
+                rows.feed(bytes);
+            }
+        });
         let mut writer = PartWriter::new(sizer, part_sender);
         encryptor.encrypt_maybe_compressed(plaintext, level, 0, &mut writer)?;
-        writer.finish().map_err(AgentError::CiphertextSink)
+        let summary = writer.finish().map_err(AgentError::CiphertextSink)?;
+        if let (Some(rows), Some(name)) = (rows, digest_as) {
+            let digest = rows.finish()?;
+            digests
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(name, digest);
+        }
+        Ok(summary)
     });
     (parts, encryption)
 }
@@ -561,51 +622,12 @@ async fn put_object(sink: &ObjectSink, key: &str, body: Bytes) -> Result<(), Dir
     Ok(())
 }
 
-/// Names the tables of a `pg_dump -Fd` directory's data files from its
-/// table of contents (`pg_restore --list`, which reads only `toc.dat`):
-/// `<dump id>.dat` → `schema.table`. Run after the dump, before `toc.dat`
-/// is uploaded.
-pub async fn postgres_table_files(dir: &Path) -> BTreeMap<String, String> {
-    let output = tokio::process::Command::new("pg_restore")
-        .arg("--list")
-        .arg(dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await;
-    match output {
-        Ok(output) if output.status.success() => {
-            parse_pg_restore_list(&String::from_utf8_lossy(&output.stdout))
-        }
-        Ok(output) => {
-            tracing::warn!(
-                "pg_restore --list failed, the manifest will not name tables: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-            BTreeMap::new()
-        }
-        Err(err) => {
-            tracing::warn!(
-                "cannot run pg_restore --list, the manifest will not name tables: {err}"
-            );
-            BTreeMap::new()
-        }
-    }
-}
-
-/// Lines like `3345; 0 16390 TABLE DATA public customers postgres`.
-fn parse_pg_restore_list(listing: &str) -> BTreeMap<String, String> {
-    listing
-        .lines()
-        .filter_map(|line| {
-            let (id, rest) = line.split_once(';')?;
-            let id: u64 = id.trim().parse().ok()?;
-            let after = rest.split_once(" TABLE DATA ")?.1;
-            let mut words = after.split_whitespace();
-            let schema = words.next()?;
-            let table = words.next()?;
-            Some((format!("{id}.dat"), format!("{schema}.{table}")))
-        })
-        .collect()
+/// Reads pg_dump's `toc.dat` from `dir` (after the dump, before the file
+/// is uploaded): it names each data file's table, and the facts need it.
+fn read_toc(dir: &Path) -> Result<Toc, AgentError> {
+    let path = dir.join("toc.dat");
+    let bytes = std::fs::read(&path).map_err(|source| DirectoryError::Read { path, source })?;
+    Ok(directory_toc(&bytes).map_err(FactsError::from)?)
 }
 
 #[cfg(test)]
@@ -644,21 +666,14 @@ mod tests {
         assert!(!FileLayout::Mydumper.written_last("shop.orders.sql"));
         let postgres = FileLayout::PostgresDirectory {
             database: "orders".into(),
+            copy_settings: BTreeMap::new(),
         };
         assert!(postgres.written_last("toc.dat"));
         assert!(!postgres.written_last("3345.dat"));
-    }
-
-    #[test]
-    fn pg_restore_listing_maps_data_files_to_tables() {
-        let listing = ";\n; Archive created at 2026-11-27\n\
-            215; 1259 16390 TABLE public customers postgres\n\
-            3345; 0 16390 TABLE DATA public customers postgres\n\
-            3346; 0 16398 TABLE DATA sales orders postgres\n";
-        let map = parse_pg_restore_list(listing);
-        assert_eq!(map.len(), 2);
-        assert_eq!(map["3345.dat"], "public.customers");
-        assert_eq!(map["3346.dat"], "sales.orders");
+        assert!(postgres.holds_table_data("3345.dat"));
+        assert!(!postgres.holds_table_data("toc.dat"));
+        assert!(!postgres.holds_table_data("blob_16400.dat"));
+        assert!(!FileLayout::Mydumper.holds_table_data("3345.dat"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! (`pg_dump -Fd`, `mydumper`). The rest of the agent only sees a
 //! [`DumpCommand`] and the [`DumpProcess`] it starts.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -151,6 +151,10 @@ fn mysql_option_file(password: &str) -> Result<String, DumpError> {
 pub struct ServerFacts {
     pub version: String,
     pub database_bytes: u64,
+    /// PostgreSQL: the session settings of
+    /// [`crate::facts::COPY_TEXT_SETTINGS`] the server gives this role and
+    /// database (and so pg_dump's session), by name; empty for MySQL.
+    pub copy_settings: BTreeMap<String, String>,
 }
 
 /// Where the dump tool writes.
@@ -409,17 +413,8 @@ impl Connection {
         Ok(MysqlDatabases(databases))
     }
 
-    /// A connected `psql` for the table facts' snapshot session; `None`
-    /// for engines without one.
-    pub fn facts_client(&self) -> Option<Command> {
-        match self.engine {
-            Engine::Postgres => Some(self.postgres_client("psql")),
-            Engine::Mysql => None,
-        }
-    }
-
     /// A connected `mysql` for the MySQL table facts; `None` for
-    /// PostgreSQL (see [`Connection::facts_client`]).
+    /// PostgreSQL, whose facts come from the dump itself.
     pub fn mysql_facts_client(&self) -> Option<Command> {
         match self.engine {
             Engine::Mysql => Some(self.mysql_client("mysql")),
@@ -435,7 +430,8 @@ impl Connection {
                 let output = self
                     .psql_query(
                         "SELECT current_setting('server_version'), \
-                         pg_database_size(current_database())",
+                         pg_database_size(current_database()), \
+                         current_setting('TimeZone'), current_setting('bytea_output')",
                     )
                     .await?;
                 parse_psql_facts(&output).ok_or(DumpError::UnexpectedOutput {
@@ -865,11 +861,22 @@ fn conninfo_dbname(name: &str) -> String {
     format!("dbname='{escaped}'")
 }
 
+/// `version \t size`, then for PostgreSQL `\t TimeZone \t bytea_output`.
 fn parse_psql_facts(output: &str) -> Option<ServerFacts> {
-    let (version, size) = output.trim().split_once('\t')?;
+    let mut fields = output.trim().split('\t').map(str::trim);
+    let (version, size) = (fields.next()?, fields.next()?);
+    let copy_settings = match (fields.next(), fields.next(), fields.next()) {
+        (None, _, _) => BTreeMap::new(),
+        (Some(time_zone), Some(bytea_output), None) => BTreeMap::from([
+            ("TimeZone".to_owned(), time_zone.to_owned()),
+            ("bytea_output".to_owned(), bytea_output.to_owned()),
+        ]),
+        _ => return None,
+    };
     Some(ServerFacts {
-        version: version.trim().to_owned(),
-        database_bytes: size.trim().parse().ok()?,
+        version: version.to_owned(),
+        database_bytes: size.parse().ok()?,
+        copy_settings,
     })
 }
 
@@ -932,13 +939,6 @@ pub struct DumpCommand {
 }
 
 impl DumpCommand {
-    /// Dumps the data as of `snapshot`, exported by a session that stays
-    /// open until the dump ends (see `facts`). `pg_dump` only.
-    pub fn with_snapshot(mut self, snapshot: &str) -> Self {
-        self.command.arg(format!("--snapshot={snapshot}"));
-        self
-    }
-
     /// Starts the dump with stderr piped and, for a stream, stdout piped;
     /// stderr is drained on a blocking thread so the tool can never stall
     /// on it.
@@ -1384,6 +1384,11 @@ mod tests {
         let facts = parse_psql_facts("15.8 (Debian 15.8-0+deb12u1)\t7717379\n").unwrap();
         assert_eq!(facts.version, "15.8 (Debian 15.8-0+deb12u1)");
         assert_eq!(facts.database_bytes, 7_717_379);
+        assert!(facts.copy_settings.is_empty());
+        let postgres = parse_psql_facts("15.8\t7717379\tEurope/Berlin\thex\n").unwrap();
+        assert_eq!(postgres.copy_settings["TimeZone"], "Europe/Berlin");
+        assert_eq!(postgres.copy_settings["bytea_output"], "hex");
+        assert_eq!(parse_psql_facts("15.8\t1\tUTC"), None);
         assert_eq!(parse_psql_facts("nonsense"), None);
     }
 

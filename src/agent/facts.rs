@@ -1,10 +1,12 @@
 //! Collecting the table facts ([`crate::facts`]) at dump time.
 //!
-//! They must describe exactly the data dumped, so on PostgreSQL they are
-//! computed inside the transaction whose snapshot `pg_dump --snapshot`
-//! dumps: [`SnapshotSession`] opens a REPEATABLE READ transaction, exports
-//! its snapshot, and keeps it open until the dump is done. A drill runs the
-//! very same [`POSTGRES_FACTS_SCRIPT`] on the restored database.
+//! On PostgreSQL they are read off the dump itself as it passes through
+//! the agent: a [`Tap`] feeds a custom-format stream to
+//! [`CustomArchiveReader`], a directory dump's `<dump id>.dat` files are
+//! digested as they are uploaded (`CopyRows`), and [`postgres_facts`]
+//! names each digest after its table from the table of contents. They
+//! describe exactly the data dumped, with no session of their own on the
+//! server and no second scan.
 //!
 //! On MySQL/MariaDB there is no snapshot a dump tool can be handed, so the
 //! facts ([`MYSQL_METHOD`]: `SELECT COUNT(*)` and `CHECKSUM TABLE` per
@@ -13,16 +15,15 @@
 //! the table as it is): they equal the dump only when nothing wrote to the
 //! database meanwhile, and the drill says so.
 
-use std::process::Stdio;
-
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
+use std::collections::BTreeMap;
+use std::io::{self, Read};
 
 use crate::facts::{
-    mysql_facts_script, mysql_tables_query, parse_fact, parse_mysql_facts, parse_mysql_tables,
-    FactsError, END_MARKER, MYSQL_METHOD, POSTGRES_FACTS_SCRIPT, POSTGRES_METHOD,
+    copy_facts, mysql_facts_script, mysql_tables_query, parse_mysql_facts, parse_mysql_tables,
+    CopyDigest, FactsError, MYSQL_METHOD,
 };
-use crate::schema::{DumpFacts, DumpSettings, TableFacts};
+use crate::pg_archive::{copy_columns, CustomArchiveReader, Toc, TocEntry};
+use crate::schema::{DumpFacts, DumpSettings};
 
 /// Runs the connected `mysql` client `client` with `sql` on stdin.
 async fn mysql_batch(mut client: std::process::Command, sql: &str) -> Result<String, FactsError> {
@@ -67,192 +68,89 @@ pub async fn mysql_facts(
     Ok(Some(DumpFacts {
         method: MYSQL_METHOD.to_owned(),
         snapshot: None,
+        settings: BTreeMap::new(),
         tables,
     }))
 }
 
-/// Why psql ended early: what it said on stderr (its last 4 KiB), or
-/// [`FactsError::Ended`] when it said nothing.
-async fn ended(stderr: &mut ChildStderr) -> FactsError {
-    let mut said = Vec::new();
-    let _ = stderr.read_to_end(&mut said).await;
-    let said = String::from_utf8_lossy(&said[said.len().saturating_sub(4096)..])
-        .trim()
-        .to_owned();
-    if said.is_empty() {
-        FactsError::Ended
-    } else {
-        FactsError::Failed(said)
+/// A reader that shows `see` every byte it passes on.
+pub struct Tap<R, F> {
+    inner: R,
+    see: F,
+}
+
+impl<R, F: FnMut(&[u8])> Tap<R, F> {
+    pub fn new(inner: R, see: F) -> Self {
+        Tap { inner, see }
     }
 }
 
-/// Reads fact lines up to the end marker.
-async fn read_facts(lines: &mut BufReader<ChildStdout>) -> Result<Vec<TableFacts>, FactsError> {
+impl<R: Read, F: FnMut(&[u8])> Read for Tap<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.see)(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The facts of a whole custom-format archive, read as it streamed, with
+/// the dump session's `settings` (see [`postgres_facts`]).
+pub fn custom_archive_facts(
+    archive: CustomArchiveReader,
+    settings: &BTreeMap<String, String>,
+) -> Result<DumpFacts, FactsError> {
+    let (toc, digests) = archive.finish()?;
+    postgres_facts(&toc, |entry| digests.get(&entry.dump_id).copied(), settings)
+}
+
+/// The facts of a directory dump: its `toc.dat` and the digest of each
+/// data file by name, with the dump session's `settings`.
+pub fn directory_facts(
+    toc: &Toc,
+    digests: &BTreeMap<String, CopyDigest>,
+    settings: &BTreeMap<String, String>,
+) -> Result<DumpFacts, FactsError> {
+    postgres_facts(
+        toc,
+        |entry| digests.get(entry.filename.as_deref()?).copied(),
+        settings,
+    )
+}
+
+/// The facts of every table `toc` has data for, each digest found by
+/// `digest_of`, with `settings` (the dump session's, from
+/// [`crate::facts::COPY_TEXT_SETTINGS`]) and the archive's encoding. A
+/// table whose data was not read is an error, never a gap in the facts.
+fn postgres_facts(
+    toc: &Toc,
+    digest_of: impl Fn(&TocEntry) -> Option<CopyDigest>,
+    settings: &BTreeMap<String, String>,
+) -> Result<DumpFacts, FactsError> {
+    let mut settings = settings.clone();
+    if let Some(encoding) = toc.encoding() {
+        settings.insert("client_encoding".to_owned(), encoding);
+    }
     let mut tables = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line).await? == 0 {
-            return Err(FactsError::Ended);
-        }
-        let text = line.trim_end_matches(['\n', '\r']);
-        if text == END_MARKER {
-            return Ok(tables);
-        }
-        if !text.is_empty() {
-            tables.push(parse_fact(text)?);
-        }
+    for entry in toc.table_data() {
+        let name = format!(
+            "{}.{}",
+            entry.namespace.as_deref().unwrap_or_default(),
+            entry.tag
+        );
+        let digest = digest_of(entry)
+            .ok_or_else(|| FactsError::Unexpected(format!("no data was read for table {name}")))?;
+        let copy = entry
+            .copy_stmt
+            .as_deref()
+            .ok_or_else(|| FactsError::Unexpected(format!("table {name} has no COPY statement")))?;
+        tables.push((
+            entry.namespace.clone().unwrap_or_default(),
+            entry.tag.clone(),
+            copy_columns(copy)?,
+            digest,
+        ));
     }
-}
-
-/// A psql session holding a REPEATABLE READ transaction whose snapshot a
-/// dump uses. Dropping it ends the session (and the transaction).
-pub struct SnapshotSession {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    /// psql's complaints, read once it has ended early.
-    stderr: ChildStderr,
-    snapshot: String,
-}
-
-impl SnapshotSession {
-    /// Starts `psql` (already connected by `command`), opens the
-    /// transaction and exports its snapshot.
-    pub async fn open(command: std::process::Command) -> Result<SnapshotSession, FactsError> {
-        let mut command = tokio::process::Command::from(command);
-        command
-            .args(["--no-psqlrc", "--quiet", "--tuples-only", "--no-align"])
-            .args(["--field-separator=\t", "--set=ON_ERROR_STOP=1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn()?;
-        let mut stdin = child.stdin.take().ok_or(FactsError::Ended)?;
-        let mut stdout = BufReader::new(child.stdout.take().ok_or(FactsError::Ended)?);
-        let mut stderr = child.stderr.take().ok_or(FactsError::Ended)?;
-        stdin
-            .write_all(
-                b"BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\nSELECT pg_export_snapshot();\n",
-            )
-            .await?;
-        stdin.flush().await?;
-        let mut line = String::new();
-        if stdout.read_line(&mut line).await? == 0 {
-            return Err(ended(&mut stderr).await);
-        }
-        let snapshot = line.trim().to_owned();
-        if snapshot.is_empty() || !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-            return Err(FactsError::Unexpected(snapshot));
-        }
-        Ok(SnapshotSession {
-            child,
-            stdin,
-            stdout,
-            stderr,
-            snapshot,
-        })
-    }
-
-    /// The exported snapshot, for `pg_dump --snapshot`.
-    pub fn snapshot(&self) -> &str {
-        &self.snapshot
-    }
-
-    /// Computes the facts inside the snapshot.
-    pub async fn facts(&mut self) -> Result<DumpFacts, FactsError> {
-        self.stdin
-            .write_all(POSTGRES_FACTS_SCRIPT.as_bytes())
-            .await?;
-        self.stdin.flush().await?;
-        let tables = match read_facts(&mut self.stdout).await {
-            Err(FactsError::Ended) => return Err(ended(&mut self.stderr).await),
-            read => read?,
-        };
-        Ok(DumpFacts {
-            method: POSTGRES_METHOD.to_owned(),
-            snapshot: Some(self.snapshot.clone()),
-            tables,
-        })
-    }
-
-    /// Ends the transaction and the session.
-    pub async fn close(mut self) -> Result<(), FactsError> {
-        self.stdin.write_all(b"COMMIT;\n\\q\n").await?;
-        self.stdin.flush().await?;
-        drop(self.stdin);
-        self.child.wait().await?;
-        Ok(())
-    }
-}
-
-/// Facts being computed beside a running dump, in the dump's snapshot.
-/// Dropping it stops the computation and ends the session.
-pub struct Collecting {
-    snapshot: String,
-    /// `None` once taken by [`Collecting::failure`] or `finish`.
-    task: Option<tokio::task::JoinHandle<(SnapshotSession, Result<DumpFacts, FactsError>)>>,
-}
-
-impl Collecting {
-    /// Opens a snapshot session with `psql` and starts computing the
-    /// facts; `None` without `psql` (another engine). A backup promises
-    /// its facts (a drill proves it against them), so not getting them
-    /// is the backup's failure, named with psql's own words.
-    pub async fn start(
-        psql: Option<std::process::Command>,
-    ) -> Result<Option<Collecting>, FactsError> {
-        let Some(psql) = psql else {
-            return Ok(None);
-        };
-        let session = SnapshotSession::open(psql).await?;
-        let snapshot = session.snapshot().to_owned();
-        let task = tokio::spawn(async move {
-            let mut session = session;
-            let facts = session.facts().await;
-            (session, facts)
-        });
-        Ok(Some(Collecting {
-            snapshot,
-            task: Some(task),
-        }))
-    }
-
-    /// The snapshot the dump must use.
-    pub fn snapshot(&self) -> &str {
-        &self.snapshot
-    }
-
-    /// The facts' error if they have already failed (after a failed dump:
-    /// a facts session that failed first is the root cause, since it took
-    /// the dump's snapshot with it).
-    pub async fn failure(&mut self) -> Option<FactsError> {
-        let task = self.task.take_if(|task| task.is_finished())?;
-        match task.await {
-            Ok((_, Err(err))) => Some(err),
-            _ => None,
-        }
-    }
-
-    /// Waits for the facts (call once the dump has ended: the session holds
-    /// the snapshot open until then) and ends the session.
-    pub async fn finish(mut self) -> Result<DumpFacts, FactsError> {
-        let task = self.task.take().ok_or(FactsError::Ended)?;
-        let (session, facts) = task.await.map_err(|_| FactsError::Ended)?;
-        if let Err(err) = session.close().await {
-            tracing::warn!("the table facts session did not end cleanly: {err}");
-        }
-        let facts = facts?;
-        tracing::info!("table facts recorded for {} table(s)", facts.tables.len());
-        Ok(facts)
-    }
-}
-
-impl Drop for Collecting {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
+    let facts = copy_facts(tables, settings);
+    tracing::info!("table facts recorded for {} table(s)", facts.tables.len());
+    Ok(facts)
 }

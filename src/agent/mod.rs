@@ -32,6 +32,7 @@ mod progress;
 mod scratch;
 mod spool;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::aws::{describe_sdk_error, AwsClients};
 use crate::facts::FactsError;
 use crate::layout;
+use crate::pg_archive::CustomArchiveReader;
 use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
 use crate::schema::{
     parse_document, AwsTimeouts, DocumentError, DumpFacts, DumpMode, Engine, JobSpec, Manifest,
@@ -569,23 +571,18 @@ async fn dump(
     let jobs = settings.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, |n| u32::try_from(n.get()).unwrap_or(2))
     });
-    let mut facts = facts::Collecting::start(connection.facts_client()).await?;
-    let snapshot = |dump: DumpCommand| match &facts {
-        Some(collecting) => dump.with_snapshot(collecting.snapshot()),
-        None => dump,
-    };
     let dumped = async {
         if settings.mode.is_directory() {
             let needed = server.database_bytes;
             let scratch = off_runtime("scratch space", move || scratch::prepare(needed)).await??;
             let dir = scratch.dump_dir();
-            let dump = snapshot(connection.dump_command(
+            let dump = connection.dump_command(
                 settings,
                 jobs,
                 databases,
                 flags,
                 DumpOutput::Directory(dir.clone()),
-            ));
+            );
             let sink = ObjectSink {
                 bucket: bucket.clone(),
                 key_prefix: layout::data(&spec.backup_prefix),
@@ -595,11 +592,13 @@ async fn dump(
                 counters: counters.clone(),
                 retention: spec.retention,
                 retention_not_after: spec.retention_not_after,
+                copy_digests: Default::default(),
             };
             let layout = match settings.mode {
                 DumpMode::Mydumper => FileLayout::Mydumper,
                 _ => FileLayout::PostgresDirectory {
                     database: spec.database.name.clone(),
+                    copy_settings: server.copy_settings.clone(),
                 },
             };
             reporter.enter_phase(Phase::Dumping).await;
@@ -635,13 +634,8 @@ async fn dump(
                 }
                 Engine::Postgres => None,
             };
-            let dump = snapshot(connection.dump_command(
-                settings,
-                jobs,
-                databases,
-                flags,
-                DumpOutput::Stream,
-            ));
+            let dump =
+                connection.dump_command(settings, jobs, databases, flags, DumpOutput::Stream);
             reporter.enter_phase(Phase::Dumping).await;
             let encoding = StreamEncoding {
                 encryptor: encryptor.clone(),
@@ -649,6 +643,8 @@ async fn dump(
                 // planned for the database's size: the dump is rarely larger
                 parts: PartSizer::new(spec.upload.part_size_bytes, Some(server.database_bytes)),
                 spool_dir: scratch.as_ref().map(scratch::Scratch::dump_dir),
+                archive_settings: (settings.mode == DumpMode::PostgresCustom)
+                    .then(|| server.copy_settings.clone()),
             };
             let dumped = dump_stream(bucket, spec, dump, encoding, counters, reporter).await;
             if let Some(scratch) = scratch {
@@ -658,18 +654,9 @@ async fn dump(
         }
     }
     .await;
-    let dumped = match (dumped, facts.as_mut()) {
-        (Ok(dumped), _) => dumped,
-        // The first failure is the reason: a facts session that failed
-        // (a table the role cannot read) ends the snapshot, and the dump
-        // then fails on that ("invalid snapshot identifier").
-        (Err(err), Some(collecting)) => {
-            return Err(collecting.failure().await.map_or(err, AgentError::Facts))
-        }
-        (Err(err), None) => return Err(err),
-    };
-    let facts = match facts {
-        Some(collecting) => Some(collecting.finish().await?),
+    let mut dumped = dumped?;
+    let facts = match dumped.facts.take() {
+        Some(facts) => Some(facts),
         None => {
             facts::mysql_facts(|| connection.mysql_facts_client(), &databases.0, &spec.dump).await?
         }
@@ -754,14 +741,14 @@ async fn dump_stream(
     };
     let completed = match pipeline.await {
         Ok(Ok(streamed)) => match upload.complete(streamed.parts).await {
-            Ok(()) => Ok(streamed.ciphertext),
+            Ok(()) => Ok((streamed.ciphertext, streamed.facts)),
             Err(err) => Err(err.into()),
         },
         Ok(Err(err)) => Err(err),
         Err(err) => Err(crashed("dump pipeline", err)),
     };
-    let ciphertext = match completed {
-        Ok(ciphertext) => ciphertext,
+    let (ciphertext, facts) = match completed {
+        Ok(done) => done,
         Err(err) => {
             abort_upload(&upload).await;
             return Err(err);
@@ -790,6 +777,7 @@ async fn dump_stream(
         }],
         dump_started_at,
         dump_finished_at,
+        facts,
     })
 }
 
@@ -803,12 +791,18 @@ struct StreamEncoding {
     /// Where parts wait when the upload is behind (see [`spool`]);
     /// `None`: the dump waits for the upload instead.
     spool_dir: Option<PathBuf>,
+    /// For a pg_dump archive, the dump session's settings (see
+    /// [`ServerFacts::copy_settings`](dump::ServerFacts)): the facts are
+    /// read from the stream.
+    archive_settings: Option<BTreeMap<String, String>>,
 }
 
 /// What a successful stream produced.
 struct Streamed {
     ciphertext: CiphertextSummary,
     parts: Vec<CompletedPart>,
+    /// The table facts read on the way (`pg_dump -Fc`).
+    facts: Option<DumpFacts>,
 }
 
 /// Runs the dump through encryption into the upload's parts. Succeeds only
@@ -839,24 +833,34 @@ async fn stream_dump(
     // memory and the rest on disk, so the upload never holds the dump back
     let (part_sender, part_receiver) = mpsc::channel(1);
     let plaintext_bytes = counters.plaintext_bytes.clone();
+    let archive_settings = encoding.archive_settings.clone();
     let encryption = tokio::task::spawn_blocking(move || {
         let mut writer = match &encoding.spool_dir {
             Some(dir) => PartWriter::spooled(encoding.parts, Spool::start(dir, part_sender)),
             None => PartWriter::new(encoding.parts, part_sender),
         };
+        let mut archive = encoding
+            .archive_settings
+            .is_some()
+            .then(CustomArchiveReader::default);
+        let plaintext = facts::Tap::new(CountingReader::new(stdout, plaintext_bytes), |bytes| {
+            if let Some(archive) = archive.as_mut() {
+                archive.feed(bytes);
+            }
+        });
         encoding.encryptor.encrypt_maybe_compressed(
-            CountingReader::new(stdout, plaintext_bytes),
+            plaintext,
             encoding.compression_level,
             compression_workers(),
             &mut writer,
         )?;
-        Ok::<_, AgentError>(writer)
+        Ok::<_, AgentError>((writer, archive))
     });
 
     let dump_half = async move {
         let encrypted = encryption.await;
-        let writer = match encrypted {
-            Ok(Ok(writer)) => writer,
+        let (writer, archive) = match encrypted {
+            Ok(Ok(done)) => done,
             Ok(Err(err)) => {
                 process.kill();
                 return Err(err);
@@ -871,11 +875,18 @@ async fn stream_dump(
         // at once, not after the parts still waiting are uploaded.
         process.wait_success().await?;
         tracing::info!("{program} finished");
+        let facts = match (archive, &archive_settings) {
+            (Some(archive), Some(settings)) => {
+                Some(facts::custom_archive_facts(archive, settings)?)
+            }
+            _ => None,
+        };
         let _ = dump_finished.send(());
-        off_runtime("the last parts", move || {
+        let ciphertext = off_runtime("the last parts", move || {
             writer.finish().map_err(AgentError::CiphertextSink)
         })
-        .await?
+        .await??;
+        Ok((ciphertext, facts))
     };
     let upload_half = async {
         upload
@@ -883,8 +894,12 @@ async fn stream_dump(
             .await
             .map_err(AgentError::from)
     };
-    let (ciphertext, parts) = tokio::try_join!(dump_half, upload_half)?;
-    Ok(Streamed { ciphertext, parts })
+    let ((ciphertext, facts), parts) = tokio::try_join!(dump_half, upload_half)?;
+    Ok(Streamed {
+        ciphertext,
+        parts,
+        facts,
+    })
 }
 
 /// Runs blocking `work` (child processes waited for, file systems made

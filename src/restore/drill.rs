@@ -21,7 +21,7 @@ use super::engine::{Shape, Target};
 use super::pipeline::{self, Restored, Sink};
 use super::store::Backup;
 use super::RestoreError;
-use crate::facts::{self, parse_fact, MYSQL_METHOD, POSTGRES_METHOD};
+use crate::facts::{self, parse_fact, CopyScriptOutput, MYSQL_METHOD, POSTGRES_COPY_METHOD};
 use crate::openpgp::Decryptor;
 use crate::schema::{DumpFacts, Manifest, TableFacts};
 
@@ -79,12 +79,15 @@ pub async fn drill(
     })?;
     let known = match server {
         Target::Mysql(_) => facts.method == MYSQL_METHOD,
-        Target::Postgres { .. } => facts::postgres_facts_script(&facts.method).is_some(),
+        Target::Postgres { .. } => {
+            facts.method == POSTGRES_COPY_METHOD
+                || facts::postgres_facts_script(&facts.method).is_some()
+        }
     };
     if !known {
         let method = match server {
             Target::Mysql(_) => MYSQL_METHOD,
-            Target::Postgres { .. } => POSTGRES_METHOD,
+            Target::Postgres { .. } => POSTGRES_COPY_METHOD,
         };
         return Err(RestoreError::Failed(format!(
             "the facts use method {}; this build checks {method}",
@@ -215,14 +218,28 @@ async fn restore_and_compare(
     target: &Target,
     recorded: &DumpFacts,
 ) -> Result<(Restored, Vec<String>), RestoreError> {
-    let script = facts::postgres_facts_script(&recorded.method)
-        .expect("the method was checked before the restore");
+    let copy_script = if recorded.method == POSTGRES_COPY_METHOD {
+        let script = facts::postgres_copy_script(recorded).ok_or_else(|| {
+            RestoreError::Failed(
+                "the manifest's table facts lack the dump's column lists".to_owned(),
+            )
+        })?;
+        Some(script)
+    } else {
+        None
+    };
     let sink = Sink::Database {
         target: target.clone(),
         keep_plaintext: None,
     };
     let decryptor_for = |_: &crate::schema::ManifestObject| Ok(Decryptor::Keyring(None));
     let restored = pipeline::restore(backup, manifest, &decryptor_for, &sink).await?;
+    if let Some(script) = copy_script {
+        let found = read_back(target, script, recorded.tables.clone()).await?;
+        return Ok((restored, compare(&recorded.tables, found)));
+    }
+    let script = facts::postgres_facts_script(&recorded.method)
+        .expect("the method was checked before the restore");
     let scratch = target.clone();
     let output = tokio::task::spawn_blocking(move || scratch.sql_script(script))
         .await
@@ -236,6 +253,32 @@ async fn restore_and_compare(
         found.insert((fact.schema.clone(), fact.table.clone()), fact);
     }
     Ok((restored, compare(&recorded.tables, found)))
+}
+
+/// The facts of the restored `tables` ([`POSTGRES_COPY_METHOD`]): `script`
+/// (from [`facts::postgres_copy_script`]) reads each back with COPY, and
+/// its output is digested as it streams, however large the tables.
+async fn read_back(
+    target: &Target,
+    script: String,
+    tables: Vec<TableFacts>,
+) -> Result<BTreeMap<(String, String), TableFacts>, RestoreError> {
+    let target = target.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut output = CopyScriptOutput::default();
+        target
+            .psql_script_streamed(&script, |chunk| output.feed(chunk))
+            .expect("a PostgreSQL target")?;
+        let found = output
+            .finish(&tables)
+            .map_err(|e| RestoreError::Failed(format!("reading the restore back: {e}")))?;
+        Ok(found
+            .into_iter()
+            .map(|fact| ((fact.schema.clone(), fact.table.clone()), fact))
+            .collect())
+    })
+    .await
+    .map_err(RestoreError::crashed)?
 }
 
 /// Every difference between the recorded facts and the restored ones.
@@ -290,6 +333,7 @@ mod tests {
             table: table.into(),
             rows,
             checksum: checksum.into(),
+            columns: None,
         }
     }
 

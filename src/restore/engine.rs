@@ -604,6 +604,36 @@ impl Target {
         }
     }
 
+    /// Runs a psql script (meta-commands allowed) fed on stdin, handing
+    /// its output (psql's unaligned, tuples-only form, and COPY's text) to
+    /// `output` as it arrives, in constant memory. PostgreSQL only: `None`
+    /// for a MySQL target.
+    pub fn psql_script_streamed(
+        &self,
+        script: &str,
+        output: impl FnMut(&[u8]),
+    ) -> Option<Result<(), RestoreError>> {
+        let Target::Postgres { url } = self else {
+            return None;
+        };
+        Some((|| {
+            let (mut command, passfile) = postgres_command("psql", url.expose())?;
+            command.args(PSQL_OPTIONS).args(["-f", "-"]);
+            let ran = crate::process::run_with_input_streamed(command, script.as_bytes(), output);
+            drop(passfile);
+            let (status, stderr) =
+                ran.map_err(|e| RestoreError::Failed(format!("cannot run psql: {e}")))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(RestoreError::Failed(format!(
+                    "psql failed: {}",
+                    String::from_utf8_lossy(&stderr).trim()
+                )))
+            }
+        })())
+    }
+
     /// Runs a psql script (meta-commands allowed) fed on stdin; MySQL: an
     /// SQL script.
     pub fn sql_script(&self, script: &str) -> Result<String, RestoreError> {
@@ -632,11 +662,13 @@ impl MysqlTarget {
     }
 }
 
+/// psql without a psqlrc, quiet, unaligned and tuples-only with tabs
+/// between fields, stopping at the first error.
+const PSQL_OPTIONS: [&str; 8] = ["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-F", "\t"];
+
 fn psql(url: &str, args: &[&str], stdin: Option<&str>) -> Result<String, RestoreError> {
     let (mut command, passfile) = postgres_command("psql", url)?;
-    command
-        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-F", "\t"])
-        .args(args);
+    command.args(PSQL_OPTIONS).args(args);
     let output = run_with_stdin(command, "psql", stdin.unwrap_or(""));
     drop(passfile);
     output

@@ -25,6 +25,7 @@ mod faults;
 mod interrupts;
 mod lifecycle;
 mod operators;
+mod pg_archive;
 mod policies;
 mod public_keys;
 mod restore;

@@ -647,15 +647,21 @@ async fn drill_restores_into_a_scratch_database_and_checks_the_dump_facts() {
     let backed = Backed::new(20_000).await;
     let manifest = manifest(&backed.fixture, &backed.manifest_key).await;
     let facts = &manifest["facts"];
-    assert_eq!(facts["method"], "postgres-row-hash-sum-v3", "{manifest}");
-    assert!(
-        facts["snapshot"].as_str().is_some_and(|s| !s.is_empty()),
-        "{facts}"
-    );
+    // read off the dump stream: no session, no snapshot of their own
+    assert_eq!(facts["method"], "postgres-copy-hash-sum-v4", "{manifest}");
+    assert!(facts.get("snapshot").is_none(), "{facts}");
+    assert_eq!(facts["settings"]["client_encoding"], "UTF8", "{facts}");
+    assert!(facts["settings"]["TimeZone"].is_string(), "{facts}");
     let tables = facts["tables"].as_array().unwrap();
     assert_eq!(tables.len(), 3, "{facts}");
     let customers = tables.iter().find(|t| t["table"] == "customers").unwrap();
     assert_eq!(customers["rows"], 20_000);
+    assert!(
+        customers["columns"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{facts}"
+    );
 
     let server = format!(
         "postgres://postgres:{PG_ADMIN_PASSWORD}@127.0.0.1:{}/postgres",
