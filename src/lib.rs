@@ -9,6 +9,7 @@ pub mod agent;
 pub mod aws;
 pub mod cli;
 pub mod client_limits;
+pub mod compression;
 pub mod config;
 pub mod controller;
 pub mod credentials;

@@ -89,7 +89,8 @@ impl Encryptor {
 
     /// Like [`Encryptor::encrypt`], but compresses the plaintext with zstd
     /// at `level` first (with `workers` extra threads; 0 compresses on this
-    /// one), unless `level` is 0. For dumps the tool leaves uncompressed:
+    /// one), unless `level` is 0, storing what does not compress
+    /// ([`crate::compression`]). For dumps the tool leaves uncompressed:
     /// SQL text shrinks several times, so less is encrypted, uploaded and
     /// stored.
     pub fn encrypt_maybe_compressed<R, W>(
@@ -106,13 +107,8 @@ impl Encryptor {
         if level == 0 {
             return self.encrypt(plaintext, ciphertext);
         }
-        let mut compressed = zstd::stream::read::Encoder::new(plaintext, level)
+        let compressed = crate::compression::Compressor::new(plaintext, level, workers)
             .map_err(EncryptError::Compression)?;
-        if workers > 0 {
-            compressed
-                .multithread(workers)
-                .map_err(EncryptError::Compression)?;
-        }
         self.encrypt(compressed, ciphertext)
     }
 }
