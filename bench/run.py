@@ -16,6 +16,7 @@ text, a throwaway key pair) are cached under .state/bench/.
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,6 +66,15 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 # overridden, so `make bench` measures what users get).
 PART_SIZE_MIB = int(os.environ.get("BENCH_PART_SIZE_MIB", "0")) or None
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "0")) or None
+# BENCH_ONLY=cpu measures only the CPU keys and updates them in an existing
+# bench-results.json.
+ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
+# The CPU keys' goals, for the table.
+NEW_GOALS = {
+    "server_cpu_vs_pg_dump": "≤ 1.1",
+    "agent_cpu_vs_floor": "≤ 1.15",
+    "agent_cpu_incompressible_vs_store": "≤ 1.05",
+}
 
 
 def say(message):
@@ -282,19 +292,81 @@ def prepared_dump_shim(prepared):
                 f'cp -r {prepared}/. "$target"/\n')
 
 
+def prepared_archive(database):
+    """`pg_dump --format=custom --compress=0` of `database` (the agent's own
+    flags), dumped once into .state/bench: the same bytes for the agent
+    (through archive_shim) and for the stages run alone."""
+    path = STATE / f"{database}.custom"
+    marker = psql("postgres", f"SELECT shobj_description(oid, 'pg_database') "
+                              f"FROM pg_database WHERE datname = '{database}'")
+    stamp = path.with_suffix(".generation")
+    if path.exists() and stamp.exists() and stamp.read_text() == marker:
+        return path
+    say(f"dumping {database} into {path}")
+    tmp = path.with_suffix(".tmp")
+    run(["pg_dump", f"--host={PG_HOST}", f"--port={PG_PORT}", f"--username={PG_USER}",
+         "--no-password", "--format=custom", "--compress=0", "--file", str(tmp), database],
+        env={**os.environ, "PGPASSWORD": PG_PASSWORD})
+    tmp.rename(path)
+    stamp.write_text(marker)
+    return path
+
+
+def archive_shim(archive):
+    """Stands in for `pg_dump -Fc` with an archive dumped beforehand, so an
+    agent run's process tree is the agent's work (and one `cat`)."""
+    return shim(f"archive-{archive.stem}", f"exec cat {archive}\n")
+
+
 # --- measuring --------------------------------------------------------------
 
 
 class Measured:
-    """Wall time and peak RSS (VmHWM, polled) of one process, and the CPU
-    time the whole machine was busy meanwhile (every process it started,
-    the database and LocalStack included)."""
+    """Wall time and peak RSS (VmHWM, polled) of one process; the CPU time
+    of its whole process tree (it and every descendant it waited for:
+    the agent's gpg, pg_dump and threads, not the database's server nor
+    LocalStack); the CPU of the PostgreSQL backends serving one database
+    meanwhile (backend_cpu_seconds); and the CPU time the whole machine
+    was busy."""
 
-    def __init__(self, seconds, peak_rss_kib, stdout, busy_cpu_seconds):
+    def __init__(self, seconds, peak_rss_kib, stdout, busy_cpu_seconds, tree_cpu_seconds,
+                 server_cpu_seconds):
         self.seconds = seconds
         self.peak_rss_kib = peak_rss_kib
         self.stdout = stdout
         self.busy_cpu_seconds = busy_cpu_seconds
+        self.tree_cpu_seconds = tree_cpu_seconds
+        self.server_cpu_seconds = server_cpu_seconds
+
+
+def children_cpu_seconds():
+    """User and system CPU of every child this script has waited for,
+    with the descendants each of them waited for (getrusage)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def backend_cpu_seconds(database, seen):
+    """Adds to `seen` (pid → CPU seconds) every live PostgreSQL backend
+    connected to `database`, by its process title (`postgres: USER
+    DATABASE HOST(PORT) ...`), from /proc. Polled through a run, it counts
+    the CPU the server spends for that database's clients alone, whatever
+    else the machine runs (a backend's last <50 ms before it exits escape
+    the poll)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                title = cmdline.read().split(b"\0")[0].decode(errors="replace")
+            if not title.startswith("postgres: ") or title.split()[2:3] != [database]:
+                continue
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seen[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
 
 
 def busy_cpu_seconds():
@@ -305,8 +377,10 @@ def busy_cpu_seconds():
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(args, stdin=None, env=None, shell=False):
+def measure(args, stdin=None, env=None, shell=False, server_database=None):
     busy_before = busy_cpu_seconds()
+    tree_before = children_cpu_seconds()
+    backends = {}
     started = time.monotonic()
     process = subprocess.Popen(
         args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -326,6 +400,8 @@ def measure(args, stdin=None, env=None, shell=False):
                             peak = max(peak, int(line.split()[1]))
             except OSError:
                 return
+            if server_database:
+                backend_cpu_seconds(server_database, backends)
             stop.wait(0.05)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -338,7 +414,8 @@ def measure(args, stdin=None, env=None, shell=False):
         sys.stderr.write(stderr.decode(errors="replace")[-4000:])
         raise SystemExit(f"bench: {args if not shell else 'pipeline'} failed ({process.returncode})")
     busy = busy_cpu_seconds() - busy_before
-    return Measured(seconds, peak, stdout.decode(errors="replace"), busy)
+    return Measured(seconds, peak, stdout.decode(errors="replace"), busy,
+                    children_cpu_seconds() - tree_before, sum(backends.values()))
 
 
 class LocalStack:
@@ -569,6 +646,144 @@ def overlap_ratio(localstack, env, part_size_mib, concurrency):
             "backup_s": backup, "dump_s": dump, "upload_s": upload, "cpu_floor_s": cpu_floor}
 
 
+def cpu_costs(localstack, env, keys, part_size_mib, concurrency):
+    """CPU-seconds, which neither the number of cores nor a co-located
+    endpoint skews, ROUNDS interleaved rounds of:
+
+    - the PostgreSQL server's CPU during a whole backup of the orders
+      database (the agent with the real pg_dump) and during `pg_dump` alone;
+    - the agent's process tree on the orders archive (pg_dump's bytes
+      replayed by archive_shim) and the irreducible stages alone on the
+      same bytes: `zstd -3`, `gpg --encrypt` of its output, `sha256sum` of
+      the ciphertext;
+    - the agent's process tree on the random database's archive with the
+      default settings and with compression off."""
+    orders = prepared_archive(ORDERS_DB_NAME)
+    noise = prepared_archive(DB_NAME)
+    dump_env = {**env, "PGPASSWORD": PG_PASSWORD}
+    work = Path(tempfile.mkdtemp(prefix="bench-cpu-", dir=STATE))
+    taken = {k: [] for k in ("backup_server", "dump_server", "dump_client", "agent", "zstd",
+                             "gpg", "sha256", "noise_default", "noise_store")}
+    sizes = {}
+
+    def agent(name, archive, database, dump=None):
+        args, spec = localstack.job(name, part_size_mib, concurrency, database=database,
+                                    dump=dump)
+        shimmed = {**env, "PATH": f"{archive_shim(archive)}:{env['PATH']}"}
+        out = measure([str(BINARY), *args], env=shimmed)
+        manifest = localstack.manifest(spec)
+        localstack.empty()
+        return out, manifest
+
+    try:
+        for round_ in range(ROUNDS):
+            args, spec = localstack.job("bench-server-cpu", part_size_mib, concurrency,
+                                        database=ORDERS_DB_NAME)
+            taken["backup_server"].append(measure(
+                [str(BINARY), *args], env=env, server_database=ORDERS_DB_NAME
+            ).server_cpu_seconds)
+            facts = localstack.manifest(spec)["facts"]
+            localstack.empty()
+            alone = measure(
+                ["pg_dump", f"--host={PG_HOST}", f"--port={PG_PORT}", f"--username={PG_USER}",
+                 "--no-password", "--format=custom", "--compress=0", "--no-sync", "--file=/dev/null",
+                 ORDERS_DB_NAME], env=dump_env, server_database=ORDERS_DB_NAME)
+            taken["dump_server"].append(alone.server_cpu_seconds)
+            taken["dump_client"].append(alone.tree_cpu_seconds)
+
+            out, manifest = agent("bench-agent-cpu", orders, ORDERS_DB_NAME)
+            taken["agent"].append(out.tree_cpu_seconds)
+            sizes["orders_plaintext"] = manifest["objects"][0]["plaintext_bytes"]
+            sizes["orders_ciphertext"] = manifest["objects"][0]["size"]
+            compressed, cipher = work / "orders.zst", work / "orders.zst.gpg"
+            taken["zstd"].append(measure(["zstd", "-3", "-q", "-f", "-o", str(compressed),
+                                          str(orders)]).tree_cpu_seconds)
+            taken["gpg"].append(measure(keys.encrypt_command()
+                                        + ["--yes", "--output", str(cipher), str(compressed)]
+                                        ).tree_cpu_seconds)
+            taken["sha256"].append(measure(["sha256sum", str(cipher)]).tree_cpu_seconds)
+            sizes["orders_zstd_cli"] = compressed.stat().st_size
+            compressed.unlink()
+            cipher.unlink()
+
+            out, _ = agent("bench-noise-default", noise, DB_NAME)
+            taken["noise_default"].append(out.tree_cpu_seconds)
+            out, _ = agent("bench-noise-store", noise, DB_NAME, dump={"compression_level": 0})
+            taken["noise_store"].append(out.tree_cpu_seconds)
+            say(f"CPU round {round_ + 1}: server {taken['backup_server'][-1]:.1f} s in a backup "
+                f"vs {taken['dump_server'][-1]:.1f} s for pg_dump alone; agent "
+                f"{taken['agent'][-1]:.1f} s vs stages alone "
+                f"{taken['zstd'][-1] + taken['gpg'][-1] + taken['sha256'][-1]:.1f} s; random: "
+                f"{taken['noise_default'][-1]:.1f} s default vs "
+                f"{taken['noise_store'][-1]:.1f} s stored")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    median = {k: statistics.median(v) for k, v in taken.items()}
+    floor = median["zstd"] + median["gpg"] + median["sha256"]
+    gb = sizes["orders_plaintext"] / 1e9
+    return {
+        "server_cpu_vs_pg_dump": median["backup_server"] / median["dump_server"],
+        "agent_cpu_vs_floor": median["agent"] / floor,
+        "agent_cpu_incompressible_vs_store": median["noise_default"] / median["noise_store"],
+        "cpu_s": {k: round(v, 2) for k, v in median.items()},
+        "agent_cpu_s_per_gb": median["agent"] / gb,
+        "pg_dump_cpu_s_per_gb": median["dump_client"] / gb,
+        "server_cpu_s_per_gb": median["dump_server"] / gb,
+        "floor_cpu_s_per_gb": floor / gb,
+        "orders_plaintext_bytes": sizes["orders_plaintext"],
+        "orders_ciphertext_bytes": sizes["orders_ciphertext"],
+        "orders_zstd_cli_bytes": sizes["orders_zstd_cli"],
+        "facts_method": facts["method"],
+    }
+
+
+def newer(localstack, env, keys, aws, part_size_mib, concurrency, results, notes, loads):
+    """The CPU keys (cpu_costs), unless BENCH_ONLY leaves them out."""
+    if not ONLY or "cpu" in ONLY:
+        cpu = cpu_costs(localstack, env, keys, part_size_mib, concurrency)
+        for key in ("server_cpu_vs_pg_dump", "agent_cpu_vs_floor",
+                    "agent_cpu_incompressible_vs_store", "agent_cpu_s_per_gb",
+                    "pg_dump_cpu_s_per_gb", "server_cpu_s_per_gb"):
+            results[key] = cpu[key]
+        notes["server_cpu_vs_pg_dump"] = (
+            f"{ORDERS_DB_NAME}: PostgreSQL server CPU {cpu['cpu_s']['backup_server']} s during a "
+            f"whole backup (facts: {cpu['facts_method']}) vs {cpu['cpu_s']['dump_server']} s "
+            f"serving pg_dump -Fc -Z0 alone")
+        notes["agent_cpu_vs_floor"] = (
+            f"agent process tree {cpu['agent_cpu_s_per_gb']:.2f} CPU s/GB vs zstd -3 + gpg "
+            f"--encrypt + sha256sum alone {cpu['floor_cpu_s_per_gb']:.2f} CPU s/GB "
+            f"({cpu['cpu_s']})")
+        notes["agent_cpu_incompressible_vs_store"] = (
+            f"{DB_NAME}: agent CPU {cpu['cpu_s']['noise_default']} s default vs "
+            f"{cpu['cpu_s']['noise_store']} s with compression_level = 0; {ORDERS_DB_NAME} "
+            f"ciphertext {cpu['orders_ciphertext_bytes']} bytes "
+            f"(zstd -3 CLI alone: {cpu['orders_zstd_cli_bytes']})")
+        loads.append(load())
+
+
+def rounded(results):
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()}
+
+
+def new_rows(results, notes):
+    """Table rows of the keys `newer` measured."""
+    return [(key, results[key], NEW_GOALS.get(key, ""), notes.get(key, ""))
+            for key in results if key in NEW_GOALS or key not in ROW_KEYS_OLD]
+
+
+# keys the full run's own table already shows
+ROW_KEYS_OLD = {"encrypt_vs_gpg", "e2e_vs_shell", "e2e_vs_endpoint_limit", "peak_rss_mib_1g",
+                "peak_rss_mib_8g", "overlap_ratio", "baseline_mb_s", "agent_mb_s"}
+
+
+def print_rows(rows):
+    print(f"\n{'key':<36}{'value':>10}  {'goal':<8}note")
+    for key, value, goal, note in rows:
+        shown = "null" if value is None else (f"{value:.2f}" if isinstance(value, (int, float))
+                                              else str(value))
+        print(f"{key:<36}{shown:>10}  {goal:<8}{note}")
+
+
 # --- the benchmark -------------------------------------------------------------
 
 
@@ -598,6 +813,19 @@ def main():
     loads = [load()]
     results = {}
     notes = {}
+    if ONLY:
+        try:
+            newer(localstack, env, keys, aws, part_size_mib, concurrency, results, notes, loads)
+        finally:
+            localstack.remove()
+        path = REPO / "bench-results.json"
+        document = json.loads(path.read_text()) if path.exists() else {"notes": {}}
+        document.update(rounded(results))
+        document["notes"].update(notes)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        print_rows(new_rows(results, notes))
+        print(f"\nupdated {', '.join(sorted(results))} in bench-results.json")
+        return
     try:
         # 1. The encrypt-and-hash stage against gpg alone, same input.
         # Context: gpg between two pipes (`cat | gpg | cat`), the shape of
@@ -666,13 +894,16 @@ def main():
             f"upload alone {overlap['upload_s']:.1f} s (medians); the CPU both halves use "
             f"alone, spread over every core, allows no less than {overlap['cpu_floor_s']:.1f} s")
         loads.append(load())
+
+        # 5. CPU-seconds, restores, verifies and many small tables.
+        newer(localstack, env, keys, aws, part_size_mib, concurrency, results, notes, loads)
     finally:
         localstack.remove()
 
     results["baseline_mb_s"] = shell_mb_s
     results["agent_mb_s"] = agent_mb_s
     document = {
-        **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in results.items()},
+        **rounded(results),
         "notes": notes,
         "context": {
             "machine": f"{os.cpu_count()} cores, {os.uname().machine}, {os.uname().release}",
@@ -730,10 +961,7 @@ def main():
         ("(orders vs endpoint)", orders["agent_mb_s"] / orders["endpoint_mb_s"], "",
          f"context: aws s3 cp of a file its ciphertext's size {orders['endpoint_mb_s']:.0f} MB/s"),
     ]
-    print(f"\n{'key':<24}{'value':>10}  {'goal':<8}note")
-    for key, value, goal, note in rows:
-        shown = "null" if value is None else f"{value:.2f}"
-        print(f"{key:<24}{shown:>10}  {goal:<8}{note}")
+    print_rows(rows + new_rows(results, notes))
     print(f"\nload average (1 min) during the run: {document['context']['load_average_during_run']}"
           f" on {os.cpu_count()} cores; written to bench-results.json")
 
