@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 
@@ -67,13 +68,18 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PART_SIZE_MIB = int(os.environ.get("BENCH_PART_SIZE_MIB", "0")) or None
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "0")) or None
 # BENCH_ONLY=cpu measures only the CPU keys and updates them in an existing
-# bench-results.json.
+# bench-results.json; BENCH_ONLY=restore (opt-in: about 36 minutes a round)
+# measures the restore, verify and small-files keys of restore_verify.py.
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 # The CPU keys' goals, for the table.
 NEW_GOALS = {
     "server_cpu_vs_pg_dump": "≤ 1.1",
     "agent_cpu_vs_floor": "≤ 1.15",
     "agent_cpu_incompressible_vs_store": "≤ 1.05",
+    "restore_vs_by_hand": "≥ 1.3",
+    "restore_stream_vs_by_hand": "≥ 1.0",
+    "verify_vs_download": "≥ 0.8",
+    "small_files_overhead": "≤ 1.5",
 }
 
 
@@ -738,7 +744,20 @@ def cpu_costs(localstack, env, keys, part_size_mib, concurrency):
 
 
 def newer(localstack, env, keys, aws, part_size_mib, concurrency, results, notes, loads):
-    """The CPU keys (cpu_costs), unless BENCH_ONLY leaves them out."""
+    """The CPU keys (cpu_costs), unless BENCH_ONLY leaves them out, and the
+    restore, verify and small-files keys when BENCH_ONLY names `restore`."""
+    if "restore" in ONLY:
+        import restore_verify  # opt-in: the 5,000-table backups take long
+
+        extra, extra_notes = restore_verify.measure(SimpleNamespace(
+            binary=BINARY, localstack=localstack, env=env, keys=keys, aws=aws,
+            measure=measure, rounds=ROUNDS, state=STATE, part_size_mib=part_size_mib,
+            concurrency=concurrency, psql=psql,
+            pg={"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "password": PG_PASSWORD,
+                "superuser": PG_SUPERUSER, "superuser_password": PG_SUPERUSER_PASSWORD}))
+        results.update(extra)
+        notes.update(extra_notes)
+        loads.append(load())
     if not ONLY or "cpu" in ONLY:
         cpu = cpu_costs(localstack, env, keys, part_size_mib, concurrency)
         for key in ("server_cpu_vs_pg_dump", "agent_cpu_vs_floor",
