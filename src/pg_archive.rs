@@ -72,6 +72,17 @@ pub struct TocEntry {
     pub filename: Option<String>,
 }
 
+impl TocEntry {
+    /// `schema.tag`, as the manifest names a table.
+    pub fn qualified_name(&self) -> String {
+        format!(
+            "{}.{}",
+            self.namespace.as_deref().unwrap_or_default(),
+            self.tag
+        )
+    }
+}
+
 /// A parsed table of contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Toc {

@@ -343,14 +343,7 @@ async fn run(
     if let (Some(toc), FileLayout::PostgresDirectory { copy_settings, .. }) = (&toc, layout) {
         let table_files: BTreeMap<&str, String> = toc
             .table_data()
-            .filter_map(|entry| {
-                let name = format!(
-                    "{}.{}",
-                    entry.namespace.as_deref().unwrap_or_default(),
-                    entry.tag
-                );
-                Some((entry.filename.as_deref()?, name))
-            })
+            .filter_map(|entry| Some((entry.filename.as_deref()?, entry.qualified_name())))
             .collect();
         for object in &mut objects {
             if let Some(table) = object.path.as_deref().and_then(|p| table_files.get(p)) {

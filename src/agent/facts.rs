@@ -132,11 +132,7 @@ fn postgres_facts(
     }
     let mut tables = Vec::new();
     for entry in toc.table_data() {
-        let name = format!(
-            "{}.{}",
-            entry.namespace.as_deref().unwrap_or_default(),
-            entry.tag
-        );
+        let name = entry.qualified_name();
         let digest = digest_of(entry)
             .ok_or_else(|| FactsError::Unexpected(format!("no data was read for table {name}")))?;
         let copy = entry
