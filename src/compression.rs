@@ -64,6 +64,9 @@ pub struct Compressor<R> {
     /// Output waiting to be read, from `out_at` on.
     out: Vec<u8>,
     out_at: usize,
+    /// Whether any frame has been begun: an empty input still needs one,
+    /// since `zstd -d` refuses an empty file.
+    begun: bool,
     finished: bool,
 }
 
@@ -86,6 +89,7 @@ impl<R: Read> Compressor<R> {
             stored: None,
             out: Vec::new(),
             out_at: 0,
+            begun: false,
             finished: false,
         })
     }
@@ -103,22 +107,21 @@ impl<R: Read> Compressor<R> {
         }
         self.segment_len = filled;
         if filled == 0 {
+            if !self.begun {
+                self.open_frame()?;
+            }
             self.end_frame()?;
             self.finished = true;
         } else if self.compresses() {
-            let frame = match &mut self.frame {
-                Some(frame) => frame,
-                None => {
-                    let mut frame = zstd::stream::write::Encoder::new(Vec::new(), self.level)?;
-                    if self.workers > 0 {
-                        frame.multithread(self.workers)?;
-                    }
-                    self.frame.insert(frame)
-                }
-            };
-            frame.write_all(&self.segment[..filled])?;
-            self.out.append(frame.get_mut());
+            if self.frame.is_none() {
+                self.open_frame()?;
+            }
+            if let Some(frame) = &mut self.frame {
+                frame.write_all(&self.segment[..filled])?;
+                self.out.append(frame.get_mut());
+            }
         } else {
+            self.begun = true;
             self.end_frame()?;
             self.out.extend_from_slice(&FRAME_MAGIC);
             self.out.push(STORED_FRAME_DESCRIPTOR);
@@ -128,6 +131,17 @@ impl<R: Read> Compressor<R> {
                 block_left: 0,
             });
         }
+        Ok(())
+    }
+
+    /// Begins a compressed frame at the job's level.
+    fn open_frame(&mut self) -> io::Result<()> {
+        let mut frame = zstd::stream::write::Encoder::new(Vec::new(), self.level)?;
+        if self.workers > 0 {
+            frame.multithread(self.workers)?;
+        }
+        self.frame = Some(frame);
+        self.begun = true;
         Ok(())
     }
 
@@ -150,11 +164,12 @@ impl<R: Read> Compressor<R> {
     }
 }
 
-impl<R: Read> Read for Compressor<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
+impl<R: Read> Compressor<R> {
+    /// Serves output into `buf` from what is prepared, preparing more
+    /// (reading the next segment, at most once a call, only while `buf` is
+    /// still empty, so a slow source never holds back output already
+    /// made); 0 at the end of the stream or when `buf` must go as it is.
+    fn serve(&mut self, buf: &mut [u8], may_read: bool) -> io::Result<usize> {
         loop {
             if self.out_at < self.out.len() {
                 let n = buf.len().min(self.out.len() - self.out_at);
@@ -183,11 +198,28 @@ impl<R: Read> Read for Compressor<R> {
                 }
                 self.stored = None;
             }
-            if self.finished {
+            if self.finished || !may_read {
                 return Ok(0);
             }
             self.next_segment()?;
         }
+    }
+}
+
+impl<R: Read> Read for Compressor<R> {
+    /// Fills `buf` as far as the prepared output goes (a stored segment's
+    /// block headers and blocks together), so the consumer gets few large
+    /// reads rather than a 3-byte header between every 128 KiB.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = self.serve(&mut buf[filled..], filled == 0)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        Ok(filled)
     }
 }
 
@@ -281,7 +313,36 @@ mod tests {
             ours.len(),
             plain.len()
         );
-        assert!(compress(&[], 16).is_empty());
+    }
+
+    /// A stored segment goes to the reader in reads as large as its
+    /// buffer, block headers and blocks together: one per MiB here, plus
+    /// at most one short read where a segment ends.
+    #[test]
+    fn stored_segments_are_read_in_whole_buffers() {
+        let input = noise(3 * SEGMENT_BYTES);
+        let mut compressor = Compressor::new(&input[..], 3, 0).unwrap();
+        let mut buf = vec![0; 1 << 20];
+        let (mut reads, mut short) = (0, 0);
+        loop {
+            let n = compressor.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            reads += 1;
+            short += usize::from(n < buf.len());
+        }
+        assert!(short <= 3, "{short} short reads of {reads}");
+    }
+
+    /// An empty table dumps to an empty file; its object is still a zstd
+    /// stream (one empty frame), which `zstd -d` and the library read.
+    #[test]
+    fn empty_input_becomes_one_empty_frame() {
+        let compressed = compress(&[], 16);
+        assert_eq!(compressed[..4], FRAME_MAGIC);
+        assert!(decode(&compressed).is_empty());
+        assert!(unzstd(&compressed).is_empty());
     }
 
     /// What an operator restoring by hand runs: `zstd -d`.
@@ -290,13 +351,18 @@ mod tests {
         let mut input = noise(5 << 20);
         input.extend(text(1 << 20));
         let compressed = compress(&input, 1 << 16);
+        assert!(unzstd(&compressed) == input);
+    }
+
+    /// Decompresses with the `zstd` command, as an operator would.
+    fn unzstd(compressed: &[u8]) -> Vec<u8> {
         let output = crate::process::run_with_input(
             {
                 let mut zstd = std::process::Command::new("zstd");
                 zstd.args(["-d", "-q", "-c"]);
                 zstd
             },
-            &compressed,
+            compressed,
         )
         .unwrap();
         assert!(
@@ -304,6 +370,6 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(output.stdout == input);
+        output.stdout
     }
 }
