@@ -15,6 +15,7 @@
 //!     manifest.json                             written last
 //!     pg_dump.custom[.zst].gpg | mysqldump.sql[.zst].gpg   a streamed dump
 //!     data/…                                    a directory dump's files
+//!     packs/<n>.tar[.zst].gpg                   its small files, packed
 //!     checks/<time>-<kind>.json                 verify/drill/export records
 //! ```
 //!
@@ -101,6 +102,12 @@ pub fn manifest(backup_prefix: &str) -> String {
 /// Where a directory dump's files lie in the backup at `backup_prefix`.
 pub fn data(backup_prefix: &str) -> String {
     format!("{backup_prefix}data/")
+}
+
+/// Where the packs of a directory dump's small files lie in the backup
+/// at `backup_prefix`.
+pub fn packs(backup_prefix: &str) -> String {
+    format!("{backup_prefix}packs/")
 }
 
 /// The one object of a streamed dump (`pg_dump -Fc`, `mysqldump`) in the

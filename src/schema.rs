@@ -508,6 +508,12 @@ pub struct ManifestObject {
     /// directory, which is where it goes back for a restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// For a pack of a directory dump's small files: the files its
+    /// plaintext holds, a POSIX tar archive (`tar -x` reads it) with an
+    /// entry for each, in this order. A pack has no `path`, `database` or
+    /// `table` of its own; its files have theirs. Absent: not a pack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packed: Option<Vec<PackedFile>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -527,6 +533,20 @@ pub struct ManifestObject {
         skip_serializing_if = "Option::is_none"
     )]
     pub upload_finished_at: Option<OffsetDateTime>,
+}
+
+/// One dump file inside a pack ([`ManifestObject::packed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedFile {
+    /// The file's path relative to the dump directory (its tar entry's
+    /// name), where a restore puts it back.
+    pub path: String,
+    /// Its size in bytes, as dumped.
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 /// Which proof a check record is of.

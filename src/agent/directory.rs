@@ -17,6 +17,14 @@
 //! the tool deletes after closing it (mydumper drops the data file of an
 //! empty table) is passed over when it is gone before it could be opened.
 //!
+//! Files below [`PACK_FILES_BELOW`] are not objects of their own: they
+//! are gathered into packs, each a tar archive of many files encrypted as
+//! one object (see [`crate::schema::ManifestObject::packed`]). An object
+//! costs a gpg run and a PUT, and in S3's infrequent-access and Glacier
+//! classes a minimum billed size (128 KiB; 40 KiB of overhead in the
+//! archive classes); for the thousands of few-KiB files of a schema with
+//! many small tables those costs, not the bytes, would be the backup.
+//!
 //! On any failure every multipart upload still open is aborted before the
 //! error is returned. Objects already stored stay, without a manifest (the
 //! agent's role cannot delete under the backup prefix, by design: see
@@ -24,7 +32,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,11 +54,19 @@ use crate::facts::{CopyDigest, CopyRows, FactsError};
 use crate::openpgp::Encryptor;
 use crate::pg_archive::{directory_toc, Toc};
 use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
-use crate::schema::{DumpFacts, ManifestObject, Retention, UploadSettings};
+use crate::schema::{DumpFacts, ManifestObject, PackedFile, Retention, UploadSettings};
 
 /// Parts of one file's multipart upload in flight at once; several files
 /// upload side by side, so each needs only a little parallelism of its own.
 const PARTS_IN_FLIGHT_PER_FILE: usize = 2;
+
+/// Files smaller than this many bytes go into packs. Above it an object's
+/// own costs (a gpg run of ~8 ms of CPU, a PUT) are small beside its bytes.
+pub const PACK_FILES_BELOW: u64 = 1 << 20;
+
+/// A pack is stored once its files add up to this many bytes (the last
+/// one when the dump is over, whatever it holds).
+const PACK_BYTES: u64 = 32 << 20;
 
 /// A directory dump went wrong outside the tool, the encryption and S3.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +81,14 @@ pub enum DirectoryError {
     Rewritten { path: String },
     #[error("the kernel dropped file events (inotify queue overflow); the set of finished files is unknown")]
     EventsLost,
+    #[error("cannot pack the dump file {path}: {source}")]
+    Pack { path: String, source: io::Error },
+    #[error("the dump file {path} changed size while it was packed ({expected} bytes when taken, {read} read)")]
+    PackedSizeChanged {
+        path: String,
+        expected: u64,
+        read: u64,
+    },
     #[error("cannot store s3://{bucket}/{key}: {source}")]
     Put {
         bucket: String,
@@ -160,6 +184,8 @@ pub struct ObjectSink {
     pub bucket: Bucket,
     /// Key prefix of the objects, ending in `/`.
     pub key_prefix: String,
+    /// Key prefix of the packs, ending in `/`.
+    pub pack_prefix: String,
     pub encryptor: Encryptor,
     pub upload: UploadSettings,
     /// zstd level; 0 stores the files uncompressed (before encryption).
@@ -242,6 +268,64 @@ pub async fn dump_and_upload(
 /// deleted before it could be read.
 type UploadTasks = JoinSet<Result<Option<ManifestObject>, AgentError>>;
 
+/// What one upload task stores.
+#[derive(Debug, PartialEq, Eq)]
+enum Upload {
+    /// A file as an object of its own.
+    File(String),
+    /// Small files together, as pack `number` (from 1).
+    Pack { number: u32, files: Vec<String> },
+}
+
+/// Small files waiting for their pack.
+#[derive(Default)]
+struct Packer {
+    files: Vec<String>,
+    bytes: u64,
+    packs: u32,
+}
+
+impl Packer {
+    /// Decides how the finished file `relative` in `dir` is stored: alone,
+    /// or in a pack, which is returned once full. `None` also for a file
+    /// the tool has deleted again.
+    fn take(&mut self, dir: &Path, relative: String) -> Result<Option<Upload>, DirectoryError> {
+        let bytes = match std::fs::metadata(dir.join(&relative)) {
+            Ok(metadata) => metadata.len(),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                tracing::debug!("{relative} was deleted by the dump tool; nothing to store");
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(DirectoryError::Read {
+                    path: dir.join(relative),
+                    source,
+                })
+            }
+        };
+        if bytes >= PACK_FILES_BELOW {
+            return Ok(Some(Upload::File(relative)));
+        }
+        self.files.push(relative);
+        self.bytes += bytes;
+        Ok((self.bytes >= PACK_BYTES).then(|| self.seal()))
+    }
+
+    /// The files waiting, as a pack, if there are any.
+    fn rest(&mut self) -> Option<Upload> {
+        (!self.files.is_empty()).then(|| self.seal())
+    }
+
+    fn seal(&mut self) -> Upload {
+        self.packs += 1;
+        self.bytes = 0;
+        Upload::Pack {
+            number: self.packs,
+            files: std::mem::take(&mut self.files),
+        }
+    }
+}
+
 async fn run(
     dump: DumpCommand,
     dir: &Path,
@@ -266,7 +350,8 @@ async fn run(
 
     let concurrency = sink.upload.concurrency.max(1);
     let mut taken: HashSet<String> = HashSet::new();
-    let mut queue: VecDeque<String> = VecDeque::new();
+    let mut packer = Packer::default();
+    let mut queue: VecDeque<Upload> = VecDeque::new();
     let mut objects = Vec::new();
 
     let dump_started_at = OffsetDateTime::now_utc();
@@ -275,10 +360,10 @@ async fn run(
     tracing::info!("{program} started, writing to {}", dir.display());
     loop {
         while uploads.len() < concurrency {
-            let Some(relative) = queue.pop_front() else {
+            let Some(upload) = queue.pop_front() else {
                 break;
             };
-            spawn_upload(uploads, sink, dir, relative, layout.clone(), open_uploads);
+            spawn_upload(uploads, sink, dir, upload, layout.clone(), open_uploads);
         }
         tokio::select! {
             exited = process.wait_success() => {
@@ -306,7 +391,7 @@ async fn run(
                 if !taken.insert(name.clone()) {
                     return Err(DirectoryError::Rewritten { path: name }.into());
                 }
-                queue.push_back(name);
+                queue.extend(packer.take(dir, name)?);
             }
             Some(finished) = uploads.join_next(), if !uploads.is_empty() => {
                 objects.extend(finished.map_err(|err| crashed("file upload", err))??);
@@ -325,15 +410,16 @@ async fn run(
 
     for relative in list_files(dir)? {
         if taken.insert(relative.clone()) {
-            queue.push_back(relative);
+            queue.extend(packer.take(dir, relative)?);
         }
     }
+    queue.extend(packer.rest());
     while !queue.is_empty() || !uploads.is_empty() {
         while uploads.len() < concurrency {
-            let Some(relative) = queue.pop_front() else {
+            let Some(upload) = queue.pop_front() else {
                 break;
             };
-            spawn_upload(uploads, sink, dir, relative, layout.clone(), open_uploads);
+            spawn_upload(uploads, sink, dir, upload, layout.clone(), open_uploads);
         }
         if let Some(finished) = uploads.join_next().await {
             objects.extend(finished.map_err(|err| crashed("file upload", err))??);
@@ -348,6 +434,9 @@ async fn run(
         for object in &mut objects {
             if let Some(table) = object.path.as_deref().and_then(|p| table_files.get(p)) {
                 object.table = Some(table.clone());
+            }
+            for file in object.packed.iter_mut().flatten() {
+                file.table = table_files.get(file.path.as_str()).cloned();
             }
         }
         let digests = sink
@@ -369,14 +458,24 @@ fn spawn_upload(
     uploads: &mut UploadTasks,
     sink: &Arc<ObjectSink>,
     dir: &Path,
-    relative: String,
+    upload: Upload,
     layout: FileLayout,
     open_uploads: &OpenUploads,
 ) {
     let sink = sink.clone();
-    let path = dir.join(&relative);
+    let dir = dir.to_owned();
     let open_uploads = open_uploads.clone();
-    uploads.spawn(async move { upload_file(&sink, &path, relative, layout, &open_uploads).await });
+    uploads.spawn(async move {
+        match upload {
+            Upload::File(relative) => {
+                let path = dir.join(&relative);
+                upload_file(&sink, &path, relative, layout, &open_uploads).await
+            }
+            Upload::Pack { number, files } => {
+                upload_pack(&sink, dir, number, files, layout, &open_uploads).await
+            }
+        }
+    });
 }
 
 /// Every regular file under `dir`, as paths relative to it.
@@ -442,8 +541,19 @@ async fn upload_file(
     );
     let file_bytes = Arc::new(AtomicU64::new(0));
     let digest_as = layout.holds_table_data(&relative).then(|| relative.clone());
-    let (parts, encryption) = encrypt_file(sink, file, file_bytes.clone(), digest_as);
-    let ciphertext = store_parts(sink, &key, parts, encryption, open_uploads, &relative).await?;
+    // the file is complete, so its size is known: compression only shrinks it
+    let file_size = file.metadata().ok().map(|metadata| metadata.len());
+    let total_bytes = sink.counters.plaintext_bytes.clone();
+    let digests = sink.copy_digests.clone();
+    let counted_bytes = file_bytes.clone();
+    let (parts, encryption) = encrypt_with(sink, file_size, move |encryptor, level, writer| {
+        let counted = CountingReader::new(CountingReader::new(file, counted_bytes), total_bytes);
+        digest_plaintext(counted, digest_as, &digests, |plaintext| {
+            Ok(encryptor.encrypt_maybe_compressed(plaintext, level, 0, writer)?)
+        })
+    });
+    let (ciphertext, ()) =
+        store_parts(sink, &key, parts, encryption, open_uploads, &relative).await?;
     delete_plaintext(path)?;
     sink.counters.objects_done.fetch_add(1, Ordering::Relaxed);
     tracing::debug!("stored {}", sink.bucket.location(&key));
@@ -453,6 +563,7 @@ async fn upload_file(
         sha256: ciphertext.sha256,
         plaintext_bytes: file_bytes.load(Ordering::Relaxed),
         path: Some(relative),
+        packed: None,
         database,
         table,
         compression: compressed.then(|| "zstd".to_owned()),
@@ -461,47 +572,200 @@ async fn upload_file(
     }))
 }
 
-/// Compresses and encrypts `file` on a blocking thread into parts sized
-/// for its upload, counting its plaintext bytes into `file_bytes` (and the
-/// job's total) and, with `digest_as`, digesting its COPY rows into the
-/// sink's digests under that name. The parts arrive on the receiver; the
-/// task's result says whether the whole file was encrypted.
-fn encrypt_file(
+/// Packs `files` (relative to `dir`) into one tar archive, compresses,
+/// encrypts and stores it as pack `number`, then deletes their plaintext.
+/// A file the tool deleted before it could be read is left out.
+async fn upload_pack(
     sink: &ObjectSink,
-    file: File,
-    file_bytes: Arc<AtomicU64>,
+    dir: PathBuf,
+    number: u32,
+    files: Vec<String>,
+    layout: FileLayout,
+    open_uploads: &OpenUploads,
+) -> Result<Option<ManifestObject>, AgentError> {
+    sink.counters.set_activity(&format!(
+        "uploading pack {number} ({} small files)",
+        files.len()
+    ));
+    let upload_started_at = OffsetDateTime::now_utc();
+    let compressed = sink.compression_level > 0;
+    let key = format!(
+        "{}{number:05}.tar{}",
+        sink.pack_prefix,
+        if compressed { ".zst.gpg" } else { ".gpg" }
+    );
+    let total_bytes = sink.counters.plaintext_bytes.clone();
+    let digests = sink.copy_digests.clone();
+    let packing_dir = dir.clone();
+    let (parts, encryption) =
+        encrypt_with(sink, Some(PACK_BYTES), move |encryptor, level, writer| {
+            let (archive, pipe) = io::pipe().map_err(|source| DirectoryError::Pack {
+                path: format!("pack {number}"),
+                source,
+            })?;
+            std::thread::scope(|scope| {
+                let packing = scope.spawn(|| {
+                    write_pack(pipe, &packing_dir, files, &layout, total_bytes, &digests)
+                });
+                let encrypted = encryptor.encrypt_maybe_compressed(archive, level, 0, writer);
+                let packed = packing.join().map_err(|_| AgentError::Crashed {
+                    stage: "packing",
+                    reason: format!("the thread writing pack {number} panicked"),
+                })?;
+                // a failed encryption stops the packing: its error says why
+                encrypted?;
+                packed
+            })
+        });
+    let label = format!("pack {number}");
+    let (ciphertext, packed) =
+        store_parts(sink, &key, parts, encryption, open_uploads, &label).await?;
+    for file in &packed {
+        delete_plaintext(&dir.join(&file.path))?;
+    }
+    sink.counters.objects_done.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        "stored {} ({} files)",
+        sink.bucket.location(&key),
+        packed.len()
+    );
+    Ok(Some(ManifestObject {
+        key,
+        size: ciphertext.bytes,
+        sha256: ciphertext.sha256,
+        plaintext_bytes: packed.iter().map(|file| file.bytes).sum(),
+        path: None,
+        packed: Some(packed),
+        database: None,
+        table: None,
+        compression: compressed.then(|| "zstd".to_owned()),
+        upload_started_at: Some(upload_started_at),
+        upload_finished_at: Some(OffsetDateTime::now_utc()),
+    }))
+}
+
+/// Writes `files` (relative to `dir`) into `out` as a tar archive, each
+/// entry named by its relative path, counting their bytes into `total`
+/// and digesting table data files into `digests`; returns what it packed.
+/// Entries carry no owner or time (a restore writes its own files), and
+/// names too long for a ustar header get GNU long-name entries (GNU tar,
+/// bsdtar and Python's tarfile read them).
+fn write_pack<W: Write>(
+    out: W,
+    dir: &Path,
+    files: Vec<String>,
+    layout: &FileLayout,
+    total: Arc<AtomicU64>,
+    digests: &Mutex<BTreeMap<String, CopyDigest>>,
+) -> Result<Vec<PackedFile>, AgentError> {
+    let mut archive = tar::Builder::new(io::BufWriter::with_capacity(256 << 10, out));
+    archive.mode(tar::HeaderMode::Deterministic);
+    let mut packed = Vec::with_capacity(files.len());
+    for relative in files {
+        let fail = |source| DirectoryError::Pack {
+            path: relative.clone(),
+            source,
+        };
+        let file = match File::open(dir.join(&relative)) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                tracing::debug!("{relative} was deleted by the dump tool; nothing to store");
+                continue;
+            }
+            Err(source) => return Err(fail(source).into()),
+        };
+        let bytes = file.metadata().map_err(fail)?.len();
+        let read = Arc::new(AtomicU64::new(0));
+        let counted = CountingReader::new(CountingReader::new(file, read.clone()), total.clone());
+        let digest_as = layout.holds_table_data(&relative).then(|| relative.clone());
+        digest_plaintext(counted, digest_as, digests, |plaintext| {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes);
+            header.set_mode(0o600);
+            header.set_entry_type(tar::EntryType::Regular);
+            archive
+                .append_data(&mut header, &relative, plaintext.take(bytes))
+                .map_err(fail)?;
+            Ok(())
+        })?;
+        let read = read.load(Ordering::Relaxed);
+        if read != bytes {
+            return Err(DirectoryError::PackedSizeChanged {
+                path: relative,
+                expected: bytes,
+                read,
+            }
+            .into());
+        }
+        let (database, table) = layout.labels(&relative);
+        packed.push(PackedFile {
+            path: relative,
+            bytes,
+            database,
+            table,
+        });
+    }
+    let fail = |source| DirectoryError::Pack {
+        path: "(the end of the archive)".to_owned(),
+        source,
+    };
+    let mut out = archive.into_inner().map_err(fail)?;
+    out.flush().map_err(fail)?;
+    Ok(packed)
+}
+
+/// Runs `consume` on `plaintext`; with `digest_as`, digests the COPY rows
+/// passing through into `digests` under that name once all have passed.
+fn digest_plaintext<R: Read + Send>(
+    plaintext: R,
     digest_as: Option<String>,
-) -> (
-    mpsc::Receiver<Bytes>,
-    tokio::task::JoinHandle<Result<CiphertextSummary, AgentError>>,
-) {
-    // the file is complete, so its size is known: compression only shrinks it
-    let file_size = file.metadata().ok().map(|metadata| metadata.len());
-    let sizer = PartSizer::new(sink.upload.part_size_bytes, file_size);
+    digests: &Mutex<BTreeMap<String, CopyDigest>>,
+    consume: impl FnOnce(&mut (dyn Read + Send)) -> Result<(), AgentError>,
+) -> Result<(), AgentError> {
+    let mut rows = digest_as.is_some().then(CopyRows::default);
+    let mut tapped = Tap::new(plaintext, |bytes| {
+        if let Some(rows) = rows.as_mut() {
+            rows.feed(bytes);
+        }
+    });
+    consume(&mut tapped)?;
+    if let (Some(rows), Some(name)) = (rows, digest_as) {
+        let digest = rows.finish()?;
+        digests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name, digest);
+    }
+    Ok(())
+}
+
+/// The blocking task encrypting one object: the ciphertext's summary and
+/// what its encryption returned, once the whole plaintext is encrypted.
+type Encryption<T> = tokio::task::JoinHandle<Result<(CiphertextSummary, T), AgentError>>;
+
+/// Runs `encrypt` on a blocking thread with the sink's encryptor, its
+/// zstd level and a writer cutting the ciphertext into parts sized for
+/// `expected_bytes` of plaintext. The parts arrive on the receiver; the
+/// task yields the ciphertext's summary and what `encrypt` returned, once
+/// the whole plaintext is encrypted.
+fn encrypt_with<T, F>(
+    sink: &ObjectSink,
+    expected_bytes: Option<u64>,
+    encrypt: F,
+) -> (mpsc::Receiver<Bytes>, Encryption<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(&Encryptor, i32, &mut PartWriter) -> Result<T, AgentError> + Send + 'static,
+{
+    let sizer = PartSizer::new(sink.upload.part_size_bytes, expected_bytes);
     let (part_sender, parts) = mpsc::channel(1);
     let encryptor = sink.encryptor.clone();
     let level = sink.compression_level;
-    let total_bytes = sink.counters.plaintext_bytes.clone();
-    let digests = sink.copy_digests.clone();
     let encryption = tokio::task::spawn_blocking(move || {
-        let mut rows = digest_as.is_some().then(CopyRows::default);
-        let counted = CountingReader::new(CountingReader::new(file, file_bytes), total_bytes);
-        let plaintext = Tap::new(counted, |bytes| {
-            if let Some(rows) = rows.as_mut() {
-                rows.feed(bytes);
-            }
-        });
         let mut writer = PartWriter::new(sizer, part_sender);
-        encryptor.encrypt_maybe_compressed(plaintext, level, 0, &mut writer)?;
+        let result = encrypt(&encryptor, level, &mut writer)?;
         let summary = writer.finish().map_err(AgentError::CiphertextSink)?;
-        if let (Some(rows), Some(name)) = (rows, digest_as) {
-            let digest = rows.finish()?;
-            digests
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(name, digest);
-        }
-        Ok(summary)
+        Ok((summary, result))
     });
     (parts, encryption)
 }
@@ -509,14 +773,14 @@ fn encrypt_file(
 /// Stores the ciphertext arriving on `parts` at `key`: one part with one
 /// PutObject, more as a multipart upload (tracked in `open_uploads` until
 /// completed). Stores nothing unless `encryption` succeeds.
-async fn store_parts(
+async fn store_parts<T>(
     sink: &ObjectSink,
     key: &str,
     mut parts: mpsc::Receiver<Bytes>,
-    encryption: tokio::task::JoinHandle<Result<CiphertextSummary, AgentError>>,
+    encryption: Encryption<T>,
     open_uploads: &OpenUploads,
     relative: &str,
-) -> Result<CiphertextSummary, AgentError> {
+) -> Result<(CiphertextSummary, T), AgentError> {
     let first = parts.recv().await;
     let second = match first {
         Some(_) => parts.recv().await,
@@ -676,5 +940,120 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/1.dat"), b"y").unwrap();
         assert_eq!(list_files(dir.path()).unwrap(), ["sub/1.dat", "toc.dat"]);
+    }
+
+    #[test]
+    fn small_files_fill_packs_and_big_ones_go_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: u64| {
+            let file = File::create(dir.path().join(name)).unwrap();
+            file.set_len(bytes).unwrap();
+            name.to_owned()
+        };
+        let mut packer = Packer::default();
+        let big = write("big.dat", PACK_FILES_BELOW);
+        assert_eq!(
+            packer.take(dir.path(), big.clone()).unwrap(),
+            Some(Upload::File(big))
+        );
+        assert_eq!(packer.take(dir.path(), "gone.dat".into()).unwrap(), None);
+        let small = PACK_FILES_BELOW - 1;
+        let per_pack = PACK_BYTES.div_ceil(small);
+        let mut names = Vec::new();
+        for i in 0..per_pack - 1 {
+            let name = write(&format!("{i}.dat"), small);
+            names.push(name.clone());
+            assert_eq!(packer.take(dir.path(), name).unwrap(), None);
+        }
+        let last = write("last.dat", small);
+        names.push(last.clone());
+        assert_eq!(
+            packer.take(dir.path(), last).unwrap(),
+            Some(Upload::Pack {
+                number: 1,
+                files: names
+            })
+        );
+        assert_eq!(packer.rest(), None);
+        let empty = write("empty.dat", 0);
+        assert_eq!(packer.take(dir.path(), empty).unwrap(), None);
+        assert_eq!(
+            packer.rest(),
+            Some(Upload::Pack {
+                number: 2,
+                files: vec!["empty.dat".into()]
+            })
+        );
+    }
+
+    /// What GNU tar, which an operator restoring by hand runs, makes of a
+    /// pack: every file back at its path (a name too long for a ustar
+    /// header included), byte for byte; a file the tool deleted is left
+    /// out; table data files are digested on the way.
+    #[test]
+    fn a_pack_is_a_tar_archive_the_tar_command_unpacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("shop.{}.00001.sql", "t".repeat(150));
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("3345.dat".into(), b"1\tone\n2\ttwo\n\\.\n\n".to_vec()),
+            ("toc.dat".into(), vec![0, 1, 2, 255]),
+            ("empty.dat".into(), Vec::new()),
+            (long.clone(), b"INSERT INTO t VALUES (1);\n".repeat(100)),
+        ];
+        for (name, bytes) in &files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let layout = FileLayout::PostgresDirectory {
+            database: "orders".into(),
+            copy_settings: BTreeMap::new(),
+        };
+        let mut names: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
+        names.insert(1, "deleted.dat".into());
+        let total = Arc::new(AtomicU64::new(0));
+        let digests = Mutex::new(BTreeMap::new());
+        let mut archive = Vec::new();
+        let packed = write_pack(
+            &mut archive,
+            dir.path(),
+            names,
+            &layout,
+            total.clone(),
+            &digests,
+        )
+        .unwrap();
+        let listed: Vec<(&str, u64)> = packed.iter().map(|f| (f.path.as_str(), f.bytes)).collect();
+        let expected: Vec<(&str, u64)> = files
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), bytes.len() as u64))
+            .collect();
+        assert_eq!(listed, expected);
+        assert_eq!(
+            total.load(Ordering::Relaxed),
+            files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+        );
+        assert_eq!(digests.lock().unwrap()["3345.dat"].rows, 2);
+        assert!(packed
+            .iter()
+            .all(|f| f.database.as_deref() == Some("orders")));
+
+        let out = tempfile::tempdir().unwrap();
+        let tar_file = out.path().join("pack.tar");
+        std::fs::write(&tar_file, &archive).unwrap();
+        let unpacked = out.path().join("files");
+        std::fs::create_dir(&unpacked).unwrap();
+        let status = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&tar_file)
+            .arg("-C")
+            .arg(&unpacked)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for (name, bytes) in &files {
+            assert!(
+                std::fs::read(unpacked.join(name)).unwrap() == *bytes,
+                "{name}"
+            );
+        }
     }
 }

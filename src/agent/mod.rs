@@ -440,7 +440,14 @@ async fn take_backup(
     let prepared = prepare(clients, &bucket, spec, reporter).await?;
     let (dumped, facts) = dump(&bucket, spec, &prepared, reporter, counters).await?;
     if spec.dump.mode == DumpMode::Mydumper {
-        let paths = dumped.objects.iter().filter_map(|o| o.path.as_deref());
+        let paths = dumped.objects.iter().flat_map(|object| {
+            let packed = object
+                .packed
+                .iter()
+                .flatten()
+                .map(|file| file.path.as_str());
+            object.path.as_deref().into_iter().chain(packed)
+        });
         prepared.catalog.account_for(paths)?;
     }
     reporter.enter_phase(Phase::Verifying).await;
@@ -586,6 +593,7 @@ async fn dump(
             let sink = ObjectSink {
                 bucket: bucket.clone(),
                 key_prefix: layout::data(&spec.backup_prefix),
+                pack_prefix: layout::packs(&spec.backup_prefix),
                 encryptor: encryptor.clone(),
                 upload: spec.upload,
                 compression_level: settings.compression_level,
@@ -769,6 +777,7 @@ async fn dump_stream(
             sha256: ciphertext.sha256,
             plaintext_bytes,
             path: None,
+            packed: None,
             database: None,
             table: None,
             compression: (compression_level > 0).then(|| "zstd".to_owned()),

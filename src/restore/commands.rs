@@ -280,7 +280,7 @@ pub async fn run(
             let backup = super::open(&backup, config).await?;
             let manifest = backup.manifest().await?;
             let sink = match (out, to) {
-                (Some(dir), None) => Sink::Dir(dir),
+                (Some(dir), None) => Sink::Dir { dir, durable: true },
                 (None, Some(url)) => {
                     let target = Target::parse(url.as_str())?;
                     target.check_backup(&manifest)?;

@@ -129,7 +129,7 @@ async fn copy_verified(
             backup.store.location(key)
         )));
     }
-    temp.keep_pending()?;
+    temp.keep(true)?;
     Ok(copied)
 }
 
@@ -138,5 +138,5 @@ fn write_file(path: &Path, data: &[u8]) -> Result<(), RestoreError> {
     (&temp.file)
         .write_all(data)
         .map_err(|e| RestoreError::Failed(format!("{}: {e}", path.display())))?;
-    temp.keep_pending()
+    temp.keep(true)
 }

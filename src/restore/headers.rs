@@ -95,14 +95,14 @@ pub async fn headers(backup: &Backup) -> Result<Vec<u8>, RestoreError> {
         });
         entries.push((entry, head[..header.data_offset].to_vec()));
     }
-    let mut archive = tar::Writer::default();
     let index_json = serde_json::to_vec_pretty(&index).expect("the index serialises");
-    archive.add(INDEX, &index_json)?;
-    archive.add(STUB, &STUB_DATA_PACKET)?;
-    for (name, data) in &entries {
-        archive.add(name, data)?;
-    }
-    Ok(archive.finish())
+    let mut files: Vec<(&str, &[u8])> = vec![(INDEX, &index_json), (STUB, &STUB_DATA_PACKET)];
+    files.extend(
+        entries
+            .iter()
+            .map(|(name, data)| (name.as_str(), &data[..])),
+    );
+    write_archive(&files)
 }
 
 /// The key holder's side: recovers every object's session key from the
@@ -110,7 +110,7 @@ pub async fn headers(backup: &Backup) -> Result<Vec<u8>, RestoreError> {
 /// Returns the session keys file. Blocking.
 pub fn session_keys(archive: &[u8], gnupg_home: Option<&Path>) -> Result<String, RestoreError> {
     let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for (name, data) in tar::read(archive)? {
+    for (name, data) in read_archive(archive)? {
         if entries.insert(name.clone(), data).is_some() {
             return Err(RestoreError::Failed(format!(
                 "headers archive holds {name} twice"
@@ -180,128 +180,94 @@ pub fn parse_session_keys(text: &str) -> Result<BTreeMap<String, String>, Restor
     Ok(keys)
 }
 
-/// Just enough ustar to write the archive and read it back strictly.
-mod tar {
-    use super::RestoreError;
-
-    const BLOCK: usize = 512;
-
-    #[derive(Default)]
-    pub struct Writer {
-        out: Vec<u8>,
-    }
-
-    impl Writer {
-        pub fn add(&mut self, name: &str, data: &[u8]) -> Result<(), RestoreError> {
-            if name.len() > 99 || name.starts_with('/') || name.split('/').any(|s| s == "..") {
-                return Err(RestoreError::Failed(format!(
-                    "{name}: cannot be named in a headers archive"
-                )));
-            }
-            let mut header = [0u8; BLOCK];
-            header[..name.len()].copy_from_slice(name.as_bytes());
-            header[100..108].copy_from_slice(b"0000644\0");
-            header[108..116].copy_from_slice(b"0000000\0");
-            header[116..124].copy_from_slice(b"0000000\0");
-            header[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-            header[136..148].copy_from_slice(b"00000000000\0");
-            header[156] = b'0';
-            header[257..263].copy_from_slice(b"ustar\0");
-            header[263..265].copy_from_slice(b"00");
-            header[148..156].copy_from_slice(b"        ");
-            let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-            header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-            self.out.extend_from_slice(&header);
-            self.out.extend_from_slice(data);
-            self.out.resize(self.out.len().div_ceil(BLOCK) * BLOCK, 0);
-            Ok(())
+/// Writes the archive: a ustar entry per `(name, data)`, mode 0644, no
+/// owner or time. A name that would need a GNU or PAX extension (100
+/// bytes or more), or that leaves the archive's folder, is refused.
+fn write_archive(entries: &[(&str, &[u8])]) -> Result<Vec<u8>, RestoreError> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let refused =
+            || RestoreError::Failed(format!("{name}: cannot be named in a headers archive"));
+        if name.len() > 99 || name.starts_with('/') || name.split('/').any(|s| s == "..") {
+            return Err(refused());
         }
-
-        pub fn finish(mut self) -> Vec<u8> {
-            self.out.resize(self.out.len() + 2 * BLOCK, 0);
-            self.out
-        }
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).map_err(|_| refused())?;
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder
+            .append(&header, *data)
+            .map_err(|e| RestoreError::Failed(format!("{name}: {e}")))?;
     }
+    builder
+        .into_inner()
+        .map_err(|e| RestoreError::Failed(format!("headers archive: {e}")))
+}
 
-    /// Every regular file in `archive`; anything else is refused.
-    pub fn read(archive: &[u8]) -> Result<Vec<(String, Vec<u8>)>, RestoreError> {
-        let bad = |what: &str| RestoreError::Failed(format!("not a headers archive: {what}"));
-        let octal = |field: &[u8]| -> Result<usize, RestoreError> {
-            let text = std::str::from_utf8(field).map_err(|_| bad("bad number"))?;
-            let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
-            usize::from_str_radix(text, 8).map_err(|_| bad("bad number"))
-        };
-        let mut entries = Vec::new();
-        let mut offset = 0;
-        loop {
-            let header = archive
-                .get(offset..offset + BLOCK)
-                .ok_or_else(|| bad("ends early"))?;
-            if header.iter().all(|&b| b == 0) {
-                return Ok(entries);
-            }
-            let stored = octal(&header[148..156])?;
-            let sum: usize = header
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| {
-                    if (148..156).contains(&i) {
-                        32
-                    } else {
-                        usize::from(b)
-                    }
-                })
-                .sum();
-            if sum != stored || &header[257..262] != b"ustar" {
-                return Err(bad("header checksum"));
-            }
-            if header[156] != b'0' && header[156] != 0 {
-                return Err(bad("an entry that is not a plain file"));
-            }
-            let end = header[..100].iter().position(|&b| b == 0).unwrap_or(100);
-            let name = std::str::from_utf8(&header[..end])
-                .map_err(|_| bad("a name that is not UTF-8"))?
-                .to_owned();
-            let size = octal(&header[124..136])?;
-            let start = offset + BLOCK;
-            let data = archive
-                .get(start..start + size)
-                .ok_or_else(|| bad("ends early"))?;
-            entries.push((name, data.to_vec()));
-            offset = start + size.div_ceil(BLOCK) * BLOCK;
+/// Every entry of the archive, each a regular file in a ustar header;
+/// anything else (links, GNU or PAX extensions, a damaged header, an
+/// entry cut short) is refused.
+fn read_archive(archive: &[u8]) -> Result<Vec<(String, Vec<u8>)>, RestoreError> {
+    let bad = |what: String| RestoreError::Failed(format!("not a headers archive: {what}"));
+    let mut entries = Vec::new();
+    let mut reader = tar::Archive::new(archive);
+    for entry in reader.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let header = entry.header();
+        if header.as_ustar().is_none() {
+            return Err(bad("an entry without a ustar header".to_owned()));
         }
+        if header.entry_type() != tar::EntryType::Regular {
+            return Err(bad("an entry that is not a plain file".to_owned()));
+        }
+        let name = std::str::from_utf8(&entry.path_bytes())
+            .map_err(|_| bad("a name that is not UTF-8".to_owned()))?
+            .to_owned();
+        let size = entry.size();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).map_err(|e| bad(e.to_string()))?;
+        if data.len() as u64 != size {
+            return Err(bad(format!("{name} ends early")));
+        }
+        entries.push((name, data));
     }
+    Ok(entries)
+}
 
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn stock_tar_reads_what_we_write_and_we_read_it_back() {
-            let mut writer = super::Writer::default();
-            writer.add("index.json", b"{}").unwrap();
-            writer.add("dir/a.pkesk", &[7u8; 1000]).unwrap();
-            let archive = writer.finish();
-            let entries = super::read(&archive).unwrap();
-            assert_eq!(entries[1], ("dir/a.pkesk".to_owned(), vec![7u8; 1000]));
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("h.tar");
-            std::fs::write(&path, &archive).unwrap();
-            let status = std::process::Command::new("tar")
-                .arg("-xf")
-                .arg(&path)
-                .arg("-C")
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(status.success());
-            assert_eq!(
-                std::fs::read(dir.path().join("dir/a.pkesk")).unwrap(),
-                vec![7u8; 1000]
-            );
-            let mut corrupted = archive.clone();
-            corrupted[3] ^= 1;
-            assert!(super::read(&corrupted).is_err());
-            assert!(super::read(&archive[..600]).is_err());
-            assert!(super::Writer::default().add("../x", b"").is_err());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stock_tar_reads_what_we_write_and_we_read_it_back() {
+        let archive =
+            write_archive(&[("index.json", b"{}"), ("dir/a.pkesk", &[7u8; 1000])]).unwrap();
+        let entries = read_archive(&archive).unwrap();
+        assert_eq!(entries[1], ("dir/a.pkesk".to_owned(), vec![7u8; 1000]));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.tar");
+        std::fs::write(&path, &archive).unwrap();
+        let status = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(&path)
+            .arg("-C")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            std::fs::read(dir.path().join("dir/a.pkesk")).unwrap(),
+            vec![7u8; 1000]
+        );
+        let mut corrupted = archive.clone();
+        corrupted[3] ^= 1;
+        assert!(read_archive(&corrupted).is_err());
+        assert!(read_archive(&archive[..600]).is_err());
+        assert!(read_archive(&archive[..1024 + 700]).is_err());
+        for refused in ["../x", "/x", &"n".repeat(100)] {
+            assert!(write_archive(&[(refused, b"")]).is_err(), "{refused}");
         }
     }
 }

@@ -3,9 +3,12 @@
 //! bounded memory and no plaintext on disk unless asked for.
 //!
 //! Directory dumps (`pg_dump -Fd`, mydumper) cannot be streamed into a
-//! tool: their objects are decrypted, each back at its `path`, into a
-//! private (0700) scratch directory, restored from there with
-//! `pg_restore --jobs` or `myloader`, and the plaintext deleted.
+//! tool: their objects are decrypted, each back at its `path` (a pack's
+//! files each at theirs, unpacked from its tar archive), into a private
+//! (0700) scratch directory, restored from there with `pg_restore --jobs`
+//! or `myloader`, and the plaintext deleted. Scratch files are not synced
+//! to disk (they are read once and deleted); files kept for the operator
+//! are.
 //!
 //! The download runs on the async side and hands chunks to GPGME's blocking
 //! thread over a bounded channel (the agent's upload pipeline, reversed):
@@ -14,7 +17,8 @@
 //! whose size or SHA-256 differs from the manifest fails the restore even if
 //! gpg accepted it. Objects of a multi-object backup run in parallel.
 
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +33,7 @@ use super::engine::{Shape, Target};
 use super::store::{Backup, StoreError};
 use super::RestoreError;
 use crate::openpgp::{decrypt, Decryptor};
-use crate::schema::{Manifest, ManifestObject};
+use crate::schema::{Manifest, ManifestObject, PackedFile};
 
 /// Objects decrypted at once, at most (each is a download and a gpg).
 fn parallel_objects() -> usize {
@@ -43,9 +47,10 @@ const CHUNK: usize = 1 << 20;
 /// Where plaintext goes.
 #[derive(Debug, Clone)]
 pub enum Sink {
-    /// A file per object in this directory (written under a temporary name
-    /// and renamed once the object has proven whole).
-    Dir(PathBuf),
+    /// A file per object in `dir` (a pack's files each in theirs), written
+    /// under a temporary name and renamed once complete; `durable`: synced
+    /// to disk first (what the operator keeps, not scratch).
+    Dir { dir: PathBuf, durable: bool },
     /// The database's restore tool.
     Database {
         target: Target,
@@ -88,7 +93,10 @@ pub async fn restore(
     let started = Instant::now();
     let (scratch, mut restored, dir) = match keep_plaintext {
         Some(dir) => {
-            let sink = Sink::Dir(dir.clone());
+            let sink = Sink::Dir {
+                dir: dir.clone(),
+                durable: true,
+            };
             let restored = restore_objects(backup, manifest, decryptor_for, &sink).await?;
             (None, restored, dir.clone())
         }
@@ -112,7 +120,10 @@ pub async fn decrypt_to_scratch(
     decryptor_for: &DecryptorFor,
 ) -> Result<(tempfile::TempDir, Restored), RestoreError> {
     let scratch = private_scratch()?;
-    let sink = Sink::Dir(scratch.path().to_owned());
+    let sink = Sink::Dir {
+        dir: scratch.path().to_owned(),
+        durable: false,
+    };
     let restored = restore_objects(backup, manifest, decryptor_for, &sink).await?;
     Ok((scratch, restored))
 }
@@ -220,17 +231,27 @@ async fn report_progress(downloaded: Arc<AtomicU64>, total: u64) {
 /// decompressed).
 fn plaintext_name(backup: &Backup, object: &ManifestObject) -> Result<String, RestoreError> {
     let outside = || RestoreError::Failed(format!("{}: outside the backup", object.key));
-    if let Some(path) = &object.path {
-        let safe = !path.is_empty()
+    let safe = |path: &str| {
+        !path.is_empty()
             && !path.starts_with('/')
             && !path
                 .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..");
-        return if safe {
+                .any(|s| s.is_empty() || s == "." || s == "..")
+    };
+    if let Some(path) = &object.path {
+        return if safe(path) {
             Ok(path.clone())
         } else {
             Err(outside())
         };
+    }
+    if let Some(packed) = &object.packed {
+        if let Some(file) = packed.iter().find(|file| !safe(&file.path)) {
+            return Err(RestoreError::Failed(format!(
+                "{}: {:?} is outside the backup",
+                object.key, file.path
+            )));
+        }
     }
     let name = backup.name_of(&object.key).ok_or_else(outside)?;
     let name = name.strip_suffix(".gpg").unwrap_or(name);
@@ -283,6 +304,7 @@ async fn restore_object(
 ) -> Result<u64, RestoreError> {
     let plain_name = name;
     let compression = object.compression.clone();
+    let packed = object.packed.clone();
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(QUEUED_CHUNKS);
     let download = tokio::spawn(download(backup, object.clone(), sender, downloaded));
     let written = Arc::new(AtomicU64::new(0));
@@ -292,8 +314,20 @@ async fn restore_object(
             receiver,
             current: Bytes::new(),
         };
-        match sink {
-            Sink::Dir(dir) => {
+        match (sink, packed) {
+            (Sink::Dir { dir, durable }, Some(files)) => {
+                // the archive goes to an unnamed file beside the files
+                let fail = |e: io::Error| RestoreError::Failed(format!("{plain_name}: {e}"));
+                let archive = tempfile::tempfile_in(&dir).map_err(fail)?;
+                let out = io::BufWriter::new(&archive);
+                let mut out = decrypt_into(&decryptor, compression.as_deref(), input, out)?;
+                out.flush().map_err(fail)?;
+                drop(out);
+                let mut archive = archive;
+                archive.rewind().map_err(fail)?;
+                unpack(&plain_name, archive, &dir, &files, durable, &counter)
+            }
+            (Sink::Dir { dir, durable }, None) => {
                 let file = TempFile::create(&dir.join(&plain_name))?;
                 let out = Counting::new(io::BufWriter::new(&file.file), counter);
                 let mut out = decrypt_into(&decryptor, compression.as_deref(), input, out)?;
@@ -301,12 +335,18 @@ async fn restore_object(
                     .flush()
                     .map_err(|e| RestoreError::Failed(format!("{plain_name}: {e}")))?;
                 drop(out);
-                file.keep_pending()
+                file.keep(durable)
             }
-            Sink::Database {
-                target,
-                keep_plaintext,
-            } => {
+            (Sink::Database { .. }, Some(_)) => Err(RestoreError::Failed(format!(
+                "{plain_name}: a pack of a directory dump's files cannot be streamed into a database"
+            ))),
+            (
+                Sink::Database {
+                    target,
+                    keep_plaintext,
+                },
+                None,
+            ) => {
                 let mut tool = target.spawn_restore()?;
                 let stdin = target.restore_input(tool.child.stdin.take().expect("stdin is piped"));
                 let kept = keep_plaintext
@@ -345,7 +385,7 @@ async fn restore_object(
                 }
                 let finished = target.wait_restore(tool);
                 finished?;
-                kept.map(TempFile::keep_pending).transpose()?;
+                kept.map(|file| file.keep(true)).transpose()?;
                 Ok(())
             }
         }
@@ -356,6 +396,61 @@ async fn restore_object(
     downloaded?;
     decrypted?;
     Ok(written.load(Ordering::Relaxed))
+}
+
+/// Writes every file of the pack `name` from its tar `archive` into `dir`
+/// (synced when `durable`), adding their bytes to `written`. The archive
+/// must hold exactly the `files` the manifest lists, each a regular file
+/// of the listed size: nothing else is written, and a pack that differs
+/// fails the restore.
+fn unpack(
+    name: &str,
+    archive: impl Read,
+    dir: &Path,
+    files: &[PackedFile],
+    durable: bool,
+    written: &AtomicU64,
+) -> Result<(), RestoreError> {
+    let damaged = |what: String| RestoreError::Failed(format!("{name}: {what}"));
+    let fail = |e: io::Error| damaged(format!("cannot read the archive: {e}"));
+    let mut expected: HashMap<&str, u64> = files
+        .iter()
+        .map(|file| (file.path.as_str(), file.bytes))
+        .collect();
+    let mut archive = tar::Archive::new(archive);
+    for entry in archive.entries().map_err(fail)? {
+        let mut entry = entry.map_err(fail)?;
+        let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let Some(bytes) = expected.remove(path.as_str()) else {
+            return Err(damaged(format!(
+                "holds {path:?}, which the manifest does not list for it (or lists once)"
+            )));
+        };
+        if entry.header().entry_type() != tar::EntryType::Regular || entry.size() != bytes {
+            return Err(damaged(format!(
+                "{path:?} is not the regular file of {bytes} bytes the manifest lists"
+            )));
+        }
+        let file = TempFile::create(&dir.join(&path))?;
+        let mut out = io::BufWriter::new(&file.file);
+        let copied = io::copy(&mut entry, &mut out)
+            .and_then(|copied| out.flush().map(|()| copied))
+            .map_err(|e| damaged(format!("{path}: {e}")))?;
+        drop(out);
+        if copied != bytes {
+            return Err(damaged(format!(
+                "{path:?}: {copied} bytes, the manifest lists {bytes}"
+            )));
+        }
+        file.keep(durable)?;
+        written.fetch_add(copied, Ordering::Relaxed);
+    }
+    if !expected.is_empty() {
+        let mut missing: Vec<&str> = expected.into_keys().collect();
+        missing.sort_unstable();
+        return Err(damaged(format!("lacks {}", missing.join(", "))));
+    }
+    Ok(())
 }
 
 /// Streams the object into `sender`, hashing it; fails if it differs from
@@ -514,12 +609,15 @@ impl TempFile {
         &self.temp
     }
 
-    /// Syncs and renames into place.
-    pub fn keep_pending(mut self) -> Result<(), RestoreError> {
+    /// Renames into place, syncing the file and its directory first when
+    /// `durable`.
+    pub fn keep(mut self, durable: bool) -> Result<(), RestoreError> {
         let fail = |e: io::Error| RestoreError::Failed(format!("{}: {e}", self.path.display()));
-        self.file.sync_all().map_err(fail)?;
+        if durable {
+            self.file.sync_all().map_err(fail)?;
+        }
         std::fs::rename(&self.temp, &self.path).map_err(fail)?;
-        if let Some(dir) = self.path.parent() {
+        if let (true, Some(dir)) = (durable, self.path.parent()) {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(fail)?;
@@ -554,6 +652,7 @@ mod tests {
             sha256: String::new(),
             plaintext_bytes: 1,
             path: path.map(str::to_owned),
+            packed: None,
             database: None,
             table: None,
             compression: compression.map(str::to_owned),
@@ -593,6 +692,79 @@ mod tests {
         );
         for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
             assert!(name("data/x.gpg", Some(bad), None).is_err(), "{bad:?}");
+            let mut pack = object(&format!("{prefix}packs/00001.tar.gpg"), None, None);
+            pack.packed = Some(vec![packed("ok.dat", 1), packed(bad, 1)]);
+            assert!(plaintext_name(&backup, &pack).is_err(), "{bad:?}");
+        }
+    }
+
+    fn packed(path: &str, bytes: u64) -> PackedFile {
+        PackedFile {
+            path: path.into(),
+            bytes,
+            database: None,
+            table: None,
+        }
+    }
+
+    /// A tar archive of `entries` (name, type, content), written without
+    /// the checks a pack's writer makes.
+    fn archive(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, kind, content) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_size(content.len() as u64);
+            header.set_mode(0o600);
+            if *kind == tar::EntryType::Symlink {
+                header.set_link_name("/etc/passwd").unwrap();
+            }
+            // set_path would refuse `..`: write the name bytes as they are
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_cksum();
+            builder.append(&header, *content).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_pack_unpacks_exactly_the_files_its_manifest_lists() {
+        use tar::EntryType::{Regular, Symlink};
+        let files = [packed("1.dat", 3), packed("sub/toc.dat", 0)];
+        let good = archive(&[("1.dat", Regular, b"abc"), ("sub/toc.dat", Regular, b"")]);
+        let dir = tempfile::tempdir().unwrap();
+        let written = AtomicU64::new(0);
+        unpack("pack 1", &good[..], dir.path(), &files, false, &written).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("1.dat")).unwrap(), b"abc");
+        assert_eq!(std::fs::read(dir.path().join("sub/toc.dat")).unwrap(), b"");
+        assert_eq!(written.load(Ordering::Relaxed), 3);
+
+        let bad = [
+            // one more file than listed, and one outside the folder
+            archive(&[
+                ("1.dat", Regular, b"abc"),
+                ("sub/toc.dat", Regular, b""),
+                ("2.dat", Regular, b"x"),
+            ]),
+            archive(&[("../1.dat", Regular, b"abc")]),
+            // one missing, one of another size, a link where a file belongs
+            archive(&[("1.dat", Regular, b"abc")]),
+            archive(&[("1.dat", Regular, b"abcd"), ("sub/toc.dat", Regular, b"")]),
+            archive(&[("1.dat", Symlink, b""), ("sub/toc.dat", Regular, b"")]),
+            // a file twice
+            archive(&[
+                ("1.dat", Regular, b"abc"),
+                ("1.dat", Regular, b"abc"),
+                ("sub/toc.dat", Regular, b""),
+            ]),
+        ];
+        for (case, archive) in bad.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let written = AtomicU64::new(0);
+            let err = unpack("pack 1", &archive[..], dir.path(), &files, false, &written)
+                .expect_err(&format!("case {case}"));
+            assert!(err.to_string().starts_with("pack 1: "), "{err}");
+            assert!(!dir.path().parent().unwrap().join("1.dat").exists());
         }
     }
 

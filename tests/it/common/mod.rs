@@ -1237,9 +1237,6 @@ pub async fn restore_directory(
     let encrypted_dir = tempfile::tempdir().unwrap();
     for (index, object) in objects.iter().enumerate() {
         let key = object["key"].as_str().unwrap();
-        let path = object["path"]
-            .as_str()
-            .expect("directory objects carry a path");
         let ciphertext = fixture.get(key).await;
         assert_eq!(
             ciphertext.len() as u64,
@@ -1253,7 +1250,13 @@ pub async fn restore_directory(
         );
         let encrypted = encrypted_dir.path().join(format!("{index}.gpg"));
         std::fs::write(&encrypted, &ciphertext).unwrap();
-        let target = dir.join(path);
+        // a pack is a tar archive of small files: unpacked with tar
+        let packed = object["packed"].as_array();
+        let target = match (object["path"].as_str(), packed) {
+            (Some(path), None) => dir.join(path),
+            (None, Some(_)) => encrypted_dir.path().join(format!("{index}.tar")),
+            _ => panic!("a directory object has a path or packed files: {object}"),
+        };
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).unwrap();
         }
@@ -1269,11 +1272,87 @@ pub async fn restore_directory(
         } else {
             holder.decrypt(&encrypted, &target);
         }
-        assert_eq!(
-            std::fs::metadata(&target).unwrap().len(),
-            object["plaintext_bytes"].as_u64().unwrap(),
-            "{path}"
-        );
+        let files = match packed {
+            None => vec![object.clone()],
+            Some(files) => {
+                std::fs::create_dir_all(dir).unwrap();
+                run_ok(
+                    Command::new("tar")
+                        .arg("-xf")
+                        .arg(&target)
+                        .arg("-C")
+                        .arg(dir),
+                );
+                let listed = run_ok(Command::new("tar").arg("-tf").arg(&target));
+                let listed = String::from_utf8(listed.stdout).unwrap();
+                assert_eq!(
+                    listed.lines().collect::<Vec<_>>(),
+                    files
+                        .iter()
+                        .map(|f| f["path"].as_str().unwrap())
+                        .collect::<Vec<_>>(),
+                    "{key}"
+                );
+                files.clone()
+            }
+        };
+        for file in files {
+            let path = file["path"].as_str().unwrap();
+            let bytes = file["plaintext_bytes"]
+                .as_u64()
+                .or(file["bytes"].as_u64())
+                .unwrap();
+            assert_eq!(
+                std::fs::metadata(dir.join(path)).unwrap().len(),
+                bytes,
+                "{path}"
+            );
+        }
     }
     objects
+}
+
+/// A directory backup's objects are its files under `data/`, each at its
+/// path, and packs of small files under `packs/`, numbered from 1, all
+/// zstd-compressed.
+pub fn assert_directory_keys(objects: &[serde_json::Value], backup_prefix: &str) {
+    let mut packs = 0;
+    for object in objects {
+        match object["path"].as_str() {
+            Some(path) => {
+                assert_eq!(object["key"], format!("{backup_prefix}data/{path}.zst.gpg"));
+                assert!(object["packed"].is_null(), "{object}");
+            }
+            None => {
+                packs += 1;
+                assert!(object["packed"].is_array(), "{object}");
+                assert!(object["table"].is_null(), "{object}");
+            }
+        }
+        assert_eq!(object["compression"], "zstd");
+    }
+    let mut pack_keys: Vec<&str> = objects
+        .iter()
+        .filter(|o| o["path"].is_null())
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    pack_keys.sort_unstable();
+    let expected: Vec<String> = (1..=packs)
+        .map(|n| format!("{backup_prefix}packs/{n:05}.tar.zst.gpg"))
+        .collect();
+    assert_eq!(pack_keys, expected);
+}
+
+/// Every dump file of a directory backup's manifest, whether an object
+/// of its own or packed with others: its `path`, `database` and `table`.
+pub fn manifest_files(manifest: &serde_json::Value) -> Vec<serde_json::Value> {
+    manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|object| match object["packed"].as_array() {
+            Some(files) => files.clone(),
+            None => vec![object.clone()],
+        })
+        .collect()
 }
