@@ -333,7 +333,8 @@ def timestamps(stdout):
 
 def by_hand_directory(ctx, spec, manifest, database, work):
     """`aws s3 cp --recursive` of the backup's prefix, then each object
-    `gpg -d | zstd -d` back to pg_dump's file name, then `pg_restore -j`,
+    `gpg -d | zstd -d` back to pg_dump's file name (a pack through
+    `tar -x`), then `pg_restore -j`,
     as one bash script. Returns what measure() measured and the phases'
     seconds."""
     prefix = spec["backup_prefix"]
@@ -349,9 +350,15 @@ def by_hand_directory(ctx, spec, manifest, database, work):
     folders = {dump}
     for obj in manifest["objects"]:
         source = cipher / obj["key"][len(prefix):]
+        undo = "zstd -d -q" if obj.get("compression") == "zstd" else "cat"
+        if "packed" in obj:  # a tar archive of small files, unpacked in place
+            for packed in obj["packed"]:
+                folders.add((dump / packed["path"]).parent)
+            lines.append(f"{gpg} {shlex.quote(str(source))} | {undo} "
+                         f"| tar -x -C {shlex.quote(str(dump))}")
+            continue
         target = dump / obj["path"]
         folders.add(target.parent)
-        undo = "zstd -d -q" if obj.get("compression") == "zstd" else "cat"
         lines.append(f"{gpg} {shlex.quote(str(source))} | {undo} > {shlex.quote(str(target))}")
     lines.insert(4, "mkdir -p " + " ".join(shlex.quote(str(f)) for f in sorted(folders)))
     lines += [
@@ -378,6 +385,19 @@ def by_hand_stream(ctx, manifest, database):
         f"--dbname={shlex.quote(pg_conninfo(ctx, database))}"
     )
     return ctx.measure(script, shell=True, env=pg_env(ctx)), {}
+
+
+def pg_dump_alone(ctx, database, work):
+    """`pg_dump -Fd --jobs N -Z0` of `database` into a local folder, as
+    the agent runs it (as the superuser here: the dump, not the grants, is
+    measured); the folder is deleted after."""
+    folder = Path(tempfile.mkdtemp(prefix="pg-dump-alone-", dir=work)) / "dump"
+    try:
+        return ctx.measure(["pg_dump", f"--jobs={DIRECTORY_JOBS}", "-Fd", "-Z0",
+                            f"--file={folder}", f"--dbname={pg_conninfo(ctx, database)}"],
+                           env=pg_env(ctx))
+    finally:
+        shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def tool_verify(ctx, spec, manifest):
@@ -496,108 +516,132 @@ def size_text(manifest, field="size"):
     return f"{size:.2f} GB" if size >= 1 else f"{size * 1e3:.1f} MB"
 
 
-def measure(ctx):
-    """Returns (results, notes) for run.py's table and bench-results.json."""
+def small_files(ctx, work, results, notes):
+    """small_files_overhead: many small files against the same bytes in a
+    few, beside the same two dumps by pg_dump alone (the floor: what the
+    tool itself spends on 5,000 tables, which no uploader can take away)."""
+    dump = {"mode": "postgres-directory", "jobs": DIRECTORY_JOBS}
+    many, few, many_alone, few_alone = Side(), Side(), Side(), Side()
+    for round_ in range(ctx.rounds):
+        out, _, many_manifest = agent_backup(ctx, "bench-files-many", FILES_MANY_DB, dump)
+        many.add(out)
+        ctx.localstack.empty()
+        out, _, few_manifest = agent_backup(ctx, "bench-files-few", FILES_FEW_DB, dump)
+        few.add(out)
+        ctx.localstack.empty()
+        many_alone.add(pg_dump_alone(ctx, FILES_MANY_DB, work))
+        few_alone.add(pg_dump_alone(ctx, FILES_FEW_DB, work))
+        say(f"small files round {round_ + 1}: {FILES_MANY} tables {many.seconds[-1]:.1f} s "
+            f"({len(many_manifest['objects'])} objects; pg_dump alone "
+            f"{many_alone.seconds[-1]:.1f} s), {FILES_FEW} tables {few.seconds[-1]:.1f} s "
+            f"({len(few_manifest['objects'])} objects; pg_dump alone "
+            f"{few_alone.seconds[-1]:.1f} s)")
+    results["small_files_overhead"] = many.wall / few.wall
+    results["small_files_pg_dump_alone"] = many_alone.wall / few_alone.wall
+    packs = sum(1 for o in many_manifest["objects"] if "packed" in o)
+    notes["small_files_overhead"] = (
+        f"directory backup (pg_dump -Fd --jobs {DIRECTORY_JOBS}) of the same {FILES_ROWS} "
+        f"rows ({size_text(many_manifest, 'plaintext_bytes')} dump) in {FILES_MANY} tables "
+        f"({len(many_manifest['objects'])} objects, {packs} of them packs): {many.text()} "
+        f"vs in {FILES_FEW} tables ({len(few_manifest['objects'])} objects): {few.text()}; "
+        f"medians, agent process tree CPU")
+    notes["small_files_pg_dump_alone"] = (
+        f"the floor under small_files_overhead: pg_dump -Fd --jobs {DIRECTORY_JOBS} -Z0 "
+        f"alone into a local folder, {FILES_MANY} tables {many_alone.text()} vs "
+        f"{FILES_FEW} tables {few_alone.text()}; medians of the same rounds")
+
+
+def measure(ctx, parts=("restore", "small-files")):
+    """Returns (results, notes) for run.py's table and bench-results.json:
+    with `restore` in `parts` the restore and verify keys, with
+    `small-files` the small-files keys."""
     results, notes = {}, {}
     tables_db = getattr(ctx, "tables_database", TABLES_DB_NAME)
     state = Path(ctx.state)
     state.mkdir(parents=True, exist_ok=True)
-    files_databases(ctx)
-    mysql_database(ctx)
-    expected = row_counts(ctx, tables_db)
-    assert expected and all(expected.values()), f"{tables_db} is empty: {expected}"
+    if "small-files" in parts:
+        files_databases(ctx)
+    if "restore" in parts:
+        mysql_database(ctx)
+        expected = row_counts(ctx, tables_db)
+        assert expected and all(expected.values()), f"{tables_db} is empty: {expected}"
     work = Path(tempfile.mkdtemp(prefix="bench-restore-", dir=state))
     ssm = ssm_client(ctx)
     mysql_password = f"/backup-cloud-bench/{ctx.localstack.bucket}/mysql-password"
-    ssm.put_parameter(Name=mysql_password, Value=mysql_settings(ctx)["password"],
-                      Type="SecureString", Overwrite=True)
     try:
-        # 1. A directory backup: restored by backup-cloud and by hand, and
-        # verified against a download of its objects.
-        dump = {"mode": "postgres-directory", "jobs": DIRECTORY_JOBS}
-        out, spec, manifest = agent_backup(ctx, "bench-restore-dir", tables_db, dump)
-        dir_objects, dir_size = len(manifest["objects"]), size_text(manifest)
-        dir_bytes = gb(manifest) * 1e9
-        say(f"directory backup of {tables_db}: {out.seconds:.1f} s, {dir_objects} objects, "
-            f"{dir_size} stored")
-        tool, hand = restore_rounds(
-            ctx, "directory", spec, manifest, expected,
-            lambda target, folder: by_hand_directory(ctx, spec, manifest, target, folder), work)
-        results["restore_vs_by_hand"] = hand.wall / tool.wall
-        notes["restore_vs_by_hand"] = (
-            f"{tables_db} ({len(expected)} tables, pg_dump -Fd --jobs {DIRECTORY_JOBS}, "
-            f"{dir_objects} objects, {size_text(manifest, 'plaintext_bytes')} dump): "
-            f"backup-cloud restore {tool.text()} vs by hand {hand.text()}: aws s3 cp "
-            f"--recursive {hand.phase('download'):.1f} s, gpg -d | zstd -d file by file "
-            f"{hand.phase('decrypt'):.1f} s, pg_restore --jobs {DIRECTORY_JOBS} "
-            f"{hand.phase('pg_restore'):.1f} s; medians, every table's row count checked")
-        dir_verify, dir_fetch = verify_rounds(ctx, "directory", spec, manifest, work)
-        dir_ratio = dir_fetch.wall / dir_verify.wall  # same bytes: rate ratio = time ratio
-        ctx.localstack.empty()
-
-        # 2. A custom-format backup (one stream): restored by backup-cloud
-        # and through a pipe by hand.
-        out, spec, manifest = agent_backup(ctx, "bench-restore-custom", tables_db, None)
-        say(f"custom-format backup of {tables_db}: {out.seconds:.1f} s, "
-            f"{size_text(manifest)} stored")
-        tool, hand = restore_rounds(
-            ctx, "stream", spec, manifest, expected,
-            lambda target, folder: by_hand_stream(ctx, manifest, target), work)
-        results["restore_stream_vs_by_hand"] = hand.wall / tool.wall
-        notes["restore_stream_vs_by_hand"] = (
-            f"{tables_db}, pg_dump -Fc ({size_text(manifest, 'plaintext_bytes')} dump): "
-            f"backup-cloud restore {tool.text()} vs aws s3 cp - | gpg -d | zstd -d | "
-            f"pg_restore {hand.text()}; medians, every table's row count checked")
-        ctx.localstack.empty()
-
-        # 3. Verify on many small objects: a mydumper backup of 5,000 tables.
-        out, spec, manifest = mysql_backup(ctx, "bench-verify-mydumper", mysql_password)
-        objects = len(manifest["objects"])
-        my_bytes = gb(manifest) * 1e9
-        say(f"mydumper backup of {MYSQL_DB_NAME}: {out.seconds:.1f} s, {objects} objects, "
-            f"{size_text(manifest)} stored")
-        my_verify, my_fetch = verify_rounds(ctx, "mydumper", spec, manifest, work)
-        my_ratio = my_fetch.wall / my_verify.wall
-        ctx.localstack.empty()
-        results["verify_vs_download"] = min(dir_ratio, my_ratio)
-        results["verify_s_per_1000_objects"] = my_verify.wall / (objects / 1000)
-        notes["verify_vs_download"] = (
-            f"the smaller of: directory backup of {tables_db} ({dir_objects} objects, "
-            f"{dir_size}): verify {dir_verify.text()}, {dir_bytes / 1e6 / dir_verify.wall:.0f} "
-            f"MB/s, vs aws s3 cp --recursive {dir_fetch.text()}, "
-            f"{dir_bytes / 1e6 / dir_fetch.wall:.0f} MB/s: {dir_ratio:.2f}; mydumper backup of "
-            f"{MYSQL_DB_NAME} ({objects} objects, {my_bytes / 1e6:.1f} MB): verify "
-            f"{my_verify.text()} vs aws s3 cp --recursive {my_fetch.text()}: {my_ratio:.2f} "
-            f"(medians)")
-        notes["verify_s_per_1000_objects"] = (
-            f"mydumper backup of {MYSQL_TABLES} tables of {MYSQL_ROWS} rows, {objects} objects: "
-            f"verify {my_verify.wall:.1f} s; aws s3 cp --recursive of them "
-            f"{my_fetch.wall / (objects / 1000):.2f} s per 1000")
-
-        # 4. Many small files against the same bytes in a few.
-        many, few = Side(), Side()
-        for round_ in range(ctx.rounds):
-            out, _, many_manifest = agent_backup(ctx, "bench-files-many", FILES_MANY_DB, dump)
-            many.add(out)
+        if "restore" in parts:
+            ssm.put_parameter(Name=mysql_password, Value=mysql_settings(ctx)["password"],
+                              Type="SecureString", Overwrite=True)
+            # 1. A directory backup: restored by backup-cloud and by hand, and
+            # verified against a download of its objects.
+            dump = {"mode": "postgres-directory", "jobs": DIRECTORY_JOBS}
+            out, spec, manifest = agent_backup(ctx, "bench-restore-dir", tables_db, dump)
+            dir_objects, dir_size = len(manifest["objects"]), size_text(manifest)
+            dir_bytes = gb(manifest) * 1e9
+            say(f"directory backup of {tables_db}: {out.seconds:.1f} s, {dir_objects} objects, "
+                f"{dir_size} stored")
+            tool, hand = restore_rounds(
+                ctx, "directory", spec, manifest, expected,
+                lambda target, folder: by_hand_directory(ctx, spec, manifest, target, folder), work)
+            results["restore_vs_by_hand"] = hand.wall / tool.wall
+            notes["restore_vs_by_hand"] = (
+                f"{tables_db} ({len(expected)} tables, pg_dump -Fd --jobs {DIRECTORY_JOBS}, "
+                f"{dir_objects} objects, {size_text(manifest, 'plaintext_bytes')} dump): "
+                f"backup-cloud restore {tool.text()} vs by hand {hand.text()}: aws s3 cp "
+                f"--recursive {hand.phase('download'):.1f} s, gpg -d | zstd -d file by file "
+                f"{hand.phase('decrypt'):.1f} s, pg_restore --jobs {DIRECTORY_JOBS} "
+                f"{hand.phase('pg_restore'):.1f} s; medians, every table's row count checked")
+            dir_verify, dir_fetch = verify_rounds(ctx, "directory", spec, manifest, work)
+            dir_ratio = dir_fetch.wall / dir_verify.wall  # same bytes: rate ratio = time ratio
             ctx.localstack.empty()
-            out, _, few_manifest = agent_backup(ctx, "bench-files-few", FILES_FEW_DB, dump)
-            few.add(out)
+
+            # 2. A custom-format backup (one stream): restored by backup-cloud
+            # and through a pipe by hand.
+            out, spec, manifest = agent_backup(ctx, "bench-restore-custom", tables_db, None)
+            say(f"custom-format backup of {tables_db}: {out.seconds:.1f} s, "
+                f"{size_text(manifest)} stored")
+            tool, hand = restore_rounds(
+                ctx, "stream", spec, manifest, expected,
+                lambda target, folder: by_hand_stream(ctx, manifest, target), work)
+            results["restore_stream_vs_by_hand"] = hand.wall / tool.wall
+            notes["restore_stream_vs_by_hand"] = (
+                f"{tables_db}, pg_dump -Fc ({size_text(manifest, 'plaintext_bytes')} dump): "
+                f"backup-cloud restore {tool.text()} vs aws s3 cp - | gpg -d | zstd -d | "
+                f"pg_restore {hand.text()}; medians, every table's row count checked")
             ctx.localstack.empty()
-            say(f"small files round {round_ + 1}: {FILES_MANY} tables {many.seconds[-1]:.1f} s "
-                f"({len(many_manifest['objects'])} objects), {FILES_FEW} tables "
-                f"{few.seconds[-1]:.1f} s ({len(few_manifest['objects'])} objects)")
-        results["small_files_overhead"] = many.wall / few.wall
-        notes["small_files_overhead"] = (
-            f"directory backup (pg_dump -Fd --jobs {DIRECTORY_JOBS}) of the same {FILES_ROWS} "
-            f"rows ({size_text(many_manifest, 'plaintext_bytes')} dump) in {FILES_MANY} tables "
-            f"({len(many_manifest['objects'])} objects): {many.text()} vs in {FILES_FEW} tables "
-            f"({len(few_manifest['objects'])} objects): {few.text()}; medians, agent process "
-            f"tree CPU")
+
+            # 3. Verify on many small objects: a mydumper backup of 5,000 tables.
+            out, spec, manifest = mysql_backup(ctx, "bench-verify-mydumper", mysql_password)
+            objects = len(manifest["objects"])
+            my_bytes = gb(manifest) * 1e9
+            say(f"mydumper backup of {MYSQL_DB_NAME}: {out.seconds:.1f} s, {objects} objects, "
+                f"{size_text(manifest)} stored")
+            my_verify, my_fetch = verify_rounds(ctx, "mydumper", spec, manifest, work)
+            my_ratio = my_fetch.wall / my_verify.wall
+            ctx.localstack.empty()
+            results["verify_vs_download"] = min(dir_ratio, my_ratio)
+            results["verify_s_per_1000_objects"] = my_verify.wall / (objects / 1000)
+            notes["verify_vs_download"] = (
+                f"the smaller of: directory backup of {tables_db} ({dir_objects} objects, "
+                f"{dir_size}): verify {dir_verify.text()}, {dir_bytes / 1e6 / dir_verify.wall:.0f} "
+                f"MB/s, vs aws s3 cp --recursive {dir_fetch.text()}, "
+                f"{dir_bytes / 1e6 / dir_fetch.wall:.0f} MB/s: {dir_ratio:.2f}; mydumper backup of "
+                f"{MYSQL_DB_NAME} ({objects} objects, {my_bytes / 1e6:.1f} MB): verify "
+                f"{my_verify.text()} vs aws s3 cp --recursive {my_fetch.text()}: {my_ratio:.2f} "
+                f"(medians)")
+            notes["verify_s_per_1000_objects"] = (
+                f"mydumper backup of {MYSQL_TABLES} tables of {MYSQL_ROWS} rows, {objects} objects: "
+                f"verify {my_verify.wall:.1f} s; aws s3 cp --recursive of them "
+                f"{my_fetch.wall / (objects / 1000):.2f} s per 1000")
+
+        if "small-files" in parts:
+            small_files(ctx, work, results, notes)
     finally:
         ctx.localstack.empty()
         shutil.rmtree(work, ignore_errors=True)
-        try:
-            ssm.delete_parameter(Name=mysql_password)
-        except Exception:  # noqa: BLE001 - cleanup only
-            pass
+        if "restore" in parts:
+            try:
+                ssm.delete_parameter(Name=mysql_password)
+            except Exception:  # noqa: BLE001 - cleanup only
+                pass
     return results, notes

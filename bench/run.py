@@ -69,7 +69,8 @@ PART_SIZE_MIB = int(os.environ.get("BENCH_PART_SIZE_MIB", "0")) or None
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "0")) or None
 # BENCH_ONLY=cpu measures only the CPU keys and updates them in an existing
 # bench-results.json; BENCH_ONLY=restore (opt-in: about 36 minutes a round)
-# measures the restore, verify and small-files keys of restore_verify.py.
+# measures the restore, verify and small-files keys of restore_verify.py,
+# BENCH_ONLY=small-files the small-files keys alone (its own fixtures only).
 ONLY = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))
 # The CPU keys' goals, for the table.
 NEW_GOALS = {
@@ -80,6 +81,7 @@ NEW_GOALS = {
     "restore_stream_vs_by_hand": "≥ 1.0",
     "verify_vs_download": "≥ 0.8",
     "small_files_overhead": "≤ 1.5",
+    "small_files_pg_dump_alone": "floor",
 }
 
 
@@ -745,8 +747,10 @@ def cpu_costs(localstack, env, keys, part_size_mib, concurrency):
 
 def newer(localstack, env, keys, aws, part_size_mib, concurrency, results, notes, loads):
     """The CPU keys (cpu_costs), unless BENCH_ONLY leaves them out, and the
-    restore, verify and small-files keys when BENCH_ONLY names `restore`."""
-    if "restore" in ONLY:
+    restore, verify and small-files keys when BENCH_ONLY names `restore`
+    (the small-files keys alone: `small-files`)."""
+    parts = {"restore", "small-files"} if "restore" in ONLY else ONLY & {"small-files"}
+    if parts:
         import restore_verify  # opt-in: the 5,000-table backups take long
 
         extra, extra_notes = restore_verify.measure(SimpleNamespace(
@@ -754,7 +758,8 @@ def newer(localstack, env, keys, aws, part_size_mib, concurrency, results, notes
             measure=measure, rounds=ROUNDS, state=STATE, part_size_mib=part_size_mib,
             concurrency=concurrency, psql=psql,
             pg={"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "password": PG_PASSWORD,
-                "superuser": PG_SUPERUSER, "superuser_password": PG_SUPERUSER_PASSWORD}))
+                "superuser": PG_SUPERUSER, "superuser_password": PG_SUPERUSER_PASSWORD}),
+            parts)
         results.update(extra)
         notes.update(extra_notes)
         loads.append(load())
@@ -812,10 +817,12 @@ def main():
         raise SystemExit(f"bench: {BINARY} missing; `make bench` builds it")
     part_size_mib, concurrency = upload_defaults()
     keys = Keys()
-    random = random_file()
-    database()
-    tables_database()
-    orders_database()
+    random = None
+    if ONLY != {"small-files"}:  # which brings its own
+        random = random_file()
+        database()
+        tables_database()
+        orders_database()
     aws = shutil.which("aws") or str(REPO / ".state" / "venv" / "bin" / "aws")
     localstack = LocalStack()
     localstack.put_public_key(keys.public)
