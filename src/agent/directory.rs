@@ -83,12 +83,14 @@ pub enum DirectoryError {
     EventsLost,
     #[error("cannot pack the dump file {path}: {source}")]
     Pack { path: String, source: io::Error },
-    #[error("the dump file {path} changed size while it was packed ({expected} bytes when taken, {read} read)")]
+    #[error("the dump file {path} shrank while it was packed ({expected} bytes when opened, {read} read)")]
     PackedSizeChanged {
         path: String,
         expected: u64,
         read: u64,
     },
+    #[error("the dump file {path} grew past its {expected} bytes while it was packed")]
+    PackedFileGrew { path: String, expected: u64 },
     #[error("cannot store s3://{bucket}/{key}: {source}")]
     Put {
         bucket: String,
@@ -684,8 +686,15 @@ fn write_pack<W: Write>(
             header.set_mode(0o600);
             header.set_entry_type(tar::EntryType::Regular);
             archive
-                .append_data(&mut header, &relative, plaintext.take(bytes))
+                .append_data(&mut header, &relative, (&mut *plaintext).take(bytes))
                 .map_err(fail)?;
+            if plaintext.read(&mut [0]).map_err(fail)? > 0 {
+                return Err(DirectoryError::PackedFileGrew {
+                    path: relative.clone(),
+                    expected: bytes,
+                }
+                .into());
+            }
             Ok(())
         })?;
         let read = read.load(Ordering::Relaxed);
@@ -1055,5 +1064,26 @@ mod tests {
                 "{name}"
             );
         }
+
+        // a file with more to read than its size said when it was opened
+        // (a /proc file: 0 bytes by stat, text when read) fails the pack
+        std::os::unix::fs::symlink("/proc/version", dir.path().join("grown.dat")).unwrap();
+        let err = write_pack(
+            io::sink(),
+            dir.path(),
+            vec!["toc.dat".into(), "grown.dat".into()],
+            &layout,
+            total,
+            &digests,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AgentError::Directory(DirectoryError::PackedFileGrew { ref path, expected: 0 })
+                    if path == "grown.dat"
+            ),
+            "{err}"
+        );
     }
 }

@@ -207,8 +207,10 @@ fn write_archive(entries: &[(&str, &[u8])]) -> Result<Vec<u8>, RestoreError> {
 }
 
 /// Every entry of the archive, each a regular file in a ustar header;
-/// anything else (links, GNU or PAX extensions, a damaged header, an
-/// entry cut short) is refused.
+/// anything else (links, folders, a damaged header, an entry cut short)
+/// is refused. A long name in a GNU or PAX extension is read as the
+/// entry's name: names only look entries up, and the key holder's side
+/// takes exactly the entries the index lists.
 fn read_archive(archive: &[u8]) -> Result<Vec<(String, Vec<u8>)>, RestoreError> {
     let bad = |what: String| RestoreError::Failed(format!("not a headers archive: {what}"));
     let mut entries = Vec::new();

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,7 +156,11 @@ fn private_scratch() -> Result<tempfile::TempDir, RestoreError> {
     Ok(dir)
 }
 
-/// Every object into `sink`, at most [`parallel_objects`] at once.
+/// What an object's restore says when it stopped for another's failure.
+const CANCELLED: &str = "stopped: another object failed";
+
+/// Every object into `sink`, at most [`parallel_objects`] at once; at the
+/// first failure the rest stop, and all have stopped when this returns.
 async fn restore_objects(
     backup: &Backup,
     manifest: &Manifest,
@@ -164,27 +168,40 @@ async fn restore_objects(
     sink: &Sink,
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
+    check_destinations(backup, &manifest.objects)?;
+    if let Sink::Dir { dir, .. } = sink {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            RestoreError::Failed(format!("cannot create the folder {}: {e}", dir.display()))
+        })?;
+    }
     let total: u64 = manifest.objects.iter().map(|o| o.size).sum();
     let downloaded = Arc::new(AtomicU64::new(0));
     let progress = tokio::spawn(report_progress(downloaded.clone(), total));
     let slots = Arc::new(tokio::sync::Semaphore::new(parallel_objects()));
+    // set at the first failure: the others stop at their next chunk or
+    // file, and are awaited, so none writes into a folder after it is gone
+    let cancelled = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
     for object in &manifest.objects {
         let name = plaintext_name(backup, object)?;
         let decryptor = decryptor_for(object)?;
         let slots = slots.clone();
-        let (backup, object, sink, downloaded) = (
+        let (backup, object, sink, downloaded, cancelled) = (
             backup.clone(),
             object.clone(),
             sink.clone(),
             downloaded.clone(),
+            cancelled.clone(),
         );
         tasks.spawn(async move {
             let _slot = slots
                 .acquire_owned()
                 .await
                 .map_err(|e| RestoreError::Crashed(format!("the object queue closed: {e}")))?;
-            restore_object(backup, object, name, decryptor, sink, downloaded).await
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(RestoreError::Failed(CANCELLED.to_owned()));
+            }
+            restore_object(backup, object, name, decryptor, sink, downloaded, cancelled).await
         });
     }
     let mut restored = Restored::default();
@@ -198,7 +215,7 @@ async fn restore_objects(
             Err(err) => {
                 if first_error.is_none() {
                     first_error = Some(err);
-                    tasks.abort_all();
+                    cancelled.store(true, Ordering::Relaxed);
                 }
             }
         }
@@ -226,32 +243,67 @@ async fn report_progress(downloaded: Arc<AtomicU64>, total: u64) {
     }
 }
 
+/// Whether `path` names a file inside the restore's folder: relative, with
+/// no empty, `.` or `..` segment, and not in the form of a file being
+/// written ([`TempFile`]'s `.NAME.partial`).
+fn is_relative_file(path: &str) -> bool {
+    let writing = |name: &str| name.starts_with('.') && name.ends_with(".partial");
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        && !path.rsplit('/').next().is_some_and(writing)
+}
+
+/// The plaintext file every object writes into a folder (a pack, each of
+/// its files), refusing a manifest that names one file twice: objects are
+/// written side by side, so the second would silently replace the first.
+fn check_destinations(backup: &Backup, objects: &[ManifestObject]) -> Result<(), RestoreError> {
+    let mut seen = std::collections::HashSet::new();
+    for object in objects {
+        let name = plaintext_name(backup, object)?;
+        let files: Vec<&str> = match &object.packed {
+            Some(packed) => packed.iter().map(|file| file.path.as_str()).collect(),
+            None => vec![name.as_str()],
+        };
+        for file in files {
+            if !seen.insert(file.to_owned()) {
+                return Err(RestoreError::Failed(format!(
+                    "the manifest lists {file:?} more than once (again in {})",
+                    object.key
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where an object's plaintext goes in a folder: a directory dump's file
 /// back at its `path`; otherwise its name without `.gpg` (and `.zst` once
 /// decompressed).
 fn plaintext_name(backup: &Backup, object: &ManifestObject) -> Result<String, RestoreError> {
     let outside = || RestoreError::Failed(format!("{}: outside the backup", object.key));
-    let safe = |path: &str| {
-        !path.is_empty()
-            && !path.starts_with('/')
-            && !path
-                .split('/')
-                .any(|s| s.is_empty() || s == "." || s == "..")
-    };
-    if let Some(path) = &object.path {
-        return if safe(path) {
-            Ok(path.clone())
-        } else {
-            Err(outside())
-        };
-    }
     if let Some(packed) = &object.packed {
-        if let Some(file) = packed.iter().find(|file| !safe(&file.path)) {
+        if object.path.is_some() {
+            return Err(RestoreError::Failed(format!(
+                "{}: the manifest gives it both a path and packed files",
+                object.key
+            )));
+        }
+        if let Some(file) = packed.iter().find(|file| !is_relative_file(&file.path)) {
             return Err(RestoreError::Failed(format!(
                 "{}: {:?} is outside the backup",
                 object.key, file.path
             )));
         }
+    }
+    if let Some(path) = &object.path {
+        return if is_relative_file(path) {
+            Ok(path.clone())
+        } else {
+            Err(outside())
+        };
     }
     let name = backup.name_of(&object.key).ok_or_else(outside)?;
     let name = name.strip_suffix(".gpg").unwrap_or(name);
@@ -301,6 +353,7 @@ async fn restore_object(
     decryptor: Decryptor,
     sink: Sink,
     downloaded: Arc<AtomicU64>,
+    cancelled: Arc<AtomicBool>,
 ) -> Result<u64, RestoreError> {
     let plain_name = name;
     let compression = object.compression.clone();
@@ -313,19 +366,25 @@ async fn restore_object(
         let input = ChannelReader {
             receiver,
             current: Bytes::new(),
+            cancelled: cancelled.clone(),
         };
         match (sink, packed) {
             (Sink::Dir { dir, durable }, Some(files)) => {
                 // the archive goes to an unnamed file beside the files
                 let fail = |e: io::Error| RestoreError::Failed(format!("{plain_name}: {e}"));
-                let archive = tempfile::tempfile_in(&dir).map_err(fail)?;
+                let archive = tempfile::tempfile_in(&dir).map_err(|e| {
+                    RestoreError::Failed(format!(
+                        "{plain_name}: cannot create a temporary file in {}: {e}",
+                        dir.display()
+                    ))
+                })?;
                 let out = io::BufWriter::new(&archive);
                 let mut out = decrypt_into(&decryptor, compression.as_deref(), input, out)?;
                 out.flush().map_err(fail)?;
                 drop(out);
                 let mut archive = archive;
                 archive.rewind().map_err(fail)?;
-                unpack(&plain_name, archive, &dir, &files, durable, &counter)
+                unpack(&plain_name, archive, &dir, &files, durable, &counter, &cancelled)
             }
             (Sink::Dir { dir, durable }, None) => {
                 let file = TempFile::create(&dir.join(&plain_name))?;
@@ -402,7 +461,7 @@ async fn restore_object(
 /// (synced when `durable`), adding their bytes to `written`. The archive
 /// must hold exactly the `files` the manifest lists, each a regular file
 /// of the listed size: nothing else is written, and a pack that differs
-/// fails the restore.
+/// fails the restore. Stops before the next file once `cancelled`.
 fn unpack(
     name: &str,
     archive: impl Read,
@@ -410,15 +469,26 @@ fn unpack(
     files: &[PackedFile],
     durable: bool,
     written: &AtomicU64,
+    cancelled: &AtomicBool,
 ) -> Result<(), RestoreError> {
     let damaged = |what: String| RestoreError::Failed(format!("{name}: {what}"));
     let fail = |e: io::Error| damaged(format!("cannot read the archive: {e}"));
-    let mut expected: HashMap<&str, u64> = files
-        .iter()
-        .map(|file| (file.path.as_str(), file.bytes))
-        .collect();
+    let mut expected: HashMap<&str, u64> = HashMap::new();
+    for file in files {
+        if !is_relative_file(&file.path)
+            || expected.insert(file.path.as_str(), file.bytes).is_some()
+        {
+            return Err(damaged(format!(
+                "the manifest lists {:?} outside the folder or twice",
+                file.path
+            )));
+        }
+    }
     let mut archive = tar::Archive::new(archive);
     for entry in archive.entries().map_err(fail)? {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(RestoreError::Failed(CANCELLED.to_owned()));
+        }
         let mut entry = entry.map_err(fail)?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let Some(bytes) = expected.remove(path.as_str()) else {
@@ -515,10 +585,15 @@ async fn download(
 struct ChannelReader {
     receiver: mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
+    /// Set when another object failed: the next read fails.
+    cancelled: Arc<AtomicBool>,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(io::Error::other(CANCELLED));
+        }
         while self.current.is_empty() {
             match self.receiver.blocking_recv() {
                 Some(chunk) => self.current = chunk?,
@@ -690,11 +765,50 @@ mod tests {
             name("data/sub/1.dat.zst.gpg", Some("sub/1.dat"), Some("zstd")).unwrap(),
             "sub/1.dat"
         );
-        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a//b",
+            "a/./b",
+            "",
+            "sub/.1.dat.partial",
+        ] {
             assert!(name("data/x.gpg", Some(bad), None).is_err(), "{bad:?}");
             let mut pack = object(&format!("{prefix}packs/00001.tar.gpg"), None, None);
             pack.packed = Some(vec![packed("ok.dat", 1), packed(bad, 1)]);
             assert!(plaintext_name(&backup, &pack).is_err(), "{bad:?}");
+        }
+        // a pack has no path of its own: one with both could hide its files
+        let mut both = object(
+            &format!("{prefix}packs/00001.tar.gpg"),
+            Some("toc.dat"),
+            None,
+        );
+        both.packed = Some(vec![packed("/home/op/.ssh/authorized_keys", 26)]);
+        assert!(plaintext_name(&backup, &both).is_err());
+        both.packed = Some(vec![packed("1.dat", 1)]);
+        assert!(plaintext_name(&backup, &both).is_err());
+
+        // every file is written once: a second listing is refused
+        let file = |path: &str| object(&format!("{prefix}data/{path}.gpg"), Some(path), None);
+        let pack = |number: u32, paths: &[&str]| {
+            let mut pack = object(&format!("{prefix}packs/{number:05}.tar.gpg"), None, None);
+            pack.packed = Some(paths.iter().map(|path| packed(path, 1)).collect());
+            pack
+        };
+        let good = [file("toc.dat"), pack(1, &["1.dat", "sub/1.dat"])];
+        check_destinations(&backup, &good).unwrap();
+        for twice in [
+            vec![file("1.dat"), pack(1, &["1.dat"])],
+            vec![pack(1, &["1.dat"]), pack(2, &["1.dat"])],
+            vec![pack(1, &["1.dat", "1.dat"])],
+            vec![file("1.dat"), file("1.dat")],
+        ] {
+            let err = check_destinations(&backup, &twice).unwrap_err();
+            assert!(
+                err.to_string().contains("\"1.dat\" more than once"),
+                "{err}"
+            );
         }
     }
 
@@ -732,9 +846,13 @@ mod tests {
         use tar::EntryType::{Regular, Symlink};
         let files = [packed("1.dat", 3), packed("sub/toc.dat", 0)];
         let good = archive(&[("1.dat", Regular, b"abc"), ("sub/toc.dat", Regular, b"")]);
-        let dir = tempfile::tempdir().unwrap();
         let written = AtomicU64::new(0);
-        unpack("pack 1", &good[..], dir.path(), &files, false, &written).unwrap();
+        let unpack_into = |archive: &[u8], dir: &Path, cancelled: bool| {
+            let cancelled = AtomicBool::new(cancelled);
+            unpack("pack 1", archive, dir, &files, false, &written, &cancelled)
+        };
+        let dir = tempfile::tempdir().unwrap();
+        unpack_into(&good, dir.path(), false).unwrap();
         assert_eq!(std::fs::read(dir.path().join("1.dat")).unwrap(), b"abc");
         assert_eq!(std::fs::read(dir.path().join("sub/toc.dat")).unwrap(), b"");
         assert_eq!(written.load(Ordering::Relaxed), 3);
@@ -760,12 +878,16 @@ mod tests {
         ];
         for (case, archive) in bad.iter().enumerate() {
             let dir = tempfile::tempdir().unwrap();
-            let written = AtomicU64::new(0);
-            let err = unpack("pack 1", &archive[..], dir.path(), &files, false, &written)
-                .expect_err(&format!("case {case}"));
+            let err = unpack_into(archive, dir.path(), false).expect_err(&format!("case {case}"));
             assert!(err.to_string().starts_with("pack 1: "), "{err}");
             assert!(!dir.path().parent().unwrap().join("1.dat").exists());
         }
+
+        // another object failed: nothing more is written
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack_into(&good, dir.path(), true).unwrap_err();
+        assert_eq!(err.to_string(), CANCELLED);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
