@@ -110,16 +110,20 @@ pub fn packs(backup_prefix: &str) -> String {
     format!("{backup_prefix}packs/")
 }
 
+/// The object name of plaintext `name`: `.zst.gpg` appended when it is
+/// zstd-compressed before encryption, `.gpg` when not.
+pub fn encrypted_name(name: &str, compressed: bool) -> String {
+    format!("{name}{}", if compressed { ".zst.gpg" } else { ".gpg" })
+}
+
 /// The one object of a streamed dump (`pg_dump -Fc`, `mysqldump`) in the
 /// backup at `backup_prefix`, zstd-compressed or not.
 pub fn stream_object(backup_prefix: &str, mode: DumpMode, compressed: bool) -> String {
-    let name = match (mode, compressed) {
-        (DumpMode::Mysqldump, false) => "mysqldump.sql.gpg",
-        (DumpMode::Mysqldump, true) => "mysqldump.sql.zst.gpg",
-        (_, false) => "pg_dump.custom.gpg",
-        (_, true) => "pg_dump.custom.zst.gpg",
+    let name = match mode {
+        DumpMode::Mysqldump => "mysqldump.sql",
+        _ => "pg_dump.custom",
     };
-    format!("{backup_prefix}{name}")
+    format!("{backup_prefix}{}", encrypted_name(name, compressed))
 }
 
 /// Where the check records of the backup at `backup_prefix` lie.

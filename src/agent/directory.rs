@@ -51,6 +51,7 @@ use super::part_size::PartSizer;
 use super::progress::TransferCounters;
 use super::{crashed, AgentError};
 use crate::facts::{CopyDigest, CopyRows, FactsError};
+use crate::layout;
 use crate::openpgp::Encryptor;
 use crate::pg_archive::{directory_toc, Toc};
 use crate::s3::{self, Bucket, MultipartUpload, ObjectLock, Put, S3Error};
@@ -537,9 +538,9 @@ async fn upload_file(
     let upload_started_at = OffsetDateTime::now_utc();
     let compressed = sink.compression_level > 0;
     let key = format!(
-        "{}{relative}{}",
+        "{}{}",
         sink.key_prefix,
-        if compressed { ".zst.gpg" } else { ".gpg" }
+        layout::encrypted_name(&relative, compressed)
     );
     let file_bytes = Arc::new(AtomicU64::new(0));
     let digest_as = layout.holds_table_data(&relative).then(|| relative.clone());
@@ -592,9 +593,9 @@ async fn upload_pack(
     let upload_started_at = OffsetDateTime::now_utc();
     let compressed = sink.compression_level > 0;
     let key = format!(
-        "{}{number:05}.tar{}",
+        "{}{}",
         sink.pack_prefix,
-        if compressed { ".zst.gpg" } else { ".gpg" }
+        layout::encrypted_name(&format!("{number:05}.tar"), compressed)
     );
     let total_bytes = sink.counters.plaintext_bytes.clone();
     let digests = sink.copy_digests.clone();

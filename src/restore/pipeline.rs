@@ -168,7 +168,7 @@ async fn restore_objects(
     sink: &Sink,
 ) -> Result<Restored, RestoreError> {
     let started = Instant::now();
-    check_destinations(backup, &manifest.objects)?;
+    let names = plaintext_names(backup, &manifest.objects)?;
     if let Sink::Dir { dir, .. } = sink {
         std::fs::create_dir_all(dir).map_err(|e| {
             RestoreError::Failed(format!("cannot create the folder {}: {e}", dir.display()))
@@ -182,8 +182,7 @@ async fn restore_objects(
     // file, and are awaited, so none writes into a folder after it is gone
     let cancelled = Arc::new(AtomicBool::new(false));
     let mut tasks = tokio::task::JoinSet::new();
-    for object in &manifest.objects {
-        let name = plaintext_name(backup, object)?;
+    for (object, name) in manifest.objects.iter().zip(names) {
         let decryptor = decryptor_for(object)?;
         let slots = slots.clone();
         let (backup, object, sink, downloaded, cancelled) = (
@@ -256,11 +255,16 @@ fn is_relative_file(path: &str) -> bool {
         && !path.rsplit('/').next().is_some_and(writing)
 }
 
-/// The plaintext file every object writes into a folder (a pack, each of
-/// its files), refusing a manifest that names one file twice: objects are
-/// written side by side, so the second would silently replace the first.
-fn check_destinations(backup: &Backup, objects: &[ManifestObject]) -> Result<(), RestoreError> {
+/// Every object's [`plaintext_name`], in order, refusing a manifest that
+/// names one plaintext file twice (a pack: each of its files): objects
+/// are written side by side, so the second would silently replace the
+/// first.
+fn plaintext_names(
+    backup: &Backup,
+    objects: &[ManifestObject],
+) -> Result<Vec<String>, RestoreError> {
     let mut seen = std::collections::HashSet::new();
+    let mut names = Vec::with_capacity(objects.len());
     for object in objects {
         let name = plaintext_name(backup, object)?;
         let files: Vec<&str> = match &object.packed {
@@ -275,8 +279,9 @@ fn check_destinations(backup: &Backup, objects: &[ManifestObject]) -> Result<(),
                 )));
             }
         }
+        names.push(name);
     }
-    Ok(())
+    Ok(names)
 }
 
 /// Where an object's plaintext goes in a folder: a directory dump's file
@@ -797,14 +802,14 @@ mod tests {
             pack
         };
         let good = [file("toc.dat"), pack(1, &["1.dat", "sub/1.dat"])];
-        check_destinations(&backup, &good).unwrap();
+        plaintext_names(&backup, &good).unwrap();
         for twice in [
             vec![file("1.dat"), pack(1, &["1.dat"])],
             vec![pack(1, &["1.dat"]), pack(2, &["1.dat"])],
             vec![pack(1, &["1.dat", "1.dat"])],
             vec![file("1.dat"), file("1.dat")],
         ] {
-            let err = check_destinations(&backup, &twice).unwrap_err();
+            let err = plaintext_names(&backup, &twice).unwrap_err();
             assert!(
                 err.to_string().contains("\"1.dat\" more than once"),
                 "{err}"
